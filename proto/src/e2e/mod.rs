@@ -1,0 +1,13 @@
+//! The end-to-end layer between a client and a host, which the relay cannot read.
+//!
+//! - [`handshake`]: Noise `IKpsk2` (the client knows the host key and the ticket secret).
+//! - [`record`]: the framed, authenticated record stream that follows it.
+//!
+//! Handshake messages and records share one framing: a 2-byte big-endian length then that
+//! many bytes. See `docs/protocol.md` for the sequence.
+
+pub mod handshake;
+pub mod record;
+
+pub use handshake::{ClientHandshake, E2E_NOISE, HostHandshake};
+pub use record::{MAX_RECORD_DATA, Opener, Record, Sealer};

@@ -1,0 +1,52 @@
+//! The one error type of the wire layer, worded for the person who will read it.
+
+/// Everything that can go wrong while encoding, decoding or running a handshake.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A peer announced a control message larger than [`crate::message::MAX_MESSAGE_LEN`].
+    #[error("control message of {0} bytes exceeds the {max} byte limit", max = crate::message::MAX_MESSAGE_LEN)]
+    MessageTooLarge(usize),
+    /// The bytes do not form a valid control message.
+    #[error("malformed control message: {0}")]
+    Malformed(&'static str),
+    /// The control message type byte is not one this version knows.
+    #[error("unknown control message type {0:#04x}")]
+    UnknownMessage(u8),
+    /// A host id string could not be parsed.
+    #[error("invalid host id: {0}")]
+    InvalidHostId(&'static str),
+    /// A key file or key string could not be parsed.
+    #[error("invalid key: {0}")]
+    InvalidKey(&'static str),
+    /// A certificate pin string could not be parsed.
+    #[error(
+        "invalid certificate pin: {0} (expected `sha256:` followed by 52 base32 characters, or `webpki`)"
+    )]
+    InvalidPin(&'static str),
+    /// A ticket string could not be parsed.
+    #[error("invalid ticket: {0}")]
+    InvalidTicket(&'static str),
+    /// The host's Noise answer could not be decrypted: the ticket is not the host's.
+    #[error(
+        "the host refused the session: the ticket's secret is wrong or the host key changed (ask the host owner for a new ticket)"
+    )]
+    HostRejected,
+    /// The client's handshake did not verify against this host's key.
+    #[error("the client's handshake does not match this host's key")]
+    ClientRejected,
+    /// A registration proof did not verify.
+    #[error("the registration proof is invalid: {0}")]
+    BadProof(&'static str),
+    /// A record failed authentication: the stream was cut, corrupted or tampered with.
+    #[error(
+        "an end-to-end record failed authentication: the stream was corrupted or tampered with"
+    )]
+    RecordAuth,
+    /// A record announced a size or kind this version does not allow.
+    #[error("malformed end-to-end record: {0}")]
+    BadRecord(&'static str),
+    /// The Noise library refused an operation (a bug or a misuse, never peer-controlled).
+    #[error("noise: {0}")]
+    Noise(#[from] snow::Error),
+}
