@@ -8,6 +8,7 @@
 //!
 //! # Layout
 //! - [`codec`]: the length-checked byte reader shared by every decoder.
+//! - [`codes`]: QUIC stream and connection error codes and what they mean.
 //! - [`keys`]: X25519 static keys and the [`HostId`] (a host's public key in text form).
 //! - [`pin`]: how a client trusts a relay: SHA-256 certificate pins or webpki roots.
 //! - [`ticket`]: the copy-pasteable string that tells a client how to reach a host.
@@ -17,6 +18,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod codec;
+pub mod codes;
 pub mod e2e;
 mod error;
 pub mod keys;

@@ -1,1 +1,35 @@
-//! placeholder
+//! ferry-relay: the relay node that pairs hosts with clients and splices their streams.
+//!
+//! Hosts connect out to the relay and register under their host id (proving they hold
+//! its key); clients ask for a host id; the relay opens a stream to the host and pumps
+//! bytes both ways. Everything it pumps is end-to-end encrypted between client and host:
+//! the relay holds no key that could read it, keeps only bounded in-memory buffers and
+//! logs one line per session (duration and byte counts).
+//!
+//! # Layout
+//! - `server`: [`Relay`] — listener, accept loop, per-connection dispatch, shutdown.
+//! - `host`: a host's registration proof and the life of its control stream.
+//! - `session`: pairing a client's `Connect` with a stream to the host; the close log line.
+//! - `pump`: the bounded, zero-copy splice of two streams.
+//! - `registry`: host id → live host connection.
+//! - `control`: reading and writing control messages with timeouts.
+//! - [`config`]: [`RelayConfig`] and its defaults.
+//! - `tls`: rustls and quinn settings of the listener.
+//! - [`certs`]: certificates on disk, self-signed generation and pins (shared with `ferry-cert`).
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod certs;
+pub mod config;
+mod control;
+mod error;
+mod host;
+mod pump;
+mod registry;
+mod server;
+mod session;
+mod tls;
+
+pub use certs::TlsIdentity;
+pub use config::RelayConfig;
+pub use error::Error;
+pub use server::Relay;

@@ -1,0 +1,93 @@
+//! The relay's settings, with the defaults an operator gets when they set nothing.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::Error;
+use crate::certs::TlsIdentity;
+
+/// Default listen address: every IPv4 interface, UDP port 4433.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:4433";
+/// Default bound on the bytes the relay buffers per session and direction.
+pub const DEFAULT_BUFFER_PER_DIRECTION: usize = 1 << 20;
+
+/// A test-only observer of every byte the pump forwards (see [`RelayConfig::tap`]).
+pub type Tap = Arc<dyn Fn(&[u8]) + Send + Sync>;
+
+/// Everything a relay needs to run.
+#[derive(Clone)]
+pub struct RelayConfig {
+    /// Where to listen (UDP for QUIC).
+    pub listen: SocketAddr,
+    /// The relay's certificate chain and key.
+    pub identity: TlsIdentity,
+    /// Most bytes buffered per session per direction; also each stream's QUIC receive
+    /// window, so a sender that outruns its reader is slowed by flow control.
+    pub buffer_per_direction: usize,
+    /// Longest wait for a peer to finish the TLS handshake or send its first control
+    /// message; slow peers are dropped.
+    pub handshake_timeout: Duration,
+    /// A connection silent for this long is closed (peers send keep-alives well within it).
+    pub idle_timeout: Duration,
+    /// Most sessions (streams) one client connection may have open at once.
+    pub max_sessions_per_connection: u32,
+    /// Test hook: sees every byte the pump forwards. Used to prove the relay only ever
+    /// handles ciphertext; never set by the binaries.
+    #[doc(hidden)]
+    pub tap: Option<Tap>,
+}
+
+impl RelayConfig {
+    /// Defaults for everything but where to listen and which certificate to serve.
+    pub fn new(listen: SocketAddr, identity: TlsIdentity) -> Self {
+        Self {
+            listen,
+            identity,
+            buffer_per_direction: DEFAULT_BUFFER_PER_DIRECTION,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            max_sessions_per_connection: 1024,
+            tap: None,
+        }
+    }
+
+    /// Checks the settings make sense together.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.buffer_per_direction < 16 * 1024 {
+            return Err(Error::Config(
+                "the buffer per direction must be at least 16 KiB".into(),
+            ));
+        }
+        if self.buffer_per_direction > 1 << 30 {
+            return Err(Error::Config(
+                "the buffer per direction must be at most 1 GiB".into(),
+            ));
+        }
+        if self.handshake_timeout.is_zero() || self.idle_timeout.is_zero() {
+            return Err(Error::Config("timeouts must be greater than zero".into()));
+        }
+        if self.max_sessions_per_connection == 0 {
+            return Err(Error::Config(
+                "sessions per connection must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for RelayConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RelayConfig")
+            .field("listen", &self.listen)
+            .field("buffer_per_direction", &self.buffer_per_direction)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field(
+                "max_sessions_per_connection",
+                &self.max_sessions_per_connection,
+            )
+            .finish_non_exhaustive()
+    }
+}

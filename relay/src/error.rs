@@ -1,0 +1,57 @@
+//! The relay crate's error type, worded for the operator who will read it.
+
+use std::io;
+use std::path::PathBuf;
+
+/// What can stop a relay from starting or a certificate from being made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// A file could not be written.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// Refused to replace an existing key or certificate.
+    #[error("{0} already exists; pass --force to replace it")]
+    Exists(PathBuf),
+    /// A PEM file held no usable certificate or key.
+    #[error("{path}: {what}")]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        what: String,
+    },
+    /// A certificate could not be parsed.
+    #[error("the certificate cannot be parsed: {0}")]
+    BadCertificate(String),
+    /// rustls refused the certificate and key (for example, they do not match).
+    #[error("TLS setup failed: {0} (do the certificate and key belong together?)")]
+    Tls(#[from] rustls::Error),
+    /// The UDP port could not be bound.
+    #[error("cannot listen on {addr}: {source} (is another relay running on that port?)")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
+    /// Certificate generation failed.
+    #[error("certificate generation failed: {0}")]
+    CertGen(#[from] rcgen::Error),
+    /// An invalid setting.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
