@@ -153,7 +153,7 @@ async fn the_relay_only_ever_sees_ciphertext() -> Result<()> {
     assert_eq!(echoed, payload, "the session itself carried the plaintext");
     bridge.await??;
 
-    let seen = seen.lock().unwrap();
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
     assert!(
         seen.len() >= 2 * payload.len(),
         "the tap saw {} bytes, fewer than were relayed",
@@ -163,7 +163,6 @@ async fn the_relay_only_ever_sees_ciphertext() -> Result<()> {
         !seen.windows(marker.len()).any(|w| w == marker),
         "plaintext marker visible to the relay"
     );
-    drop(seen);
     s.stack.shutdown().await;
     Ok(())
 }

@@ -61,6 +61,7 @@ async fn main() -> Result<()> {
             tracing_subscriber::EnvFilter::try_new(&args.log).context("invalid --log filter")?,
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
     let identity = match (&args.cert, &args.key) {
