@@ -22,7 +22,7 @@ use tracing::debug;
 
 use crate::control::{ControlError, ControlReader};
 use crate::registry::Registry;
-use crate::{Error, RelayConfig, host, session, tls};
+use crate::{Error, RelayConfig, TlsIdentity, host, session, tls};
 
 /// State every task of one relay shares.
 pub(crate) struct Shared {
@@ -86,6 +86,16 @@ impl Relay {
     /// The pin of the certificate the relay serves.
     pub fn pin(&self) -> CertPin {
         self.pin
+    }
+
+    /// Serves `identity` to new connections from now on; running connections and their
+    /// sessions keep the certificate they started with (certificate renewal, SIGHUP).
+    pub fn set_identity(&self, identity: TlsIdentity) -> Result<CertPin, Error> {
+        let mut config = self.shared.config.clone();
+        config.identity = identity;
+        let pin = config.identity.pin()?;
+        self.endpoint.set_server_config(Some(tls::quic_server_config(&config)?));
+        Ok(pin)
     }
 
     /// How many hosts are registered right now.
