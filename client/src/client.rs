@@ -6,17 +6,20 @@
 //! single round trip to the host. Relays are tried in ticket order; a lost connection is
 //! re-established by the next session.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use ferry_link::Framed;
 use ferry_proto::e2e::ClientHandshake;
 use ferry_proto::e2e::handshake::MAX_HANDSHAKE_LEN;
 use ferry_proto::e2e::record::put_frame;
 use ferry_proto::{Message, StaticKey, Ticket};
 use tokio::sync::Mutex;
 
-use crate::framed::FramedRecv;
-use crate::hop::{self, HopOptions};
+use crate::dial::{self, RelayHop, Transport};
+use crate::hop::HopOptions;
 use crate::{Error, Session};
 
 /// Opens sessions to the host of one ticket.
@@ -24,39 +27,78 @@ pub struct Client {
     ticket: Ticket,
     key: StaticKey,
     options: HopOptions,
+    transport: Transport,
     /// Longest wait for the relay's answer and the host's handshake.
     pub handshake_timeout: Duration,
-    conn: Mutex<Option<quinn::Connection>>,
+    hop: Mutex<Option<Arc<RelayHop>>>,
+    /// The transport that last worked, per relay address (for `Transport::Auto`).
+    remembered: std::sync::Mutex<HashMap<String, Transport>>,
 }
 
 impl Client {
-    /// A client for `ticket`, identified to the host by `key`.
+    /// A client for `ticket`, identified to the host by `key`, choosing QUIC or TCP
+    /// automatically.
     pub fn new(ticket: Ticket, key: StaticKey, options: HopOptions) -> Self {
         Self {
             ticket,
             key,
             options,
+            transport: Transport::Auto,
             handshake_timeout: Duration::from_secs(10),
-            conn: Mutex::new(None),
+            hop: Mutex::new(None),
+            remembered: std::sync::Mutex::default(),
         }
     }
 
-    /// The relay connection, (re)connecting through the ticket's relays in order.
-    async fn connection(&self) -> Result<quinn::Connection, Error> {
-        let mut slot = self.conn.lock().await;
-        if let Some(conn) = slot.as_ref().filter(|c| c.close_reason().is_none()) {
-            return Ok(conn.clone());
+    /// Uses `transport` for the hop to the relay.
+    pub fn with_transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
+        self
+    }
+
+    /// The transport of the current relay hop, once connected.
+    pub async fn transport_in_use(&self) -> Option<Transport> {
+        self.hop.lock().await.as_ref().map(|hop| hop.transport())
+    }
+
+    /// The relay hop, (re)connecting through the ticket's relays in order.
+    async fn hop(&self) -> Result<Arc<RelayHop>, Error> {
+        let mut slot = self.hop.lock().await;
+        if let Some(hop) = slot.as_ref().filter(|h| h.is_alive()) {
+            return Ok(hop.clone());
         }
         let mut last_error = None;
         for relay in &self.ticket.relays {
-            match hop::connect(relay, &self.options).await {
-                Ok(conn) => {
-                    *slot = Some(conn.clone());
-                    return Ok(conn);
+            let remembered = self
+                .remembered
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(&relay.addr)
+                .copied();
+            let transport = match (self.transport, remembered) {
+                (Transport::Auto, Some(known)) => known,
+                (chosen, _) => chosen,
+            };
+            match dial::connect(relay, transport, &self.options).await {
+                Ok(hop) => {
+                    self.remembered
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .insert(relay.addr.clone(), hop.transport());
+                    let hop = Arc::new(hop);
+                    *slot = Some(hop.clone());
+                    return Ok(hop);
                 }
                 // A pin mismatch is never retried elsewhere silently: report it.
                 Err(e @ Error::PinMismatch { .. }) => return Err(e),
-                Err(e) => last_error = Some(e),
+                Err(e) => {
+                    // A remembered transport that stopped working is forgotten.
+                    self.remembered
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .remove(&relay.addr);
+                    last_error = Some(e);
+                }
             }
         }
         Err(last_error.unwrap_or_else(|| Error::Cut("the ticket lists no relay".into())))
@@ -64,16 +106,13 @@ impl Client {
 
     /// Connects to a relay now (sessions would do it lazily), to report problems early.
     pub async fn warm_up(&self) -> Result<(), Error> {
-        self.connection().await.map(drop)
+        self.hop().await.map(drop)
     }
 
     /// Opens one end-to-end session to the host.
     pub async fn open_session(&self) -> Result<Session, Error> {
-        let conn = self.connection().await?;
-        let (mut send, recv) = conn
-            .open_bi()
-            .await
-            .map_err(|e| Error::Cut(format!("cannot open a stream ({e})")))?;
+        let stream = self.hop().await?.open_stream().await?;
+        let mut send = stream.send;
         let (handshake, hello) =
             ClientHandshake::start(&self.ticket.host, &self.ticket.secret, &self.key)?;
         let mut first = BytesMut::from(
@@ -83,11 +122,9 @@ impl Client {
             .to_vec()?[..],
         );
         put_frame(&mut first, &hello)?;
-        send.write_chunk(first.freeze())
-            .await
-            .map_err(|e| Error::Cut(format!("cannot send to the relay ({e})")))?;
+        send.write_chunks(&mut [first.freeze()]).await?;
 
-        let mut recv = FramedRecv::new(recv);
+        let mut recv = Framed::new(stream.recv);
         match recv.message(self.handshake_timeout).await? {
             Message::Accepted => {}
             Message::Refused { reason } => return Err(Error::Refused(reason)),
@@ -109,10 +146,10 @@ impl Client {
         })
     }
 
-    /// Closes the relay connection, letting queued data go out first (bounded wait).
+    /// Closes the relay connection.
     pub async fn close(&self) {
-        if let Some(conn) = self.conn.lock().await.take() {
-            conn.close(ferry_proto::codes::CLOSE_DONE.into(), b"done");
+        if let Some(hop) = self.hop.lock().await.take() {
+            hop.close();
         }
     }
 }

@@ -71,7 +71,7 @@ impl HopOptions {
 }
 
 /// Splits `name:port` / `[v6]:port` into the TLS server name and the port.
-fn server_name(addr: &str) -> &str {
+pub(crate) fn server_name(addr: &str) -> &str {
     let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
     host.trim_start_matches('[').trim_end_matches(']')
 }

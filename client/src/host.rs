@@ -10,16 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use ferry_proto::codes::{
-    CLOSE_DONE, RESET_HANDSHAKE_FAILED, RESET_NOT_ALLOWED, RESET_SERVICE_UNREACHABLE,
-};
+use ferry_link::{Framed, LinkSend};
+use ferry_proto::codes::{RESET_HANDSHAKE_FAILED, RESET_NOT_ALLOWED, RESET_SERVICE_UNREACHABLE};
 use ferry_proto::e2e::HostHandshake;
 use ferry_proto::e2e::handshake::MAX_HANDSHAKE_LEN;
 use ferry_proto::e2e::record::put_frame;
 use ferry_proto::message::RegistrationToken;
 use ferry_proto::registration::HostProver;
-use ferry_proto::{EXPORTER_LEN, Message, PublicKey, REGISTRATION_EXPORTER_LABEL, RelayAddr};
-use quinn::{RecvStream, SendStream, VarInt};
+use ferry_proto::{Message, PublicKey, RelayAddr};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -27,8 +25,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use crate::backoff::Backoff;
-use crate::framed::FramedRecv;
-use crate::hop::{self, HopOptions};
+use crate::dial::{self, HopStream, RelayHop, Transport};
+use crate::hop::HopOptions;
 use crate::{Error, HostIdentity, Session};
 
 /// What a host needs to serve.
@@ -42,6 +40,8 @@ pub struct HostConfig {
     pub forward: String,
     /// Hop tuning.
     pub options: HopOptions,
+    /// QUIC, TLS over TCP, or automatic.
+    pub transport: Transport,
     /// Only these client keys may open sessions (`None`: anyone holding the ticket).
     pub allow: Option<Vec<PublicKey>>,
     /// Registration token for relays in closed mode.
@@ -58,6 +58,7 @@ impl HostConfig {
             relays,
             forward,
             options: HopOptions::host(),
+            transport: Transport::Auto,
             allow: None,
             token: None,
             handshake_timeout: Duration::from_secs(10),
@@ -140,13 +141,13 @@ async fn stay_registered(
             attempt = register(&config, relay) => attempt,
         };
         match attempt {
-            Ok((conn, control)) => {
+            Ok((hop, control)) => {
                 backoff.reset();
                 status.send_modify(|s| {
                     s.registered[index] = true;
                     s.registrations += 1;
                 });
-                let ended = serve(&config, &conn, control, &cancel, &tracker).await;
+                let ended = serve(&config, hop, control, &cancel, &tracker).await;
                 status.send_modify(|s| {
                     s.registered[index] = false;
                     s.last_error = Some(ended.clone());
@@ -169,33 +170,31 @@ async fn stay_registered(
 /// The control stream of a registration. Both halves stay open for as long as the host
 /// wants to stay registered: the relay takes a finished stream as an unregistration.
 struct Control {
-    _send: SendStream,
-    recv: FramedRecv,
+    send: LinkSend,
+    recv: Framed,
 }
 
-/// Connects to `relay` and proves the host key; returns the connection and the control
-/// stream (on which the relay says when it is going away).
+/// Connects to `relay` and proves the host key; returns the hop and the control stream
+/// (on which the relay announces TCP sessions and says when it is going away).
 async fn register(
     config: &HostConfig,
     relay: &RelayAddr,
-) -> Result<(quinn::Connection, Control), Error> {
-    let conn = hop::connect(relay, &config.options).await?;
-    let lost = |e: &dyn std::fmt::Display| Error::Cut(format!("registration: {e}"));
-    let (mut send, recv) = conn.open_bi().await.map_err(|e| lost(&e))?;
-    let mut exporter = [0u8; EXPORTER_LEN];
-    conn.export_keying_material(&mut exporter, REGISTRATION_EXPORTER_LABEL, b"")
-        .map_err(|_| Error::Cut("the hop cannot export keying material".into()))?;
+) -> Result<(Arc<RelayHop>, Control), Error> {
+    let hop = dial::connect(relay, config.transport, &config.options).await?;
+    let HopStream {
+        mut send,
+        recv,
+        exporter,
+    } = hop.open_stream().await?;
     let (prover, hello) = HostProver::start(&config.identity.key, &exporter)?;
     let register = Message::Register {
         host_id: config.identity.key.public(),
         token: config.token.clone().map(RegistrationToken),
         handshake: hello,
     };
-    send.write_all(&register.to_vec()?)
-        .await
-        .map_err(|e| lost(&e))?;
-    let mut control = FramedRecv::new(recv);
-    let challenge = match control.message(config.handshake_timeout).await? {
+    send.send(&register.to_vec()?).await?;
+    let mut recv = Framed::new(recv);
+    let challenge = match recv.message(config.handshake_timeout).await? {
         Message::Challenge { handshake } => handshake,
         Message::Refused { reason } => return Err(Error::Refused(reason)),
         _ => {
@@ -205,17 +204,10 @@ async fn register(
         }
     };
     let proof = prover.answer(&challenge)?;
-    send.write_all(&Message::Proof { handshake: proof }.to_vec()?)
-        .await
-        .map_err(|e| lost(&e))?;
-    match control.message(config.handshake_timeout).await? {
-        Message::Registered => Ok((
-            conn,
-            Control {
-                _send: send,
-                recv: control,
-            },
-        )),
+    send.send(&Message::Proof { handshake: proof }.to_vec()?)
+        .await?;
+    match recv.message(config.handshake_timeout).await? {
+        Message::Registered => Ok((Arc::new(hop), Control { send, recv })),
         Message::Refused { reason } => Err(Error::Refused(reason)),
         _ => Err(Error::Cut(
             "the relay answered the proof with an unexpected message".into(),
@@ -223,34 +215,56 @@ async fn register(
     }
 }
 
-/// Accepts session streams until the registration ends; returns why it ended.
+/// Accepts sessions until the registration ends; returns why it ended. A QUIC relay
+/// opens a stream per session; a TCP relay announces `Incoming` on the control stream
+/// and the host dials back with `Attach`.
 async fn serve(
     config: &Arc<HostConfig>,
-    conn: &quinn::Connection,
+    hop: Arc<RelayHop>,
     mut control: Control,
     cancel: &CancellationToken,
     tracker: &TaskTracker,
 ) -> String {
-    let forever = Duration::from_secs(u64::from(u32::MAX));
+    let quic = match hop.as_ref() {
+        RelayHop::Quic(conn) => Some(conn.clone()),
+        RelayHop::Tcp(_) => None,
+    };
     loop {
         tokio::select! {
             biased;
             _ = cancel.cancelled() => {
-                conn.close(CLOSE_DONE.into(), b"host shutting down");
+                hop.close();
+                let _ = control.send.finish().await;
                 return "the host is shutting down".into();
             }
-            message = control.recv.message(forever) => {
-                return match message {
-                    Ok(Message::GoingAway) => "the relay is going away".into(),
-                    Ok(_) => "the relay sent an unexpected control message".into(),
-                    Err(e) => e.to_string(),
-                };
-            }
-            stream = conn.accept_bi() => match stream {
+            message = control.recv.message_unbounded() => match message {
+                Ok(Message::Incoming { session }) if quic.is_none() => {
+                    let (config, hop) = (config.clone(), hop.clone());
+                    tracker.spawn(async move {
+                        if let Err(e) = attach_session(&config, &hop, session).await {
+                            debug!("session ended: {e}");
+                        }
+                    });
+                }
+                Ok(Message::GoingAway) => return "the relay is going away".into(),
+                Ok(_) => return "the relay sent an unexpected control message".into(),
+                Err(e) => return Error::from(e).to_string(),
+            },
+            stream = accept_stream(quic.as_ref()) => match stream {
                 Ok((send, recv)) => {
                     let config = config.clone();
                     tracker.spawn(async move {
-                        if let Err(e) = serve_session(&config, send, recv).await {
+                        let mut recv = Framed::new(ferry_link::LinkRecv::Quic(recv));
+                        let started = match recv.message(config.handshake_timeout).await {
+                            Ok(Message::Incoming { .. }) => Ok(()),
+                            Ok(_) => Err(Error::Cut("a session stream did not start with Incoming".into())),
+                            Err(e) => Err(e.into()),
+                        };
+                        let result = match started {
+                            Ok(()) => serve_session(&config, LinkSend::Quic(send), recv).await,
+                            Err(e) => Err(e),
+                        };
+                        if let Err(e) = result {
                             debug!("session ended: {e}");
                         }
                     });
@@ -261,38 +275,43 @@ async fn serve(
     }
 }
 
+/// The next session stream a QUIC relay opens; never resolves for a TCP hop.
+async fn accept_stream(
+    quic: Option<&quinn::Connection>,
+) -> Result<(quinn::SendStream, quinn::RecvStream), String> {
+    match quic {
+        Some(conn) => conn.accept_bi().await.map_err(|e| e.to_string()),
+        None => std::future::pending().await,
+    }
+}
+
+/// A TCP relay announced a session: dial back, attach, then serve it.
+async fn attach_session(config: &HostConfig, hop: &RelayHop, session: u64) -> Result<(), Error> {
+    let HopStream { mut send, recv, .. } = hop.open_stream().await?;
+    send.send(&Message::Attach { session }.to_vec()?).await?;
+    serve_session(config, send, Framed::new(recv)).await
+}
+
 /// One session: handshake, allow-list, local connection, bridge.
 async fn serve_session(
     config: &HostConfig,
-    mut send: SendStream,
-    recv: RecvStream,
+    mut send: LinkSend,
+    mut recv: Framed,
 ) -> Result<(), Error> {
-    let mut recv = FramedRecv::new(recv);
-    match recv.message(config.handshake_timeout).await? {
-        Message::Incoming { .. } => {}
-        _ => {
-            return Err(Error::Cut(
-                "a session stream did not start with Incoming".into(),
-            ));
-        }
-    }
     let hello = recv
         .frame(MAX_HANDSHAKE_LEN, config.handshake_timeout)
         .await?;
-    let reset = |send: &mut SendStream, code: u32| {
-        let _ = send.reset(VarInt::from_u32(code));
-    };
     let handshake = match HostHandshake::read(&config.identity.key, &config.identity.secret, &hello)
     {
         Ok(h) => h,
         Err(e) => {
-            reset(&mut send, RESET_HANDSHAKE_FAILED);
+            send.reset(RESET_HANDSHAKE_FAILED);
             return Err(e.into());
         }
     };
     if let Some(allow) = &config.allow {
         if !allow.contains(&handshake.client_key()) {
-            reset(&mut send, RESET_NOT_ALLOWED);
+            send.reset(RESET_NOT_ALLOWED);
             return Err(Error::HostRefused("client key not on the allow-list"));
         }
     }
@@ -304,11 +323,11 @@ async fn serve_session(
     {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
-            reset(&mut send, RESET_SERVICE_UNREACHABLE);
+            send.reset(RESET_SERVICE_UNREACHABLE);
             return Err(Error::Io(e));
         }
         Err(_) => {
-            reset(&mut send, RESET_SERVICE_UNREACHABLE);
+            send.reset(RESET_SERVICE_UNREACHABLE);
             return Err(Error::Timeout(
                 "the local service did not accept the connection",
             ));
@@ -318,9 +337,7 @@ async fn serve_session(
     let (answer, sealer, opener) = handshake.accept()?;
     let mut out = BytesMut::new();
     put_frame(&mut out, &answer)?;
-    send.write_chunk(out.freeze())
-        .await
-        .map_err(|e| Error::Cut(e.to_string()))?;
+    send.write_chunk(out.freeze()).await?;
     let (local_read, local_write) = local.into_split();
     Session {
         send,

@@ -7,20 +7,21 @@
 //!
 //! # Layout
 //! - [`identity`]: host and client key files (0600, never overwritten).
-//! - [`hop`]: the QUIC connection to a relay and its tuning.
+//! - [`hop`]: the QUIC connection to a relay and the hop tuning ([`HopOptions`]).
 //! - `verify`: certificate checks by pin or public roots.
 //! - [`host`]: [`Host`] — registration, reconnect with backoff, session forwarding.
 //! - [`client`]: [`Client`] — relay selection and session opening.
 //! - [`session`]: [`Session`] — plaintext ↔ sealed records, half-close, truncation checks.
-//! - `framed`: the receive buffer shared by control messages, handshakes and records;
-//!   quinn errors turned into explanations.
+//! - [`dial`]: choosing QUIC or TLS over TCP (raced with a QUIC head start) and opening streams.
+//! - `explain`: hop failures and reset codes turned into explanations.
 //! - `backoff`: jittered exponential backoff.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod backoff;
 pub mod client;
+pub mod dial;
 mod error;
-mod framed;
+mod explain;
 pub mod hop;
 pub mod host;
 pub mod identity;
@@ -28,6 +29,7 @@ pub mod session;
 mod verify;
 
 pub use client::Client;
+pub use dial::Transport;
 pub use error::Error;
 pub use hop::HopOptions;
 pub use host::{Host, HostConfig, HostStatus};

@@ -3,8 +3,8 @@
 //!
 //! Each direction runs on its own and sends as soon as it has bytes: one local read
 //! becomes one record (up to `MAX_RECORD_DATA`), so a 64-byte request leaves at once and
-//! a bulk transfer fills 64 KiB records. Sealed records are handed to quinn by ownership
-//! (`write_chunk`), with no copy.
+//! a bulk transfer fills 64 KiB records. Sealed records are handed to the hop by
+//! ownership (`write_chunk`), with no copy on QUIC.
 //!
 //! Ends are explicit: local EOF becomes an authenticated `Fin` record and a stream
 //! finish, and the peer's `Fin` becomes a half-close of the local socket, so half-close
@@ -12,14 +12,13 @@
 //! clean, shorter transfer.
 
 use bytes::BytesMut;
+use ferry_link::{Framed, LinkSend};
 use ferry_proto::codes::RESET_CANCELLED;
 use ferry_proto::e2e::record::{MAX_RECORD_DATA, Record, RecordKind};
 use ferry_proto::e2e::{Opener, Sealer};
-use quinn::{SendStream, VarInt, WriteError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::Error;
-use crate::framed::{FramedRecv, reset_error};
 
 /// Bytes moved by a session that ended cleanly.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -32,8 +31,8 @@ pub struct Transferred {
 
 /// An established end-to-end session, ready to carry bytes.
 pub struct Session {
-    pub(crate) send: SendStream,
-    pub(crate) recv: FramedRecv,
+    pub(crate) send: LinkSend,
+    pub(crate) recv: Framed,
     pub(crate) sealer: Sealer,
     pub(crate) opener: Opener,
 }
@@ -63,8 +62,8 @@ impl Session {
         match result {
             Ok((sent, received)) => Ok(Transferred { sent, received }),
             Err(e) => {
-                let _ = send.reset(VarInt::from_u32(RESET_CANCELLED));
-                let _ = recv.recv.stop(VarInt::from_u32(RESET_CANCELLED));
+                send.reset(RESET_CANCELLED);
+                recv.recv.stop(RESET_CANCELLED);
                 Err(e)
             }
         }
@@ -73,7 +72,7 @@ impl Session {
 
 async fn upstream<R: AsyncRead + Unpin>(
     local: &mut R,
-    send: &mut SendStream,
+    send: &mut LinkSend,
     mut sealer: Sealer,
 ) -> Result<u64, Error> {
     let mut plain = vec![0u8; MAX_RECORD_DATA];
@@ -87,11 +86,9 @@ async fn upstream<R: AsyncRead + Unpin>(
             RecordKind::Data
         };
         sealer.seal(kind, &plain[..n], &mut out)?;
-        send.write_chunk(out.split().freeze())
-            .await
-            .map_err(write_error)?;
+        send.write_chunks(&mut [out.split().freeze()]).await?;
         if n == 0 {
-            let _ = send.finish();
+            send.finish().await?;
             return Ok(total);
         }
         total += n as u64;
@@ -99,7 +96,7 @@ async fn upstream<R: AsyncRead + Unpin>(
 }
 
 async fn downstream<W: AsyncWrite + Unpin>(
-    recv: &mut FramedRecv,
+    recv: &mut Framed,
     mut opener: Opener,
     local: &mut W,
 ) -> Result<u64, Error> {
@@ -125,15 +122,5 @@ async fn downstream<W: AsyncWrite + Unpin>(
                 "the stream ended without the other end's end-of-stream mark (the relay or network cut it)".into(),
             ));
         }
-    }
-}
-
-fn write_error(e: WriteError) -> Error {
-    match e {
-        WriteError::Stopped(code) => reset_error(code.into_inner()),
-        WriteError::ConnectionLost(e) => {
-            Error::Cut(format!("the connection to the relay was lost ({e})"))
-        }
-        other => Error::Cut(other.to_string()),
     }
 }

@@ -30,6 +30,7 @@ const ACCEPTED: u8 = 0x06;
 const REFUSED: u8 = 0x07;
 const INCOMING: u8 = 0x08;
 const GOING_AWAY: u8 = 0x09;
+const ATTACH: u8 = 0x0a;
 
 /// An operator-issued registration token. `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
@@ -171,6 +172,12 @@ pub enum Message {
     },
     /// Relay → host or client: the relay is shutting down; move elsewhere.
     GoingAway,
+    /// Host → relay, first message of a new TLS connection: this connection carries the
+    /// session the relay announced with `Incoming { session }` on the control connection.
+    Attach {
+        /// The session number from `Incoming`.
+        session: u64,
+    },
 }
 
 impl Message {
@@ -222,6 +229,10 @@ impl Message {
                 out.extend_from_slice(&session.to_be_bytes());
             }
             Self::GoingAway => out.push(GOING_AWAY),
+            Self::Attach { session } => {
+                out.push(ATTACH);
+                out.extend_from_slice(&session.to_be_bytes());
+            }
         }
         let len = out.len() - start - HEADER_LEN;
         if len > MAX_MESSAGE_LEN {
@@ -305,6 +316,9 @@ impl Message {
                 session: r.u64("session")?,
             },
             GOING_AWAY => Self::GoingAway,
+            ATTACH => Self::Attach {
+                session: r.u64("session")?,
+            },
             other => return Err(Error::UnknownMessage(other)),
         };
         r.finish("trailing bytes in message")?;
@@ -428,6 +442,7 @@ mod tests {
             any_reason().prop_map(|reason| Message::Refused { reason }),
             any::<u64>().prop_map(|session| Message::Incoming { session }),
             Just(Message::GoingAway),
+            any::<u64>().prop_map(|session| Message::Attach { session }),
         ]
     }
 

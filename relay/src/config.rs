@@ -19,8 +19,12 @@ pub type Tap = Arc<dyn Fn(&[u8]) + Send + Sync>;
 /// Everything a relay needs to run.
 #[derive(Clone)]
 pub struct RelayConfig {
-    /// Where to listen (UDP for QUIC).
+    /// Where to listen: QUIC on UDP and TLS on TCP share this port number.
     pub listen: SocketAddr,
+    /// Serve QUIC (UDP).
+    pub quic: bool,
+    /// Serve TLS over TCP, for networks that block UDP.
+    pub tcp: bool,
     /// The relay's certificate chain and key.
     pub identity: TlsIdentity,
     /// Most bytes buffered per session per direction; also each stream's QUIC receive
@@ -44,6 +48,8 @@ impl RelayConfig {
     pub fn new(listen: SocketAddr, identity: TlsIdentity) -> Self {
         Self {
             listen,
+            quic: true,
+            tcp: true,
             identity,
             buffer_per_direction: DEFAULT_BUFFER_PER_DIRECTION,
             handshake_timeout: Duration::from_secs(10),
@@ -68,6 +74,9 @@ impl RelayConfig {
         if self.handshake_timeout.is_zero() || self.idle_timeout.is_zero() {
             return Err(Error::Config("timeouts must be greater than zero".into()));
         }
+        if !self.quic && !self.tcp {
+            return Err(Error::Config("enable at least one of QUIC and TCP".into()));
+        }
         if self.max_sessions_per_connection == 0 {
             return Err(Error::Config(
                 "sessions per connection must be at least 1".into(),
@@ -81,6 +90,8 @@ impl fmt::Debug for RelayConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RelayConfig")
             .field("listen", &self.listen)
+            .field("quic", &self.quic)
+            .field("tcp", &self.tcp)
             .field("buffer_per_direction", &self.buffer_per_direction)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("idle_timeout", &self.idle_timeout)

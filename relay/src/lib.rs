@@ -7,17 +7,19 @@
 //! logs one line per session (duration and byte counts).
 //!
 //! # Layout
-//! - `server`: [`Relay`] — listener, accept loop, per-connection dispatch, shutdown.
+//! - `server`: [`Relay`] — QUIC and TCP listeners on one port, dispatch, reload, shutdown.
 //! - `host`: a host's registration proof and the life of its control stream.
 //! - `session`: pairing a client's `Connect` with a stream to the host; the close log line.
 //! - `pump`: the bounded, zero-copy splice of two streams.
-//! - `registry`: host id → live host connection.
-//! - `control`: reading and writing control messages with timeouts.
+//! - `registry`: host id → how to reach the host (QUIC connection or TCP control task).
+//! - `attach`: sessions waiting for a TCP host to dial back.
+//! - `control`: writing control messages and refusals.
 //! - [`config`]: [`RelayConfig`] and its defaults.
 //! - `tls`: rustls and quinn settings of the listener.
 //! - [`certs`]: certificates on disk, self-signed generation and pins (shared with `ferry-cert`).
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+mod attach;
 pub mod certs;
 pub mod config;
 mod control;

@@ -1,25 +1,32 @@
 //! The pump: splices a client's stream to its host's stream, one task per session.
 //!
-//! Bytes are moved, never copied: quinn hands out received `Bytes` chunks and takes them
-//! back for sending (`read_chunks` / `write_all_chunks`). Only chunks already received are
-//! batched; nothing waits for more. The buffer per direction is bounded by each stream's
-//! QUIC receive window (set from `buffer_per_direction`), so a slow reader fills the
-//! window, the sender's flow control stops it, and the relay's memory stays bounded.
+//! Bytes are moved, not copied, where the transport allows: QUIC hands out received
+//! `Bytes` chunks and takes them back for sending; TLS decrypts into a reused buffer.
+//! Only data already received is batched; nothing waits for more. The buffer per
+//! direction is bounded by the hop's flow control: each QUIC stream's receive window
+//! (set from `buffer_per_direction`) or the TCP socket buffers, so a slow reader fills
+//! the window, the sender's flow control stops it, and the relay's memory stays bounded.
 //!
-//! Ends are forwarded faithfully: a clean finish becomes a finish, a reset or a lost
-//! connection becomes a reset with a code, so the far end sees an error, never a
-//! clean-looking end of a stream that was cut.
+//! Ends are forwarded faithfully: a clean finish becomes a finish; a reset or a lost
+//! connection aborts the whole session (QUIC resets with the code, TLS drops without
+//! `close_notify`), so each end sees an error, never a clean end of a cut stream.
 
 use bytes::Bytes;
-use quinn::{ReadError, RecvStream, SendStream, VarInt};
-use tokio_util::sync::CancellationToken;
-
+use ferry_link::{LinkError, LinkRecv, LinkSend};
 use ferry_proto::codes::{RESET_PEER_LOST, RESET_SHUTDOWN};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Tap;
 
-/// Chunks taken from quinn per batch.
+/// Chunks taken from the hop per batch.
 const BATCH: usize = 32;
+
+/// One side of a session: its stream halves and bytes already read past its header.
+pub(crate) struct Side {
+    pub(crate) send: LinkSend,
+    pub(crate) recv: LinkRecv,
+    pub(crate) first: Bytes,
+}
 
 /// Bytes carried by a finished session, each way.
 #[derive(Debug, Default, Clone, Copy)]
@@ -28,24 +35,24 @@ pub(crate) struct Carried {
     pub(crate) host_to_client: u64,
 }
 
-/// Runs both directions until both have ended (or the relay shuts down).
+/// Runs both directions until both have ended, one fails, or the relay shuts down.
 pub(crate) async fn splice(
-    client: (SendStream, RecvStream),
-    host: (SendStream, RecvStream),
-    client_first: Bytes,
+    client: Side,
+    host: Side,
     tap: Option<Tap>,
-    cancel: CancellationToken,
+    relay: &CancellationToken,
 ) -> Carried {
-    let (client_send, client_recv) = client;
-    let (host_send, host_recv) = host;
+    // Cancelled when either direction fails, so the other stops too.
+    let session = relay.child_token();
     let up = direction(
-        client_recv,
-        host_send,
-        client_first,
+        client.recv,
+        host.send,
+        client.first,
         tap.clone(),
-        cancel.clone(),
+        &session,
+        relay,
     );
-    let down = direction(host_recv, client_send, Bytes::new(), tap, cancel);
+    let down = direction(host.recv, client.send, host.first, tap, &session, relay);
     let (client_to_host, host_to_client) = tokio::join!(up, down);
     Carried {
         client_to_host,
@@ -55,67 +62,60 @@ pub(crate) async fn splice(
 
 /// Forwards one direction; returns the bytes forwarded.
 async fn direction(
-    mut from: RecvStream,
-    mut to: SendStream,
+    mut from: LinkRecv,
+    mut to: LinkSend,
     first: Bytes,
     tap: Option<Tap>,
-    cancel: CancellationToken,
+    session: &CancellationToken,
+    relay: &CancellationToken,
 ) -> u64 {
-    let observe = |chunk: &[u8]| {
-        if let Some(tap) = &tap {
-            tap(chunk);
-        }
-    };
     let mut total = 0u64;
     let mut chunks: [Bytes; BATCH] = Default::default();
+    let mut pending = 0;
     if !first.is_empty() {
-        observe(&first);
-        total += first.len() as u64;
         chunks[0] = first;
-        if to.write_all_chunks(&mut chunks[..1]).await.is_err() {
-            let _ = from.stop(VarInt::from_u32(RESET_PEER_LOST));
-            return total;
-        }
+        pending = 1;
     }
-    loop {
-        let read = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => {
-                let _ = to.reset(VarInt::from_u32(RESET_SHUTDOWN));
-                let _ = from.stop(VarInt::from_u32(RESET_SHUTDOWN));
-                return total;
-            }
-            read = from.read_chunks(&mut chunks) => read,
-        };
-        match read {
-            Ok(Some(n)) => {
-                for chunk in &chunks[..n] {
-                    observe(chunk);
+    let result: Result<(), LinkError> = async {
+        loop {
+            if pending > 0 {
+                for chunk in &chunks[..pending] {
+                    if let Some(tap) = &tap {
+                        tap(chunk);
+                    }
                     total += chunk.len() as u64;
                 }
-                let written = tokio::select! {
+                tokio::select! {
                     biased;
-                    _ = cancel.cancelled() => Err(()),
-                    w = to.write_all_chunks(&mut chunks[..n]) => w.map_err(|_| ()),
-                };
-                if written.is_err() {
-                    let _ = to.reset(VarInt::from_u32(RESET_PEER_LOST));
-                    let _ = from.stop(VarInt::from_u32(RESET_PEER_LOST));
-                    return total;
+                    _ = session.cancelled() => return Err(LinkError::Lost("session ended".into())),
+                    written = to.write_chunks(&mut chunks[..pending]) => written?,
                 }
             }
-            Ok(None) => {
-                let _ = to.finish();
-                return total;
-            }
-            Err(ReadError::Reset(code)) => {
-                let _ = to.reset(code);
-                return total;
-            }
-            Err(_) => {
-                let _ = to.reset(VarInt::from_u32(RESET_PEER_LOST));
-                return total;
+            let read = tokio::select! {
+                biased;
+                _ = session.cancelled() => return Err(LinkError::Lost("session ended".into())),
+                read = from.read_chunks(&mut chunks) => read?,
+            };
+            match read {
+                Some(n) => pending = n,
+                None => return to.finish().await,
             }
         }
     }
+    .await;
+    if result.is_err() {
+        let code = if relay.is_cancelled() {
+            RESET_SHUTDOWN
+        } else {
+            RESET_PEER_LOST
+        };
+        let code = match result {
+            Err(LinkError::Reset(c)) => u32::try_from(c).unwrap_or(code),
+            _ => code,
+        };
+        to.reset(code);
+        from.stop(code);
+        session.cancel();
+    }
+    total
 }

@@ -1,20 +1,37 @@
-//! Which hosts are registered here: host id → the host's live connection.
+//! Which hosts are registered here: host id → how to reach the host.
 //!
 //! A DashMap so lookups from many client sessions never contend on one lock, and no
-//! guard is ever held across an `.await` (callers get a cloned, cheap connection handle).
-//! Each registration gets a generation number, so when a host re-registers (say, after a
+//! guard is ever held across an `.await` (callers get a cloned, cheap handle). Each
+//! registration gets a generation number, so when a host re-registers (say, after a
 //! network change) the old connection's cleanup cannot remove the new entry.
+//!
+//! Hosts on TCP get their session streams differently from QUIC hosts: the relay cannot
+//! open a stream towards them, so it announces the session on their control connection
+//! and waits for the host to dial back with `Attach` (see `attach.rs`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
 use ferry_proto::HostId;
 use ferry_proto::codes::CLOSE_REPLACED;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+/// How the relay reaches a registered host.
+#[derive(Clone)]
+pub(crate) enum HostLink {
+    /// Open a bi-stream on the host's QUIC connection.
+    Quic(quinn::Connection),
+    /// Ask the host's control task to send `Incoming { session }`; the host attaches.
+    Tcp(mpsc::Sender<u64>),
+}
 
 struct Entry {
-    conn: quinn::Connection,
+    link: HostLink,
     generation: u64,
+    /// Cancelled when a newer registration replaces this one; the host's control task
+    /// watches it and ends.
+    replaced: CancellationToken,
 }
 
 pub(crate) struct Registry {
@@ -32,13 +49,22 @@ impl Registry {
         }
     }
 
-    /// Registers `conn` for `id`, closing any connection it replaces. Returns the
+    /// Registers `link` for `id`, closing any registration it replaces. Returns the
     /// generation to pass to [`Registry::unregister`].
-    pub(crate) fn register(&self, id: HostId, conn: quinn::Connection) -> u64 {
+    pub(crate) fn register(&self, id: HostId, link: HostLink, replaced: CancellationToken) -> u64 {
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
-        if let Some(old) = self.hosts.insert(id, Entry { conn, generation }) {
-            old.conn
-                .close(CLOSE_REPLACED.into(), b"replaced by a newer registration");
+        if let Some(old) = self.hosts.insert(
+            id,
+            Entry {
+                link,
+                generation,
+                replaced,
+            },
+        ) {
+            old.replaced.cancel();
+            if let HostLink::Quic(conn) = old.link {
+                conn.close(CLOSE_REPLACED.into(), b"replaced by a newer registration");
+            }
         }
         self.registrations.send_modify(|n| *n += 1);
         generation
@@ -50,9 +76,9 @@ impl Registry {
             .remove_if(id, |_, entry| entry.generation == generation);
     }
 
-    /// The live connection of host `id`, if registered.
-    pub(crate) fn lookup(&self, id: &HostId) -> Option<quinn::Connection> {
-        self.hosts.get(id).map(|entry| entry.conn.clone())
+    /// How to reach host `id`, if registered.
+    pub(crate) fn lookup(&self, id: &HostId) -> Option<HostLink> {
+        self.hosts.get(id).map(|entry| entry.link.clone())
     }
 
     pub(crate) fn len(&self) -> usize {

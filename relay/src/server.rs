@@ -1,91 +1,172 @@
-//! The relay as a running thing: listener, accept loop, per-connection dispatch, shutdown.
+//! The relay as a running thing: listeners, accept loops, per-stream dispatch, shutdown.
 //!
-//! Structured concurrency: every task is spawned on one `TaskTracker` and watches one
-//! `CancellationToken`, so [`Relay::shutdown`] stops accepting, ends every session and
-//! waits for all tasks. Handshakes run in their own tasks, never on the accept loop.
+//! One port number serves both hops: QUIC on UDP and TLS on TCP. Structured concurrency:
+//! every task is spawned on one `TaskTracker` and watches one `CancellationToken`, so
+//! [`Relay::shutdown`] stops accepting, ends every session and waits for all tasks.
+//! Handshakes run in their own tasks, never on an accept loop.
 //!
-//! Every stream a peer opens starts with one control message: `Register` makes the
-//! connection a host's (see `host.rs`), `Connect` makes the stream a session (see
-//! `session.rs`).
+//! Every hop stream starts with one control message: `Register` makes it a host's control
+//! stream (see `host.rs`), `Connect` makes it a client session (see `session.rs`), and
+//! `Attach` hands a TCP host's dial-back to its waiting session (see `attach.rs`).
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener as StdTcpListener, UdpSocket};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferry_link::{Framed, LinkRecv, LinkSend, split_tls};
 use ferry_proto::codes::{CLOSE_PROTOCOL, CLOSE_SHUTDOWN};
-use ferry_proto::{CertPin, Message};
-use quinn::{RecvStream, SendStream};
+use ferry_proto::{CertPin, EXPORTER_LEN, Message, REGISTRATION_EXPORTER_LABEL};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
-use crate::control::{ControlError, ControlReader};
+use crate::attach::PendingAttach;
+use crate::host::{self, HostHop, Registration};
 use crate::registry::Registry;
-use crate::{Error, RelayConfig, TlsIdentity, host, session, tls};
+use crate::{Error, RelayConfig, TlsIdentity, session, tls};
 
 /// State every task of one relay shares.
 pub(crate) struct Shared {
     pub(crate) config: RelayConfig,
     pub(crate) registry: Registry,
+    pub(crate) pending: PendingAttach,
+    /// The TLS acceptor for TCP hops; replaced on certificate reload.
+    tcp_tls: std::sync::RwLock<TlsAcceptor>,
 }
 
-/// A running relay. Dropping it without [`Relay::shutdown`] aborts nothing: call shutdown.
+/// A running relay. Call [`Relay::shutdown`] to stop it.
 pub struct Relay {
-    endpoint: quinn::Endpoint,
+    endpoint: Option<quinn::Endpoint>,
     shared: Arc<Shared>,
     cancel: CancellationToken,
     tracker: TaskTracker,
     local_addr: SocketAddr,
-    pin: CertPin,
+    pin: std::sync::RwLock<CertPin>,
+}
+
+/// Binds UDP and TCP on one port number (a fresh one when port 0 was asked for).
+fn bind_both(
+    listen: SocketAddr,
+    quic: bool,
+    tcp: bool,
+) -> Result<(Option<UdpSocket>, Option<StdTcpListener>), Error> {
+    let bind_err = |source| Error::Bind {
+        addr: listen,
+        source,
+    };
+    for _ in 0..16 {
+        let udp = quic
+            .then(|| UdpSocket::bind(listen))
+            .transpose()
+            .map_err(bind_err)?;
+        let port = match &udp {
+            Some(u) => u.local_addr().map_err(bind_err)?.port(),
+            None => listen.port(),
+        };
+        if !tcp {
+            return Ok((udp, None));
+        }
+        match StdTcpListener::bind(SocketAddr::new(listen.ip(), port)) {
+            Ok(listener) => return Ok((udp, Some(listener))),
+            // The UDP port's TCP twin is taken: with port 0, try another pair.
+            Err(e) if listen.port() == 0 && e.kind() == std::io::ErrorKind::AddrInUse => continue,
+            Err(e) => return Err(bind_err(e)),
+        }
+    }
+    Err(bind_err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        "no free port pair for UDP and TCP",
+    )))
 }
 
 impl Relay {
-    /// Binds the listener and starts serving.
+    /// Binds the listeners and starts serving.
     pub async fn spawn(config: RelayConfig) -> Result<Self, Error> {
         config.validate()?;
         let pin = config.identity.pin()?;
-        let server_config = tls::quic_server_config(&config)?;
-        let endpoint = quinn::Endpoint::server(server_config, config.listen).map_err(|source| {
-            Error::Bind {
-                addr: config.listen,
-                source,
-            }
-        })?;
-        let local_addr = endpoint.local_addr().map_err(|source| Error::Bind {
+        let (udp, tcp) = bind_both(config.listen, config.quic, config.tcp)?;
+        let bind_err = |source| Error::Bind {
             addr: config.listen,
             source,
-        })?;
+        };
+        let tcp_tls = TlsAcceptor::from(Arc::new(tls::rustls_server_config(&config)?));
+        let endpoint = match udp {
+            Some(socket) => Some(
+                quinn::Endpoint::new(
+                    quinn::EndpointConfig::default(),
+                    Some(tls::quic_server_config(&config)?),
+                    socket,
+                    Arc::new(quinn::TokioRuntime),
+                )
+                .map_err(bind_err)?,
+            ),
+            None => None,
+        };
+        let tcp = match tcp {
+            Some(listener) => {
+                listener.set_nonblocking(true).map_err(bind_err)?;
+                Some(TcpListener::from_std(listener).map_err(bind_err)?)
+            }
+            None => None,
+        };
+        let local_addr = match (&endpoint, &tcp) {
+            (Some(e), _) => e.local_addr(),
+            (None, Some(l)) => l.local_addr(),
+            (None, None) => {
+                return Err(Error::Config("enable at least one of QUIC and TCP".into()));
+            }
+        }
+        .map_err(bind_err)?;
+
         let shared = Arc::new(Shared {
             config,
             registry: Registry::new(),
+            pending: PendingAttach::default(),
+            tcp_tls: std::sync::RwLock::new(tcp_tls),
         });
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
-        tracker.spawn(accept_loop(
-            endpoint.clone(),
-            shared.clone(),
-            cancel.clone(),
-            tracker.clone(),
-        ));
+        if let Some(endpoint) = &endpoint {
+            tracker.spawn(quic_accept_loop(
+                endpoint.clone(),
+                shared.clone(),
+                cancel.clone(),
+                tracker.clone(),
+            ));
+        }
+        if let Some(listener) = tcp {
+            tracker.spawn(tcp_accept_loop(
+                listener,
+                shared.clone(),
+                cancel.clone(),
+                tracker.clone(),
+            ));
+        }
         Ok(Self {
             endpoint,
             shared,
             cancel,
             tracker,
             local_addr,
-            pin,
+            pin: std::sync::RwLock::new(pin),
         })
     }
 
-    /// The address the relay listens on (with the real port when 0 was asked for).
+    /// The address the relay listens on (with the real port when 0 was asked for); QUIC
+    /// and TCP share the port number.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
 
-    /// The pin of the certificate the relay serves.
+    /// The pin of the certificate the relay serves to new connections.
     pub fn pin(&self) -> CertPin {
-        self.pin
+        *self
+            .pin
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Serves `identity` to new connections from now on; running connections and their
@@ -94,7 +175,19 @@ impl Relay {
         let mut config = self.shared.config.clone();
         config.identity = identity;
         let pin = config.identity.pin()?;
-        self.endpoint.set_server_config(Some(tls::quic_server_config(&config)?));
+        if let Some(endpoint) = &self.endpoint {
+            endpoint.set_server_config(Some(tls::quic_server_config(&config)?));
+        }
+        let acceptor = TlsAcceptor::from(Arc::new(tls::rustls_server_config(&config)?));
+        *self
+            .shared
+            .tcp_tls
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = acceptor;
+        *self
+            .pin
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = pin;
         Ok(pin)
     }
 
@@ -120,13 +213,20 @@ impl Relay {
         {
             debug!("shutdown deadline passed with tasks still running");
         }
-        self.endpoint
-            .close(CLOSE_SHUTDOWN.into(), b"relay shutting down");
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+        if let Some(endpoint) = self.endpoint {
+            endpoint.close(CLOSE_SHUTDOWN.into(), b"relay shutting down");
+            let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+        }
     }
 }
 
-async fn accept_loop(
+/// Which hop a stream arrived on.
+enum StreamHop {
+    Quic(quinn::Connection),
+    Tcp { exporter: [u8; EXPORTER_LEN] },
+}
+
+async fn quic_accept_loop(
     endpoint: quinn::Endpoint,
     shared: Arc<Shared>,
     cancel: CancellationToken,
@@ -139,7 +239,7 @@ async fn accept_loop(
             incoming = endpoint.accept() => incoming,
         };
         let Some(incoming) = incoming else { return };
-        tracker.spawn(serve_connection(
+        tracker.spawn(serve_quic(
             incoming,
             shared.clone(),
             cancel.clone(),
@@ -148,7 +248,7 @@ async fn accept_loop(
     }
 }
 
-async fn serve_connection(
+async fn serve_quic(
     incoming: quinn::Incoming,
     shared: Arc<Shared>,
     cancel: CancellationToken,
@@ -160,14 +260,8 @@ async fn serve_connection(
     .await
     {
         Ok(Ok(conn)) => conn,
-        Ok(Err(e)) => {
-            debug!(error = %e, "handshake failed");
-            return;
-        }
-        Err(_) => {
-            debug!("handshake timed out");
-            return;
-        }
+        Ok(Err(e)) => return debug!(error = %e, "QUIC handshake failed"),
+        Err(_) => return debug!("QUIC handshake timed out"),
     };
     loop {
         let stream = tokio::select! {
@@ -179,44 +273,119 @@ async fn serve_connection(
             stream = conn.accept_bi() => stream,
         };
         let Ok((send, recv)) = stream else { return };
-        tracker.spawn(serve_stream(
+        let hop = StreamHop::Quic(conn.clone());
+        tracker.spawn(dispatch(
             shared.clone(),
-            conn.clone(),
-            send,
-            recv,
+            hop,
+            LinkSend::Quic(send),
+            LinkRecv::Quic(recv),
             cancel.clone(),
         ));
     }
 }
 
-/// Reads a stream's first message and hands it to the host or session logic.
-async fn serve_stream(
+async fn tcp_accept_loop(
+    listener: TcpListener,
     shared: Arc<Shared>,
-    conn: quinn::Connection,
-    send: SendStream,
-    recv: RecvStream,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((tcp, _)) => {
+                tracker.spawn(serve_tcp(tcp, shared.clone(), cancel.clone()));
+            }
+            // Out of file descriptors or similar: back off briefly instead of spinning.
+            Err(e) => {
+                debug!(error = %e, "TCP accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn serve_tcp(tcp: tokio::net::TcpStream, shared: Arc<Shared>, cancel: CancellationToken) {
+    let _ = tcp.set_nodelay(true);
+    let acceptor = shared
+        .tcp_tls
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let tls =
+        match tokio::time::timeout(shared.config.handshake_timeout, acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => return debug!(error = %e, "TLS handshake failed"),
+            Err(_) => return debug!("TLS handshake timed out"),
+        };
+    let mut exporter = [0u8; EXPORTER_LEN];
+    if tls
+        .get_ref()
+        .1
+        .export_keying_material(&mut exporter, REGISTRATION_EXPORTER_LABEL, Some(b""))
+        .is_err()
+    {
+        return;
+    }
+    let (send, recv) = split_tls(tokio_rustls::TlsStream::Server(tls));
+    dispatch(shared, StreamHop::Tcp { exporter }, send, recv, cancel).await;
+}
+
+/// Reads a stream's first message and hands the stream to the host, session or attach logic.
+async fn dispatch(
+    shared: Arc<Shared>,
+    hop: StreamHop,
+    send: LinkSend,
+    recv: LinkRecv,
     cancel: CancellationToken,
 ) {
-    let mut reader = ControlReader::new(recv);
-    let first = match reader.read(shared.config.handshake_timeout).await {
+    let mut framed = Framed::new(recv);
+    let first = match framed.message(shared.config.handshake_timeout).await {
         Ok(message) => message,
-        Err(e) => {
-            debug!(error = %e, "stream ended before its first message");
-            return;
-        }
+        Err(e) => return debug!(error = %e, "stream ended before its first message"),
     };
     let outcome = match first {
         Message::Register {
             host_id,
             token: _,
             handshake,
-        } => host::serve(shared, conn, send, reader, host_id, handshake, cancel).await,
-        Message::Connect { host_id } => session::serve(shared, send, reader, host_id, cancel).await,
+        } => {
+            let (host_hop, exporter) = match hop {
+                StreamHop::Quic(conn) => {
+                    let mut exporter = [0u8; EXPORTER_LEN];
+                    if conn
+                        .export_keying_material(&mut exporter, REGISTRATION_EXPORTER_LABEL, b"")
+                        .is_err()
+                    {
+                        return;
+                    }
+                    (HostHop::Quic(conn), exporter)
+                }
+                StreamHop::Tcp { exporter } => (HostHop::Tcp, exporter),
+            };
+            let registration = Registration {
+                host_id,
+                hello: handshake,
+                exporter,
+            };
+            host::serve(shared, host_hop, send, framed, registration, cancel).await
+        }
+        Message::Connect { host_id } => session::serve(shared, send, framed, host_id, cancel).await,
+        Message::Attach { session } => {
+            let (recv, first) = framed.into_parts();
+            // An unknown or late session: the connection is dropped.
+            let _ = shared.pending.attach(session, (send, recv, first));
+            Ok(())
+        }
         _ => {
-            conn.close(CLOSE_PROTOCOL.into(), b"unexpected first message");
-            Err(ControlError::Proto(ferry_proto::Error::Malformed(
-                "unexpected first message",
-            )))
+            if let StreamHop::Quic(conn) = hop {
+                conn.close(CLOSE_PROTOCOL.into(), b"unexpected first message");
+            }
+            return debug!("unexpected first message");
         }
     };
     if let Err(e) = outcome {

@@ -1,0 +1,23 @@
+//! ferry-link: one bidirectional stream on a hop to or from a relay, over QUIC or TLS.
+//!
+//! A hop stream is a QUIC bi-stream (many per connection) or a whole TLS-over-TCP
+//! connection (one per stream, for networks that block UDP). The relay's pump, the host
+//! and the client all speak to [`LinkSend`] / [`LinkRecv`] and never care which, so every
+//! combination (client on QUIC, host on TCP, and the reverse) works without special cases.
+//!
+//! Ends keep their meaning across both: a clean finish is QUIC FIN or TLS `close_notify`;
+//! an abort is a QUIC reset with a code, or a TLS connection dropped without
+//! `close_notify` (the peer reads it as an error, never as a clean end; TLS cannot carry
+//! the code).
+//!
+//! # Layout
+//! - [`stream`]: [`LinkSend`] and [`LinkRecv`], the two halves of a hop stream.
+//! - [`framed`]: [`Framed`], the receive half with its read-ahead buffer, for control
+//!   messages, handshake frames and records in turn.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod framed;
+pub mod stream;
+
+pub use framed::{Framed, FramedError};
+pub use stream::{LinkError, LinkRecv, LinkSend, TlsStream, split_tls};

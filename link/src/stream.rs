@@ -1,0 +1,167 @@
+//! The two halves of a hop stream, over QUIC or TLS.
+//!
+//! QUIC hands out received data as `Bytes` chunks and takes `Bytes` to send, so data is
+//! moved, not copied. TLS decrypts into a reused `BytesMut` whose filled part is split off
+//! as `Bytes`; rustls copies on encryption in any case.
+
+use bytes::{Bytes, BytesMut};
+use quinn::{ReadError, RecvStream, SendStream, VarInt, WriteError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+
+/// A TLS connection to or from a relay (client or server side).
+pub type TlsStream = tokio_rustls::TlsStream<TcpStream>;
+
+/// Bytes read from a TLS link per call.
+const TLS_READ: usize = 64 * 1024;
+
+/// Why a hop stream failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LinkError {
+    /// The peer (or the relay on its behalf) reset the stream with this code.
+    #[error("the stream was reset (code {0:#x})")]
+    Reset(u64),
+    /// The connection ended abnormally (lost, timed out, closed with an error, or a TLS
+    /// connection cut without `close_notify`).
+    #[error("the connection was lost ({0})")]
+    Lost(String),
+}
+
+impl From<std::io::Error> for LinkError {
+    fn from(e: std::io::Error) -> Self {
+        Self::Lost(e.to_string())
+    }
+}
+
+/// The sending half of a hop stream.
+pub enum LinkSend {
+    /// A QUIC stream.
+    Quic(SendStream),
+    /// A TLS connection's write half.
+    Tls(WriteHalf<TlsStream>),
+}
+
+/// The receiving half of a hop stream.
+pub enum LinkRecv {
+    /// A QUIC stream.
+    Quic(RecvStream),
+    /// A TLS connection's read half and its decrypt buffer.
+    Tls(ReadHalf<TlsStream>, BytesMut),
+}
+
+/// Splits a TLS connection into link halves.
+pub fn split_tls(tls: TlsStream) -> (LinkSend, LinkRecv) {
+    let (read, write) = tokio::io::split(tls);
+    (LinkSend::Tls(write), LinkRecv::Tls(read, BytesMut::new()))
+}
+
+impl LinkSend {
+    /// Sends `bytes` (moved into QUIC without a copy).
+    pub async fn write_chunk(&mut self, bytes: Bytes) -> Result<(), LinkError> {
+        match self {
+            Self::Quic(s) => s.write_chunk(bytes).await.map_err(write_error),
+            Self::Tls(w) => Ok(w.write_all(&bytes).await?),
+        }
+    }
+
+    /// Sends every chunk in `chunks`, in order.
+    pub async fn write_chunks(&mut self, chunks: &mut [Bytes]) -> Result<(), LinkError> {
+        match self {
+            Self::Quic(s) => s.write_all_chunks(chunks).await.map_err(write_error),
+            Self::Tls(w) => {
+                for chunk in chunks.iter() {
+                    w.write_all(chunk).await?;
+                }
+                // tokio-rustls buffers plaintext; push the records out now.
+                Ok(w.flush().await?)
+            }
+        }
+    }
+
+    /// Sends `bytes` and makes sure they leave now (TLS buffers until flushed).
+    pub async fn send(&mut self, bytes: &[u8]) -> Result<(), LinkError> {
+        match self {
+            Self::Quic(s) => s.write_all(bytes).await.map_err(write_error),
+            Self::Tls(w) => {
+                w.write_all(bytes).await?;
+                Ok(w.flush().await?)
+            }
+        }
+    }
+
+    /// Ends this direction cleanly (QUIC FIN / TLS `close_notify` and TCP FIN).
+    pub async fn finish(&mut self) -> Result<(), LinkError> {
+        match self {
+            Self::Quic(s) => s.finish().map_err(|e| LinkError::Lost(e.to_string())),
+            Self::Tls(w) => Ok(w.shutdown().await?),
+        }
+    }
+
+    /// Aborts this direction. QUIC carries `code` to the peer; a TLS link carries no
+    /// code: it is dropped without `close_notify`, which the peer reads as an error.
+    pub fn reset(&mut self, code: u32) {
+        if let Self::Quic(s) = self {
+            let _ = s.reset(VarInt::from_u32(code));
+        }
+    }
+}
+
+impl LinkRecv {
+    /// Appends what arrives next to `buf`; `Ok(false)` at a clean end of stream.
+    pub async fn read_into(&mut self, buf: &mut BytesMut) -> Result<bool, LinkError> {
+        match self {
+            Self::Quic(r) => match r.read_chunk(TLS_READ, true).await {
+                Ok(Some(chunk)) => {
+                    buf.extend_from_slice(&chunk.bytes);
+                    Ok(true)
+                }
+                Ok(None) => Ok(false),
+                Err(e) => Err(read_error(e)),
+            },
+            Self::Tls(r, _) => {
+                buf.reserve(TLS_READ);
+                Ok(r.read_buf(buf).await? > 0)
+            }
+        }
+    }
+
+    /// Takes the chunks that have arrived (at least one), moving them into `bufs`;
+    /// `Ok(None)` at a clean end of stream.
+    pub async fn read_chunks(&mut self, bufs: &mut [Bytes]) -> Result<Option<usize>, LinkError> {
+        match self {
+            Self::Quic(r) => r.read_chunks(bufs).await.map_err(read_error),
+            Self::Tls(r, scratch) => {
+                if scratch.capacity() - scratch.len() < TLS_READ / 4 {
+                    scratch.reserve(TLS_READ);
+                }
+                if r.read_buf(scratch).await? == 0 {
+                    return Ok(None);
+                }
+                bufs[0] = scratch.split().freeze();
+                Ok(Some(1))
+            }
+        }
+    }
+
+    /// Tells the peer to stop sending (QUIC only; a TLS link is dropped instead).
+    pub fn stop(&mut self, code: u32) {
+        if let Self::Quic(r) = self {
+            let _ = r.stop(VarInt::from_u32(code));
+        }
+    }
+}
+
+fn read_error(e: ReadError) -> LinkError {
+    match e {
+        ReadError::Reset(code) => LinkError::Reset(code.into_inner()),
+        other => LinkError::Lost(other.to_string()),
+    }
+}
+
+fn write_error(e: WriteError) -> LinkError {
+    match e {
+        WriteError::Stopped(code) => LinkError::Reset(code.into_inner()),
+        other => LinkError::Lost(other.to_string()),
+    }
+}
