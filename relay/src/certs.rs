@@ -2,12 +2,22 @@
 //!
 //! Shared by `ferry-relay` (which makes a self-signed certificate in its state directory
 //! on first start) and `ferry-cert`. Keys are written with mode 0600 and never replaced
-//! unless the caller asks; a pin is the SHA-256 of the certificate's SubjectPublicKeyInfo,
-//! see `ferry_proto::pin`.
+//! unless the caller asks, and a key file that other users can read is refused when it is
+//! loaded: a leaked relay key lets anyone impersonate the relay to every ticket that pins
+//! it. A pin is the SHA-256 of the certificate's SubjectPublicKeyInfo, see
+//! `ferry_proto::pin`.
+//!
+//! The submodules hold the rest of `ferry-cert`'s work: [`ca`] (an own certificate
+//! authority and the relay certificates it signs), [`info`] (reading names and validity
+//! back out of a certificate) and [`renew`] (reissuing a certificate before it expires).
+
+pub mod ca;
+pub mod info;
+pub mod renew;
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use ferry_proto::CertPin;
@@ -112,16 +122,72 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
     Ok(certs)
 }
 
-/// Reads the private key in a PEM file.
+/// Reads the private key in a PEM file, refusing one that other users can read.
 pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
-    let bytes = fs::read(path).map_err(|source| Error::Read {
-        path: path.to_owned(),
-        source,
-    })?;
+    let bytes = read_private(path)?;
     PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| Error::Pem {
         path: path.to_owned(),
         what: format!("holds no usable private key ({e})"),
     })
+}
+
+/// Reads a file that holds a secret (a private key, ACME account credentials), after
+/// checking that only its owner can read or write it (mode `& 0o077 == 0`).
+pub fn read_private(path: &Path) -> Result<Vec<u8>, Error> {
+    let meta = fs::metadata(path).map_err(|source| Error::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(Error::Pem {
+            path: path.to_owned(),
+            what: format!(
+                "this private key is readable by other users (mode {mode:04o}); a key others \
+                 can read lets them impersonate the relay. Restrict it with `chmod 600 {}` \
+                 (and consider making a new key if it may have been copied)",
+                path.display()
+            ),
+        });
+    }
+    fs::read(path).map_err(|source| Error::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Which kind of key a new certificate gets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KeyAlg {
+    /// ECDSA on P-256 with SHA-256: what every TLS stack accepts.
+    #[default]
+    EcdsaP256,
+    /// Ed25519: smaller and faster, accepted by rustls (not by every other client).
+    Ed25519,
+}
+
+impl KeyAlg {
+    /// A fresh key pair of this kind.
+    pub fn generate(self) -> Result<rcgen::KeyPair, Error> {
+        let alg = match self {
+            Self::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+            Self::Ed25519 => &rcgen::PKCS_ED25519,
+        };
+        Ok(rcgen::KeyPair::generate_for(alg)?)
+    }
+}
+
+/// A random positive 16-byte serial number (RFC 5280 asks for unique serials per issuer;
+/// random ones need no state on disk).
+pub(crate) fn random_serial() -> Result<rcgen::SerialNumber, Error> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| Error::Config("the system random generator failed".into()))?;
+    bytes[0] &= 0x7f;
+    bytes[0] |= 0x01;
+    Ok(rcgen::SerialNumber::from_slice(&bytes))
 }
 
 /// A freshly generated self-signed certificate (ECDSA P-256) and its key.
@@ -141,6 +207,7 @@ impl SelfSigned {
     pub fn generate(names: &[String]) -> Result<Self, Error> {
         let key = rcgen::KeyPair::generate()?;
         let mut params = rcgen::CertificateParams::new(names.to_vec())?;
+        params.serial_number = Some(random_serial()?);
         params.distinguished_name = rcgen::DistinguishedName::new();
         params.distinguished_name.push(
             rcgen::DnType::CommonName,
@@ -173,25 +240,44 @@ impl SelfSigned {
 
 /// Writes a file with `mode`, atomically (temp file + rename), refusing to replace an
 /// existing file unless `force`.
+///
+/// A reader (a relay reloading on SIGHUP) sees either the old file or the new one, never
+/// half of one. The temporary file is created fresh, so it never inherits the mode of a
+/// leftover from an interrupted run; without `force` the final step is a hard link, which
+/// fails instead of replacing a file that appeared in the meantime.
 pub fn write_file(path: &Path, bytes: &[u8], mode: u32, force: bool) -> Result<(), Error> {
     if !force && path.exists() {
         return Err(Error::Exists(path.to_owned()));
     }
-    let tmp = path.with_extension("tmp");
+    let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
     let write = || -> std::io::Result<()> {
+        match fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
         let mut f = fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(mode)
             .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        fs::rename(&tmp, path)
+        if force {
+            fs::rename(&tmp, path)
+        } else {
+            let linked = fs::hard_link(&tmp, path);
+            let _ = fs::remove_file(&tmp);
+            linked
+        }
     };
-    write().map_err(|source| Error::Write {
-        path: path.to_owned(),
-        source,
+    write().map_err(|source| match source.kind() {
+        std::io::ErrorKind::AlreadyExists if !force => Error::Exists(path.to_owned()),
+        _ => Error::Write {
+            path: path.to_owned(),
+            source,
+        },
     })
 }
 
@@ -228,10 +314,28 @@ mod tests {
     }
 
     #[test]
+    fn readable_keys_are_refused_and_tmp_files_do_not_leak_modes() {
+        let dir = tempfile::tempdir().unwrap();
+        let made = SelfSigned::generate(&["relay.test".into()]).unwrap();
+        // A leftover world-readable temp file must not lend its mode to the key.
+        fs::write(dir.path().join("key.pem.tmp"), "old").unwrap();
+        let (_, key) = made.write(dir.path(), false).unwrap();
+        assert_eq!(
+            fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
+        let err = read_key(&key).unwrap_err().to_string();
+        assert!(err.contains("readable by other users"), "{err}");
+        assert!(err.contains("chmod 600"), "{err}");
+    }
+
+    #[test]
     fn garbage_files_are_explained() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.pem");
         fs::write(&p, "hello").unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
         assert!(
             read_certs(&p)
                 .unwrap_err()
