@@ -15,10 +15,7 @@ fn aead_choice(c: &mut Criterion) {
     let mut group = c.benchmark_group("aead");
     for size in [1200usize, 16 * 1024, 65_000] {
         group.throughput(Throughput::Bytes(size as u64));
-        for (name, alg) in [
-            ("aes256gcm", &AES_256_GCM),
-            ("chacha20poly1305", &CHACHA20_POLY1305),
-        ] {
+        for (name, alg) in [("aes256gcm", &AES_256_GCM), ("chacha20poly1305", &CHACHA20_POLY1305)] {
             let key = LessSafeKey::new(UnboundKey::new(alg, &[7; 32]).expect("32-byte key"));
             let mut buf = vec![0u8; size];
             let mut n = 0u64;
@@ -27,12 +24,8 @@ fn aead_choice(c: &mut Criterion) {
                     let mut nonce = [0u8; 12];
                     nonce[4..].copy_from_slice(&n.to_be_bytes());
                     n += 1;
-                    key.seal_in_place_separate_tag(
-                        Nonce::assume_unique_for_key(nonce),
-                        Aad::empty(),
-                        &mut buf,
-                    )
-                    .expect("seal")
+                    key.seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut buf)
+                        .expect("seal")
                 })
             });
         }
@@ -50,13 +43,8 @@ fn records(c: &mut Criterion) {
             let mut opener = Opener::new(&[3; 32]).expect("key");
             let mut wire = BytesMut::with_capacity(2 * 65_536);
             b.iter(|| {
-                sealer
-                    .seal(RecordKind::Data, &data, &mut wire)
-                    .expect("seal");
-                opener
-                    .open(&mut wire)
-                    .expect("open")
-                    .expect("a whole record")
+                sealer.seal(RecordKind::Data, &data, &mut wire).expect("seal");
+                opener.open(&mut wire).expect("open").expect("a whole record")
             })
         });
     }

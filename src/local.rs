@@ -29,41 +29,32 @@ impl LocalStack {
     /// Starts a relay on `127.0.0.1:0` (after `tweak` adjusts its config) and a host
     /// forwarding to `service`, and waits until the host is registered.
     pub async fn start(service: SocketAddr, tweak: impl FnOnce(&mut RelayConfig)) -> Result<Self> {
+        Self::start_with(service, tweak, |_| {}).await
+    }
+
+    /// Like [`LocalStack::start`], with `host_tweak` adjusting the host's config too.
+    pub async fn start_with(
+        service: SocketAddr,
+        tweak: impl FnOnce(&mut RelayConfig),
+        host_tweak: impl FnOnce(&mut HostConfig),
+    ) -> Result<Self> {
         let identity = TlsIdentity::self_signed(&["localhost".into(), "127.0.0.1".into()])?;
         let mut config = RelayConfig::new(([127, 0, 0, 1], 0).into(), identity);
         tweak(&mut config);
         let relay = Relay::spawn(config).await?;
         let identity = HostIdentity::generate()?;
-        let relays = vec![RelayAddr {
-            addr: relay.local_addr().to_string(),
-            trust: RelayTrust::Pin(relay.pin()),
-        }];
-        let host = Host::spawn(HostConfig::new(
-            identity.clone(),
-            relays.clone(),
-            service.to_string(),
-        ));
+        let relays = vec![RelayAddr { addr: relay.local_addr().to_string(), trust: RelayTrust::Pin(relay.pin()) }];
+        let mut host_config = HostConfig::new(identity.clone(), relays.clone(), service.to_string());
+        host_tweak(&mut host_config);
+        let host = Host::spawn(host_config);
         wait_registered(&host, 1).await?;
-        let ticket = Ticket {
-            host: identity.key.public(),
-            secret: identity.secret.clone(),
-            relays,
-        };
-        Ok(Self {
-            relay,
-            host,
-            identity,
-            ticket,
-        })
+        let ticket = Ticket { host: identity.key.public(), secret: identity.secret.clone(), relays };
+        Ok(Self { relay, host, identity, ticket })
     }
 
     /// A client for this stack's ticket with a fresh key.
     pub fn client(&self) -> Result<Client> {
-        Ok(Client::new(
-            self.ticket.clone(),
-            StaticKey::generate()?,
-            HopOptions::client(),
-        ))
+        Ok(Client::new(self.ticket.clone(), StaticKey::generate()?, HopOptions::client()))
     }
 
     /// Stops host and relay.
@@ -79,14 +70,7 @@ pub async fn wait_registered(host: &Host, count: u64) -> Result<()> {
     let wait = status.wait_for(|s| s.registrations >= count);
     match tokio::time::timeout(Duration::from_secs(10), wait).await {
         Ok(Ok(_)) => Ok(()),
-        _ => bail!(
-            "the host did not register: {}",
-            host.status()
-                .borrow()
-                .last_error
-                .clone()
-                .unwrap_or_default()
-        ),
+        _ => bail!("the host did not register: {}", host.status().borrow().last_error.clone().unwrap_or_default()),
     }
 }
 
@@ -217,9 +201,6 @@ mod tests {
         c.fill(&mut z);
         assert_eq!(x, y);
         assert_ne!(x, z);
-        assert_eq!(
-            pattern_digest(1, 100),
-            ring::digest::digest(&ring::digest::SHA256, &x).as_ref()
-        );
+        assert_eq!(pattern_digest(1, 100), ring::digest::digest(&ring::digest::SHA256, &x).as_ref());
     }
 }

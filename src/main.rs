@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use ferry::local::{LocalStack, echo_service, pattern_digest, send_and_digest, serve_connect};
 use ferry_client::identity::{default_dir, load_or_create_client_key};
-use ferry_client::{Client, HopOptions, Host, HostConfig, HostIdentity};
+use ferry_client::{Client, HopOptions, Host, HostConfig, HostIdentity, Transport};
 use ferry_proto::{PublicKey, RelayAddr, RelayTrust, StaticKey, Ticket};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -44,6 +44,10 @@ enum Command {
         listen: SocketAddr,
         #[command(flatten)]
         key: ClientKey,
+        /// Hop to the relay: quic, tcp (TLS over TCP, for networks that block UDP) or
+        /// auto (QUIC first, TCP if QUIC does not answer within 250 ms).
+        #[arg(long, default_value = "auto")]
+        transport: Transport,
     },
     /// One session on stdin/stdout (like netcat); exits 0 when the host ends it cleanly.
     Cat {
@@ -51,6 +55,9 @@ enum Command {
         ticket: String,
         #[command(flatten)]
         key: ClientKey,
+        /// Hop to the relay: quic, tcp or auto.
+        #[arg(long, default_value = "auto")]
+        transport: Transport,
     },
     /// Start a relay, a host in front of an echo service and a client, all on loopback;
     /// stream data through them, verify it and print the throughput.
@@ -97,6 +104,9 @@ enum HostCommand {
         /// Registration token, for relays that require one.
         #[arg(long, env = "FERRY_TOKEN")]
         token: Option<String>,
+        /// Hop to the relays: quic, tcp or auto.
+        #[arg(long, default_value = "auto")]
+        transport: Transport,
         #[command(flatten)]
         key: HostKey,
     },
@@ -113,19 +123,14 @@ impl HostKey {
     fn path(&self) -> Result<PathBuf> {
         match &self.path {
             Some(p) => Ok(p.clone()),
-            None => Ok(default_dir()
-                .context("no HOME; pass --key")?
-                .join("host.key")),
+            None => Ok(default_dir().context("no HOME; pass --key")?.join("host.key")),
         }
     }
 
     fn load(&self) -> Result<HostIdentity> {
         let path = self.path()?;
         if !path.exists() {
-            bail!(
-                "no host identity at {}; create one with `ferry host init`",
-                path.display()
-            );
+            bail!("no host identity at {}; create one with `ferry host init`", path.display());
         }
         Ok(HostIdentity::load(&path)?)
     }
@@ -162,20 +167,13 @@ struct Relays {
 impl Relays {
     fn list(&self) -> Result<Vec<RelayAddr>> {
         if self.relays.len() != self.pins.len() {
-            bail!(
-                "give one --pin for each --relay ({} relays, {} pins)",
-                self.relays.len(),
-                self.pins.len()
-            );
+            bail!("give one --pin for each --relay ({} relays, {} pins)", self.relays.len(), self.pins.len());
         }
         Ok(self
             .relays
             .iter()
             .zip(&self.pins)
-            .map(|(addr, trust)| RelayAddr {
-                addr: addr.clone(),
-                trust: *trust,
-            })
+            .map(|(addr, trust)| RelayAddr { addr: addr.clone(), trust: *trust })
             .collect())
     }
 }
@@ -212,52 +210,32 @@ async fn run(command: Command) -> Result<()> {
         Command::Host(HostCommand::Id { key }) => println!("{}", key.load()?.key.public()),
         Command::Host(HostCommand::Ticket { relays, key, qr }) => {
             let identity = key.load()?;
-            let ticket = Ticket {
-                host: identity.key.public(),
-                secret: identity.secret,
-                relays: relays.list()?,
-            };
+            let ticket = Ticket { host: identity.key.public(), secret: identity.secret, relays: relays.list()? };
             let text = ticket.encode()?;
             println!("{text}");
             if qr {
-                let code = qrcode::QrCode::new(text.as_bytes())
-                    .context("the ticket does not fit in a QR code")?;
-                println!(
-                    "{}",
-                    code.render::<qrcode::render::unicode::Dense1x2>()
-                        .quiet_zone(true)
-                        .build()
-                );
+                let code = qrcode::QrCode::new(text.as_bytes()).context("the ticket does not fit in a QR code")?;
+                println!("{}", code.render::<qrcode::render::unicode::Dense1x2>().quiet_zone(true).build());
             }
         }
-        Command::Host(HostCommand::Run {
-            relays,
-            forward,
-            allow,
-            token,
-            key,
-        }) => {
+        Command::Host(HostCommand::Run { relays, forward, allow, token, transport, key }) => {
             let mut config = HostConfig::new(key.load()?, relays.list()?, forward);
+            config.transport = transport;
             config.allow = (!allow.is_empty()).then_some(allow);
             config.token = token;
             host_run(config).await?;
         }
-        Command::Connect {
-            ticket,
-            listen,
-            key,
-        } => {
-            let client = Arc::new(Client::new(
-                parse_ticket(&ticket)?,
-                key.load()?,
-                HopOptions::client(),
-            ));
+        Command::Connect { ticket, listen, key, transport } => {
+            let client = Client::new(parse_ticket(&ticket)?, key.load()?, HopOptions::client());
+            let client = Arc::new(client.with_transport(transport));
             client.warm_up().await?;
-            let listener = TcpListener::bind(listen)
-                .await
-                .with_context(|| format!("cannot listen on {listen}"))?;
+            let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+            let via = match client.transport_in_use().await {
+                Some(Transport::Tcp) => "TLS over TCP",
+                _ => "QUIC",
+            };
             println!(
-                "listening on {} — each connection is an end-to-end session to the host",
+                "listening on {} — each connection is an end-to-end session to the host (relay hop: {via})",
                 listener.local_addr()?
             );
             tokio::select! {
@@ -266,12 +244,11 @@ async fn run(command: Command) -> Result<()> {
             }
             client.close().await;
         }
-        Command::Cat { ticket, key } => {
-            let client = Client::new(parse_ticket(&ticket)?, key.load()?, HopOptions::client());
+        Command::Cat { ticket, key, transport } => {
+            let client =
+                Client::new(parse_ticket(&ticket)?, key.load()?, HopOptions::client()).with_transport(transport);
             let session = client.open_session().await?;
-            let result = session
-                .bridge(tokio::io::stdin(), tokio::io::stdout())
-                .await;
+            let result = session.bridge(tokio::io::stdin(), tokio::io::stdout()).await;
             client.close().await;
             result?;
         }
@@ -340,8 +317,6 @@ async fn demo(mib: u64) -> Result<()> {
     );
     connect.abort();
     client.close().await;
-    tokio::time::timeout(Duration::from_secs(10), stack.shutdown())
-        .await
-        .ok();
+    tokio::time::timeout(Duration::from_secs(10), stack.shutdown()).await.ok();
     Ok(())
 }

@@ -31,13 +31,7 @@ async fn setup() -> Result<Setup> {
     assert_eq!(host_id.trim().len(), 52, "host init prints the host id");
     let relay_addr = relay.local_addr().to_string();
     let pin = relay.pin().to_string();
-    Ok(Setup {
-        relay,
-        dir,
-        key,
-        relay_addr,
-        pin,
-    })
+    Ok(Setup { relay, dir, key, relay_addr, pin })
 }
 
 impl Setup {
@@ -46,41 +40,21 @@ impl Setup {
         let mut registrations = self.relay.registrations();
         let seen = *registrations.borrow_and_update();
         let child = ferry()
-            .args([
-                "host",
-                "run",
-                "--relay",
-                &self.relay_addr,
-                "--pin",
-                &self.pin,
-                "--forward",
-                forward,
-            ])
+            .args(["host", "run", "--relay", &self.relay_addr, "--pin", &self.pin, "--forward", forward])
             .args(["--key", &self.key])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?;
-        tokio::time::timeout(
-            Duration::from_secs(10),
-            registrations.wait_for(|n| *n > seen),
-        )
-        .await
-        .context("the host did not register within 10 s")??;
+        tokio::time::timeout(Duration::from_secs(10), registrations.wait_for(|n| *n > seen))
+            .await
+            .context("the host did not register within 10 s")??;
         Ok(child)
     }
 
     async fn ticket(&self) -> Result<String> {
-        let out = ferry_output(&[
-            "host",
-            "ticket",
-            "--relay",
-            &self.relay_addr,
-            "--pin",
-            &self.pin,
-            "--key",
-            &self.key,
-        ])
-        .await?;
+        let out =
+            ferry_output(&["host", "ticket", "--relay", &self.relay_addr, "--pin", &self.pin, "--key", &self.key])
+                .await?;
         Ok(out.trim().to_owned())
     }
 }
@@ -94,17 +68,9 @@ async fn an_http_service_answers_curl_through_ferry_connect() -> Result<()> {
     Pattern::new(80).fill(&mut page);
     std::fs::write(www.join("movie.bin"), &page)?;
 
-    let http_port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+    let http_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let mut http = tokio::process::Command::new("python3")
-        .args([
-            "-m",
-            "http.server",
-            "--bind",
-            "127.0.0.1",
-            &http_port.to_string(),
-        ])
+        .args(["-m", "http.server", "--bind", "127.0.0.1", &http_port.to_string()])
         .current_dir(&www)
         .kill_on_drop(true)
         .stdout(Stdio::piped())
@@ -115,16 +81,9 @@ async fn an_http_service_answers_curl_through_ferry_connect() -> Result<()> {
 
     let _host = s.host(&format!("127.0.0.1:{http_port}")).await?;
     let ticket = s.ticket().await?;
-    let mut connect = ferry()
-        .args(["connect", &ticket, "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .spawn()?;
+    let mut connect = ferry().args(["connect", &ticket, "--listen", "127.0.0.1:0"]).stdout(Stdio::piped()).spawn()?;
     let line = wait_for_line(&mut connect, "listening on", Duration::from_secs(10)).await?;
-    let local = line
-        .split_whitespace()
-        .nth(2)
-        .context("address in the listening line")?
-        .to_owned();
+    let local = line.split_whitespace().nth(2).context("address in the listening line")?.to_owned();
 
     let out = tokio::process::Command::new("curl")
         .args(["--silent", "--show-error", "--fail", "--max-time", "30"])
@@ -132,11 +91,7 @@ async fn an_http_service_answers_curl_through_ferry_connect() -> Result<()> {
         .output()
         .await
         .context("curl is needed for this test")?;
-    assert!(
-        out.status.success(),
-        "curl: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "curl: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.stdout.len(), page.len());
     assert!(out.stdout == page, "the page arrived altered");
     s.relay.shutdown(Duration::from_secs(2)).await;
@@ -154,16 +109,8 @@ async fn ferry_cat_returns_a_whole_file_from_an_echo_service_and_exits_zero() ->
     Pattern::new(5).fill(&mut data);
     let file = s.dir.path().join("input.bin");
     std::fs::write(&file, &data)?;
-    let out = ferry()
-        .args(["cat", &ticket])
-        .stdin(std::fs::File::open(&file)?)
-        .output()
-        .await?;
-    assert!(
-        out.status.success(),
-        "ferry cat failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = ferry().args(["cat", &ticket]).stdin(std::fs::File::open(&file)?).output().await?;
+    assert!(out.status.success(), "ferry cat failed: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.stdout.len(), data.len());
     assert!(out.stdout == data, "the echo came back altered");
     s.relay.shutdown(Duration::from_secs(2)).await;
@@ -175,10 +122,7 @@ async fn errors_are_one_line_a_person_understands() -> Result<()> {
     let s = echo_stack().await?;
     let mut ticket = s.stack.ticket.clone();
     ticket.secret = ferry_proto::TicketSecret([1; 32]);
-    let cases = [
-        (ticket.encode()?, "ticket's secret is wrong"),
-        ("ferry1notaticket".to_owned(), "invalid ticket"),
-    ];
+    let cases = [(ticket.encode()?, "ticket's secret is wrong"), ("ferry1notaticket".to_owned(), "invalid ticket")];
     for (ticket, expected) in cases {
         let out = ferry().args(["cat", &ticket]).output().await?;
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -189,10 +133,7 @@ async fn errors_are_one_line_a_person_understands() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let key = dir.path().join("host.key").to_string_lossy().into_owned();
     ferry_output(&["host", "init", "--key", &key]).await?;
-    let again = ferry()
-        .args(["host", "init", "--key", &key])
-        .output()
-        .await?;
+    let again = ferry().args(["host", "init", "--key", &key]).output().await?;
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("refusing to overwrite"));
     s.stack.shutdown().await;
@@ -205,11 +146,7 @@ async fn killing_the_host_ends_the_client_session_with_an_error_within_5_s() -> 
     let (echo, _task) = echo_service().await?;
     let mut host = s.host(&echo.to_string()).await?;
     let ticket: ferry_proto::Ticket = s.ticket().await?.parse()?;
-    let client = Client::new(
-        ticket,
-        ferry_proto::StaticKey::generate()?,
-        ferry_client::HopOptions::client(),
-    );
+    let client = Client::new(ticket, ferry_proto::StaticKey::generate()?, ferry_client::HopOptions::client());
     let session = client.open_session().await?;
 
     let (app, local) = tokio::io::duplex(64 * 1024);
@@ -226,10 +163,7 @@ async fn killing_the_host_ends_the_client_session_with_an_error_within_5_s() -> 
         }
     });
     let mut first = [0u8; 1024];
-    app_read
-        .read_exact(&mut first)
-        .await
-        .context("the echo started")?;
+    app_read.read_exact(&mut first).await.context("the echo started")?;
     tokio::spawn(async move {
         let mut sink = vec![0u8; 64 * 1024];
         while matches!(app_read.read(&mut sink).await, Ok(n) if n > 0) {}
@@ -240,9 +174,7 @@ async fn killing_the_host_ends_the_client_session_with_an_error_within_5_s() -> 
     let outcome = tokio::time::timeout(Duration::from_secs(5), bridge).await;
     let ended = killed.elapsed();
     let result = outcome.context("the session did not end within 5 s of the host dying")??;
-    let err = result
-        .err()
-        .context("a session cut by a dead host must be an error")?;
+    let err = result.err().context("a session cut by a dead host must be an error")?;
     eprintln!("session ended {ended:?} after the kill: {err}");
     s.relay.shutdown(Duration::from_secs(2)).await;
     Ok(())

@@ -63,15 +63,8 @@ async fn wrong_ticket_secret_is_refused_by_the_host() -> Result<()> {
     let mut ticket = s.stack.ticket.clone();
     ticket.secret = TicketSecret([0x42; 32]);
     let client = Client::new(ticket, StaticKey::generate()?, HopOptions::client());
-    let err = client
-        .open_session()
-        .await
-        .err()
-        .expect("a wrong secret must not open a session");
-    assert!(
-        matches!(err, Error::Proto(ferry_proto::Error::HostRejected)),
-        "{err:?}"
-    );
+    let err = client.open_session().await.err().expect("a wrong secret must not open a session");
+    assert!(matches!(err, Error::Proto(ferry_proto::Error::HostRejected)), "{err:?}");
     let text = err.to_string();
     assert!(text.contains("ticket") && !text.contains('\n'), "{text}");
     s.stack.shutdown().await;
@@ -85,20 +78,10 @@ async fn a_relay_that_does_not_match_the_pin_is_refused() -> Result<()> {
     let wrong = CertPin([7; 32]);
     ticket.relays[0].trust = RelayTrust::Pin(wrong);
     let client = Client::new(ticket, StaticKey::generate()?, HopOptions::client());
-    let err = client
-        .open_session()
-        .await
-        .err()
-        .expect("a wrong pin must not connect");
-    assert!(
-        matches!(err, Error::PinMismatch { expected } if expected == wrong),
-        "{err:?}"
-    );
+    let err = client.open_session().await.err().expect("a wrong pin must not connect");
+    assert!(matches!(err, Error::PinMismatch { expected } if expected == wrong), "{err:?}");
     let text = err.to_string();
-    assert!(
-        text.contains("does not match the ticket's pin") && !text.contains('\n'),
-        "{text}"
-    );
+    assert!(text.contains("does not match the ticket's pin") && !text.contains('\n'), "{text}");
     s.stack.shutdown().await;
     Ok(())
 }
@@ -110,14 +93,8 @@ async fn connect_to_an_unknown_host_is_refused_with_a_reason() -> Result<()> {
     ticket.host = StaticKey::generate()?.public();
     let client = Client::new(ticket, StaticKey::generate()?, HopOptions::client());
     let err = client.open_session().await.err().expect("unknown host");
-    assert!(
-        matches!(err, Error::Refused(RefuseReason::UnknownHost)),
-        "{err:?}"
-    );
-    assert!(
-        err.to_string().contains("not connected to this relay"),
-        "{err}"
-    );
+    assert!(matches!(err, Error::Refused(RefuseReason::UnknownHost)), "{err:?}");
+    assert!(err.to_string().contains("not connected to this relay"), "{err}");
     s.stack.shutdown().await;
     Ok(())
 }
@@ -127,9 +104,7 @@ async fn the_relay_only_ever_sees_ciphertext() -> Result<()> {
     let seen = Arc::new(Mutex::new(Vec::<u8>::new()));
     let tap_seen = seen.clone();
     let s = echo_stack_with(move |config| {
-        config.tap = Some(Arc::new(move |bytes: &[u8]| {
-            tap_seen.lock().unwrap().extend_from_slice(bytes)
-        }));
+        config.tap = Some(Arc::new(move |bytes: &[u8]| tap_seen.lock().unwrap().extend_from_slice(bytes)));
     })
     .await?;
     let marker = b"FERRY-PLAINTEXT-MARKER-7f3a";
@@ -154,15 +129,8 @@ async fn the_relay_only_ever_sees_ciphertext() -> Result<()> {
     bridge.await??;
 
     let seen = std::mem::take(&mut *seen.lock().unwrap());
-    assert!(
-        seen.len() >= 2 * payload.len(),
-        "the tap saw {} bytes, fewer than were relayed",
-        seen.len()
-    );
-    assert!(
-        !seen.windows(marker.len()).any(|w| w == marker),
-        "plaintext marker visible to the relay"
-    );
+    assert!(seen.len() >= 2 * payload.len(), "the tap saw {} bytes, fewer than were relayed", seen.len());
+    assert!(!seen.windows(marker.len()).any(|w| w == marker), "plaintext marker visible to the relay");
     s.stack.shutdown().await;
     Ok(())
 }
@@ -178,9 +146,7 @@ async fn half_close_lets_the_service_answer_after_the_client_finishes() -> Resul
             tokio::spawn(async move {
                 let mut all = Vec::new();
                 stream.read_to_end(&mut all).await?;
-                stream
-                    .write_all(format!("got {} bytes", all.len()).as_bytes())
-                    .await?;
+                stream.write_all(format!("got {} bytes", all.len()).as_bytes()).await?;
                 stream.shutdown().await
             });
         }
@@ -204,22 +170,11 @@ async fn sessions_work_again_after_the_relay_restarts() -> Result<()> {
     let (service, _echo) = ferry::local::echo_service().await?;
     // The same certificate before and after, as a relay with a state directory keeps it.
     let identity = TlsIdentity::self_signed(&["localhost".into()])?;
-    let relay = Relay::spawn(RelayConfig::new(
-        ([127, 0, 0, 1], 0).into(),
-        identity.clone(),
-    ))
-    .await?;
+    let relay = Relay::spawn(RelayConfig::new(([127, 0, 0, 1], 0).into(), identity.clone())).await?;
     let addr = relay.local_addr();
     let host_identity = HostIdentity::generate()?;
-    let relays = vec![RelayAddr {
-        addr: addr.to_string(),
-        trust: RelayTrust::Pin(relay.pin()),
-    }];
-    let host = Host::spawn(HostConfig::new(
-        host_identity.clone(),
-        relays.clone(),
-        service.to_string(),
-    ));
+    let relays = vec![RelayAddr { addr: addr.to_string(), trust: RelayTrust::Pin(relay.pin()) }];
+    let host = Host::spawn(HostConfig::new(host_identity.clone(), relays.clone(), service.to_string()));
     ferry::local::wait_registered(&host, 1).await?;
 
     relay.shutdown(Duration::from_secs(2)).await;
@@ -227,17 +182,8 @@ async fn sessions_work_again_after_the_relay_restarts() -> Result<()> {
     // No manual step: the host notices, backs off and registers again by itself.
     ferry::local::wait_registered(&host, 2).await?;
 
-    let ticket = Ticket {
-        host: host_identity.key.public(),
-        secret: host_identity.secret.clone(),
-        relays,
-    };
-    let port = local_port(Client::new(
-        ticket,
-        StaticKey::generate()?,
-        HopOptions::client(),
-    ))
-    .await?;
+    let ticket = Ticket { host: host_identity.key.public(), secret: host_identity.secret.clone(), relays };
+    let port = local_port(Client::new(ticket, StaticKey::generate()?, HopOptions::client())).await?;
     let (digest, len) = send_and_digest(TcpStream::connect(port).await?, 9, MIB).await?;
     assert_eq!((digest, len), (pattern_digest(9, MIB), MIB));
     host.shutdown().await;

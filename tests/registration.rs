@@ -8,9 +8,7 @@ use bytes::BytesMut;
 use common::{echo_stack, read_message};
 use ferry_client::hop::{self, HopOptions};
 use ferry_proto::registration::HostProver;
-use ferry_proto::{
-    EXPORTER_LEN, HostId, Message, REGISTRATION_EXPORTER_LABEL, RefuseReason, StaticKey,
-};
+use ferry_proto::{EXPORTER_LEN, HostId, Message, REGISTRATION_EXPORTER_LABEL, RefuseReason, StaticKey};
 
 struct Attempt {
     send: quinn::SendStream,
@@ -19,38 +17,22 @@ struct Attempt {
 }
 
 /// Opens a control stream and sends `Register` for `claimed` with `hello`.
-async fn register(
-    conn: &quinn::Connection,
-    claimed: HostId,
-    hello: Vec<u8>,
-) -> Result<(Attempt, Message)> {
+async fn register(conn: &quinn::Connection, claimed: HostId, hello: Vec<u8>) -> Result<(Attempt, Message)> {
     let (mut send, mut recv) = conn.open_bi().await?;
-    send.write_all(
-        &Message::Register {
-            host_id: claimed,
-            token: None,
-            handshake: hello,
-        }
-        .to_vec()?,
-    )
-    .await?;
+    send.write_all(&Message::Register { host_id: claimed, token: None, handshake: hello }.to_vec()?).await?;
     let mut buf = BytesMut::new();
     let answer = read_message(&mut recv, &mut buf).await?;
     Ok((Attempt { send, recv, buf }, answer))
 }
 
 async fn prove(attempt: &mut Attempt, proof: Vec<u8>) -> Result<Message> {
-    attempt
-        .send
-        .write_all(&Message::Proof { handshake: proof }.to_vec()?)
-        .await?;
+    attempt.send.write_all(&Message::Proof { handshake: proof }.to_vec()?).await?;
     read_message(&mut attempt.recv, &mut attempt.buf).await
 }
 
 fn exporter(conn: &quinn::Connection) -> [u8; EXPORTER_LEN] {
     let mut out = [0u8; EXPORTER_LEN];
-    conn.export_keying_material(&mut out, REGISTRATION_EXPORTER_LABEL, b"")
-        .unwrap();
+    conn.export_keying_material(&mut out, REGISTRATION_EXPORTER_LABEL, b"").unwrap();
     out
 }
 
@@ -70,12 +52,7 @@ async fn a_host_without_the_key_cannot_register_its_id() -> Result<()> {
     let (prover, hello) = HostProver::start(&thief, &exporter(&conn))?;
     let (mut attempt, answer) = register(&conn, victim, hello).await?;
     let proof = prover.answer(&challenge(answer))?;
-    assert_eq!(
-        prove(&mut attempt, proof).await?,
-        Message::Refused {
-            reason: RefuseReason::BadProof
-        }
-    );
+    assert_eq!(prove(&mut attempt, proof).await?, Message::Refused { reason: RefuseReason::BadProof });
     // The real host is still the one sessions reach.
     assert_eq!(s.stack.relay.registered_hosts(), 1);
     let session = s.stack.client()?.open_session().await;
@@ -95,21 +72,13 @@ async fn a_proof_captured_on_one_connection_is_rejected_on_another() -> Result<(
     let (prover, hello) = HostProver::start(&key, &exporter(&conn_a))?;
     let (mut attempt_a, answer) = register(&conn_a, key.public(), hello.clone()).await?;
     let proof = prover.answer(&challenge(answer))?;
-    assert_eq!(
-        prove(&mut attempt_a, proof.clone()).await?,
-        Message::Registered
-    );
+    assert_eq!(prove(&mut attempt_a, proof.clone()).await?, Message::Registered);
 
     // Replayed on connection B, the same bytes do not verify.
     let conn_b = hop::connect(relay, &HopOptions::host()).await?;
     let (mut attempt_b, answer) = register(&conn_b, key.public(), hello).await?;
     let _ = challenge(answer);
-    assert_eq!(
-        prove(&mut attempt_b, proof).await?,
-        Message::Refused {
-            reason: RefuseReason::BadProof
-        }
-    );
+    assert_eq!(prove(&mut attempt_b, proof).await?, Message::Refused { reason: RefuseReason::BadProof });
 
     // And a host tricked into proving for connection A while talking on B (a relay in
     // the middle) cannot even answer B's challenge.

@@ -13,19 +13,12 @@ pub(crate) struct Backoff {
 
 impl Backoff {
     pub(crate) fn new(base: Duration, cap: Duration) -> Self {
-        Self {
-            base,
-            cap,
-            attempt: 0,
-        }
+        Self { base, cap, attempt: 0 }
     }
 
     /// The delay before the next attempt.
     pub(crate) fn next_delay(&mut self) -> Duration {
-        let ceiling = self
-            .base
-            .saturating_mul(1 << self.attempt.min(16))
-            .min(self.cap);
+        let ceiling = self.base.saturating_mul(1 << self.attempt.min(16)).min(self.cap);
         self.attempt = self.attempt.saturating_add(1);
         let mut byte = [0u8; 1];
         // Without randomness the delay is simply the ceiling: still bounded, just in step.

@@ -69,12 +69,8 @@ impl Client {
         }
         let mut last_error = None;
         for relay in &self.ticket.relays {
-            let remembered = self
-                .remembered
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .get(&relay.addr)
-                .copied();
+            let remembered =
+                self.remembered.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&relay.addr).copied();
             let transport = match (self.transport, remembered) {
                 (Transport::Auto, Some(known)) => known,
                 (chosen, _) => chosen,
@@ -93,10 +89,7 @@ impl Client {
                 Err(e @ Error::PinMismatch { .. }) => return Err(e),
                 Err(e) => {
                     // A remembered transport that stopped working is forgotten.
-                    self.remembered
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .remove(&relay.addr);
+                    self.remembered.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&relay.addr);
                     last_error = Some(e);
                 }
             }
@@ -113,14 +106,8 @@ impl Client {
     pub async fn open_session(&self) -> Result<Session, Error> {
         let stream = self.hop().await?.open_stream().await?;
         let mut send = stream.send;
-        let (handshake, hello) =
-            ClientHandshake::start(&self.ticket.host, &self.ticket.secret, &self.key)?;
-        let mut first = BytesMut::from(
-            &Message::Connect {
-                host_id: self.ticket.host,
-            }
-            .to_vec()?[..],
-        );
+        let (handshake, hello) = ClientHandshake::start(&self.ticket.host, &self.ticket.secret, &self.key)?;
+        let mut first = BytesMut::from(&Message::Connect { host_id: self.ticket.host }.to_vec()?[..]);
         put_frame(&mut first, &hello)?;
         send.write_chunks(&mut [first.freeze()]).await?;
 
@@ -129,21 +116,12 @@ impl Client {
             Message::Accepted => {}
             Message::Refused { reason } => return Err(Error::Refused(reason)),
             _ => {
-                return Err(Error::Cut(
-                    "the relay answered with an unexpected message".into(),
-                ));
+                return Err(Error::Cut("the relay answered with an unexpected message".into()));
             }
         }
-        let answer = recv
-            .frame(MAX_HANDSHAKE_LEN, self.handshake_timeout)
-            .await?;
+        let answer = recv.frame(MAX_HANDSHAKE_LEN, self.handshake_timeout).await?;
         let (sealer, opener) = handshake.finish(&answer)?;
-        Ok(Session {
-            send,
-            recv,
-            sealer,
-            opener,
-        })
+        Ok(Session { send, recv, sealer, opener })
     }
 
     /// Closes the relay connection.

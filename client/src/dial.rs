@@ -47,9 +47,7 @@ impl FromStr for Transport {
             "auto" => Ok(Self::Auto),
             "quic" => Ok(Self::Quic),
             "tcp" => Ok(Self::Tcp),
-            other => Err(format!(
-                "unknown transport `{other}` (use quic, tcp or auto)"
-            )),
+            other => Err(format!("unknown transport `{other}` (use quic, tcp or auto)")),
         }
     }
 }
@@ -90,18 +88,12 @@ impl RelayHop {
     pub(crate) async fn open_stream(&self) -> Result<HopStream, Error> {
         match self {
             Self::Quic(conn) => {
-                let (send, recv) = conn
-                    .open_bi()
-                    .await
-                    .map_err(|e| Error::Cut(format!("cannot open a stream ({e})")))?;
+                let (send, recv) =
+                    conn.open_bi().await.map_err(|e| Error::Cut(format!("cannot open a stream ({e})")))?;
                 let mut exporter = [0u8; EXPORTER_LEN];
                 conn.export_keying_material(&mut exporter, REGISTRATION_EXPORTER_LABEL, b"")
                     .map_err(|_| Error::Cut("the hop cannot export keying material".into()))?;
-                Ok(HopStream {
-                    send: LinkSend::Quic(send),
-                    recv: LinkRecv::Quic(recv),
-                    exporter,
-                })
+                Ok(HopStream { send: LinkSend::Quic(send), recv: LinkRecv::Quic(recv), exporter })
             }
             Self::Tcp(dialer) => {
                 let tls = dialer.take_or_dial().await?;
@@ -111,11 +103,7 @@ impl RelayHop {
                     .export_keying_material(&mut exporter, REGISTRATION_EXPORTER_LABEL, Some(b""))
                     .map_err(|_| Error::Cut("the hop cannot export keying material".into()))?;
                 let (send, recv) = split_tls(TlsStream::Client(tls));
-                Ok(HopStream {
-                    send,
-                    recv,
-                    exporter,
-                })
+                Ok(HopStream { send, recv, exporter })
             }
         }
     }
@@ -144,10 +132,7 @@ pub(crate) struct TcpDialer {
 impl TcpDialer {
     /// Resolves the relay and opens a first connection (kept for the first stream).
     async fn connect(relay: &RelayAddr, options: &HopOptions) -> Result<Self, Error> {
-        let unreachable = |reason: String| Error::RelayUnreachable {
-            addr: relay.addr.clone(),
-            reason,
-        };
+        let unreachable = |reason: String| Error::RelayUnreachable { addr: relay.addr.clone(), reason };
         let target = tokio::net::lookup_host(&relay.addr)
             .await
             .map_err(|e| unreachable(format!("cannot resolve the address ({e})")))?
@@ -166,19 +151,12 @@ impl TcpDialer {
             spare: std::sync::Mutex::new(None),
         };
         let first = dialer.dial().await?;
-        *dialer
-            .spare
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(first);
+        *dialer.spare.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(first);
         Ok(dialer)
     }
 
     async fn take_or_dial(&self) -> Result<ClientTls, Error> {
-        let spare = self
-            .spare
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
+        let spare = self.spare.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         match spare {
             Some(tls) => Ok(tls),
             None => self.dial().await,
@@ -186,37 +164,21 @@ impl TcpDialer {
     }
 
     async fn dial(&self) -> Result<ClientTls, Error> {
-        let unreachable = |reason: String| Error::RelayUnreachable {
-            addr: self.relay.addr.clone(),
-            reason,
-        };
+        let unreachable = |reason: String| Error::RelayUnreachable { addr: self.relay.addr.clone(), reason };
         let attempt = async {
-            let tcp = TcpStream::connect(self.target)
-                .await
-                .map_err(|e| unreachable(format!("TCP: {e}")))?;
+            let tcp = TcpStream::connect(self.target).await.map_err(|e| unreachable(format!("TCP: {e}")))?;
             tcp.set_nodelay(true)?;
-            self.connector
-                .connect(self.name.clone(), tcp)
-                .await
-                .map_err(|e| match self.relay.trust {
-                    RelayTrust::Pin(expected) if self.mismatch.load(Ordering::Relaxed) => {
-                        Error::PinMismatch { expected }
-                    }
-                    _ => unreachable(format!("TLS: {e}")),
-                })
+            self.connector.connect(self.name.clone(), tcp).await.map_err(|e| match self.relay.trust {
+                RelayTrust::Pin(expected) if self.mismatch.load(Ordering::Relaxed) => Error::PinMismatch { expected },
+                _ => unreachable(format!("TLS: {e}")),
+            })
         };
-        tokio::time::timeout(self.timeout, attempt)
-            .await
-            .map_err(|_| unreachable("no answer over TCP".into()))?
+        tokio::time::timeout(self.timeout, attempt).await.map_err(|_| unreachable("no answer over TCP".into()))?
     }
 }
 
 /// Opens a hop to `relay` with the chosen transport.
-pub(crate) async fn connect(
-    relay: &RelayAddr,
-    transport: Transport,
-    options: &HopOptions,
-) -> Result<RelayHop, Error> {
+pub(crate) async fn connect(relay: &RelayAddr, transport: Transport, options: &HopOptions) -> Result<RelayHop, Error> {
     match transport {
         Transport::Quic => hop::connect(relay, options).await.map(RelayHop::Quic),
         Transport::Tcp => TcpDialer::connect(relay, options).await.map(RelayHop::Tcp),

@@ -5,8 +5,7 @@
 
 use ferry_link::{FramedError, LinkError};
 use ferry_proto::codes::{
-    RESET_HANDSHAKE_FAILED, RESET_NOT_ALLOWED, RESET_PEER_LOST, RESET_SERVICE_UNREACHABLE,
-    RESET_SHUTDOWN,
+    RESET_HANDSHAKE_FAILED, RESET_NOT_ALLOWED, RESET_PEER_LOST, RESET_SERVICE_UNREACHABLE, RESET_SHUTDOWN,
 };
 
 use crate::Error;
@@ -15,9 +14,7 @@ impl From<LinkError> for Error {
     fn from(e: LinkError) -> Self {
         match e {
             LinkError::Reset(code) => reset_error(code),
-            LinkError::Lost(why) => {
-                Error::Cut(format!("the connection to the relay was lost ({why})"))
-            }
+            LinkError::Lost(why) => Error::Cut(format!("the connection to the relay was lost ({why})")),
             other => Error::Cut(other.to_string()),
         }
     }
@@ -40,15 +37,9 @@ fn reset_error(code: u64) -> Error {
     match u32::try_from(code).unwrap_or(u32::MAX) {
         RESET_PEER_LOST => Error::Cut("the other end went away mid-session".into()),
         RESET_SHUTDOWN => Error::Cut("the relay is shutting down".into()),
-        RESET_NOT_ALLOWED => {
-            Error::HostRefused("this client's key is not on the host's allow-list")
-        }
-        RESET_SERVICE_UNREACHABLE => {
-            Error::HostRefused("the host cannot reach the service it forwards to")
-        }
-        RESET_HANDSHAKE_FAILED => {
-            Error::HostRefused("the handshake did not verify (is the ticket for this host?)")
-        }
+        RESET_NOT_ALLOWED => Error::HostRefused("this client's key is not on the host's allow-list"),
+        RESET_SERVICE_UNREACHABLE => Error::HostRefused("the host cannot reach the service it forwards to"),
+        RESET_HANDSHAKE_FAILED => Error::HostRefused("the handshake did not verify (is the ticket for this host?)"),
         other => Error::Cut(format!("the other end reset the stream (code {other:#x})")),
     }
 }

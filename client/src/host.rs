@@ -89,27 +89,14 @@ impl Host {
     pub fn spawn(config: HostConfig) -> Self {
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let initial = HostStatus {
-            registered: vec![false; config.relays.len()],
-            ..Default::default()
-        };
+        let initial = HostStatus { registered: vec![false; config.relays.len()], ..Default::default() };
         let (status_tx, status) = watch::channel(initial);
         let status_tx = Arc::new(status_tx);
         let config = Arc::new(config);
         for index in 0..config.relays.len() {
-            tracker.spawn(stay_registered(
-                config.clone(),
-                index,
-                status_tx.clone(),
-                cancel.clone(),
-                tracker.clone(),
-            ));
+            tracker.spawn(stay_registered(config.clone(), index, status_tx.clone(), cancel.clone(), tracker.clone()));
         }
-        Self {
-            cancel,
-            tracker,
-            status,
-        }
+        Self { cancel, tracker, status }
     }
 
     /// Registration status; await `changed()` on it to follow registrations.
@@ -176,16 +163,9 @@ struct Control {
 
 /// Connects to `relay` and proves the host key; returns the hop and the control stream
 /// (on which the relay announces TCP sessions and says when it is going away).
-async fn register(
-    config: &HostConfig,
-    relay: &RelayAddr,
-) -> Result<(Arc<RelayHop>, Control), Error> {
+async fn register(config: &HostConfig, relay: &RelayAddr) -> Result<(Arc<RelayHop>, Control), Error> {
     let hop = dial::connect(relay, config.transport, &config.options).await?;
-    let HopStream {
-        mut send,
-        recv,
-        exporter,
-    } = hop.open_stream().await?;
+    let HopStream { mut send, recv, exporter } = hop.open_stream().await?;
     let (prover, hello) = HostProver::start(&config.identity.key, &exporter)?;
     let register = Message::Register {
         host_id: config.identity.key.public(),
@@ -198,20 +178,15 @@ async fn register(
         Message::Challenge { handshake } => handshake,
         Message::Refused { reason } => return Err(Error::Refused(reason)),
         _ => {
-            return Err(Error::Cut(
-                "the relay answered the registration with an unexpected message".into(),
-            ));
+            return Err(Error::Cut("the relay answered the registration with an unexpected message".into()));
         }
     };
     let proof = prover.answer(&challenge)?;
-    send.send(&Message::Proof { handshake: proof }.to_vec()?)
-        .await?;
+    send.send(&Message::Proof { handshake: proof }.to_vec()?).await?;
     match recv.message(config.handshake_timeout).await? {
         Message::Registered => Ok((Arc::new(hop), Control { send, recv })),
         Message::Refused { reason } => Err(Error::Refused(reason)),
-        _ => Err(Error::Cut(
-            "the relay answered the proof with an unexpected message".into(),
-        )),
+        _ => Err(Error::Cut("the relay answered the proof with an unexpected message".into())),
     }
 }
 
@@ -276,9 +251,7 @@ async fn serve(
 }
 
 /// The next session stream a QUIC relay opens; never resolves for a TCP hop.
-async fn accept_stream(
-    quic: Option<&quinn::Connection>,
-) -> Result<(quinn::SendStream, quinn::RecvStream), String> {
+async fn accept_stream(quic: Option<&quinn::Connection>) -> Result<(quinn::SendStream, quinn::RecvStream), String> {
     match quic {
         Some(conn) => conn.accept_bi().await.map_err(|e| e.to_string()),
         None => std::future::pending().await,
@@ -293,16 +266,9 @@ async fn attach_session(config: &HostConfig, hop: &RelayHop, session: u64) -> Re
 }
 
 /// One session: handshake, allow-list, local connection, bridge.
-async fn serve_session(
-    config: &HostConfig,
-    mut send: LinkSend,
-    mut recv: Framed,
-) -> Result<(), Error> {
-    let hello = recv
-        .frame(MAX_HANDSHAKE_LEN, config.handshake_timeout)
-        .await?;
-    let handshake = match HostHandshake::read(&config.identity.key, &config.identity.secret, &hello)
-    {
+async fn serve_session(config: &HostConfig, mut send: LinkSend, mut recv: Framed) -> Result<(), Error> {
+    let hello = recv.frame(MAX_HANDSHAKE_LEN, config.handshake_timeout).await?;
+    let handshake = match HostHandshake::read(&config.identity.key, &config.identity.secret, &hello) {
         Ok(h) => h,
         Err(e) => {
             send.reset(RESET_HANDSHAKE_FAILED);
@@ -315,12 +281,7 @@ async fn serve_session(
             return Err(Error::HostRefused("client key not on the allow-list"));
         }
     }
-    let local = match tokio::time::timeout(
-        config.handshake_timeout,
-        TcpStream::connect(&config.forward),
-    )
-    .await
-    {
+    let local = match tokio::time::timeout(config.handshake_timeout, TcpStream::connect(&config.forward)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
             send.reset(RESET_SERVICE_UNREACHABLE);
@@ -328,9 +289,7 @@ async fn serve_session(
         }
         Err(_) => {
             send.reset(RESET_SERVICE_UNREACHABLE);
-            return Err(Error::Timeout(
-                "the local service did not accept the connection",
-            ));
+            return Err(Error::Timeout("the local service did not accept the connection"));
         }
     };
     local.set_nodelay(true)?;
@@ -339,13 +298,6 @@ async fn serve_session(
     put_frame(&mut out, &answer)?;
     send.write_chunk(out.freeze()).await?;
     let (local_read, local_write) = local.into_split();
-    Session {
-        send,
-        recv,
-        sealer,
-        opener,
-    }
-    .bridge(local_read, local_write)
-    .await?;
+    Session { send, recv, sealer, opener }.bridge(local_read, local_write).await?;
     Ok(())
 }

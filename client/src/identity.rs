@@ -24,10 +24,7 @@ pub struct HostIdentity {
 impl HostIdentity {
     /// A fresh random identity.
     pub fn generate() -> Result<Self, Error> {
-        Ok(Self {
-            key: StaticKey::generate()?,
-            secret: TicketSecret::generate()?,
-        })
+        Ok(Self { key: StaticKey::generate()?, secret: TicketSecret::generate()? })
     }
 
     /// Creates a new identity file at `path` (mode 0600); fails if it exists.
@@ -48,10 +45,7 @@ impl HostIdentity {
         let text = read_secret_file(path)?;
         let key = field(path, &text, "host-key")?;
         let secret = field(path, &text, "ticket-secret")?;
-        let bad = |e: ferry_proto::Error| Error::KeyFile {
-            path: path.to_owned(),
-            what: e.to_string(),
-        };
+        let bad = |e: ferry_proto::Error| Error::KeyFile { path: path.to_owned(), what: e.to_string() };
         Ok(Self {
             key: StaticKey::from_base32(&key).map_err(bad)?,
             secret: TicketSecret::from_base32(&secret).map_err(bad)?,
@@ -64,16 +58,10 @@ pub fn load_or_create_client_key(path: &Path) -> Result<StaticKey, Error> {
     if path.exists() {
         let text = read_secret_file(path)?;
         let key = field(path, &text, "client-key")?;
-        return StaticKey::from_base32(&key).map_err(|e| Error::KeyFile {
-            path: path.to_owned(),
-            what: e.to_string(),
-        });
+        return StaticKey::from_base32(&key).map_err(|e| Error::KeyFile { path: path.to_owned(), what: e.to_string() });
     }
     let key = StaticKey::generate()?;
-    let text = format!(
-        "# ferry client key. Hosts may allow-list its public half.\nclient-key = {}\n",
-        key.to_base32()
-    );
+    let text = format!("# ferry client key. Hosts may allow-list its public half.\nclient-key = {}\n", key.to_base32());
     write_new_secret_file(path, &text)?;
     Ok(key)
 }
@@ -95,17 +83,11 @@ fn field(path: &Path, text: &str, name: &str) -> Result<String, Error> {
         .filter_map(|line| line.split_once('='))
         .find(|(k, _)| k.trim() == name)
         .map(|(_, v)| v.trim().to_owned())
-        .ok_or_else(|| Error::KeyFile {
-            path: path.to_owned(),
-            what: format!("no `{name} = ...` line"),
-        })
+        .ok_or_else(|| Error::KeyFile { path: path.to_owned(), what: format!("no `{name} = ...` line") })
 }
 
 fn read_secret_file(path: &Path) -> Result<String, Error> {
-    let bad = |what: String| Error::KeyFile {
-        path: path.to_owned(),
-        what,
-    };
+    let bad = |what: String| Error::KeyFile { path: path.to_owned(), what };
     let meta = fs::metadata(path).map_err(|e| bad(format!("cannot read: {e}")))?;
     if meta.permissions().mode() & 0o077 != 0 {
         return Err(bad(format!(
@@ -118,27 +100,16 @@ fn read_secret_file(path: &Path) -> Result<String, Error> {
 }
 
 fn write_new_secret_file(path: &Path, text: &str) -> Result<(), Error> {
-    let bad = |what: String| Error::KeyFile {
-        path: path.to_owned(),
-        what,
-    };
+    let bad = |what: String| Error::KeyFile { path: path.to_owned(), what };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir).map_err(|e| bad(format!("cannot create its directory: {e}")))?;
     }
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => {
-                bad("already exists; refusing to overwrite a key".into())
-            }
+    let mut file =
+        fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => bad("already exists; refusing to overwrite a key".into()),
             _ => bad(format!("cannot create: {e}")),
         })?;
-    file.write_all(text.as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(|e| bad(format!("cannot write: {e}")))
+    file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).map_err(|e| bad(format!("cannot write: {e}")))
 }
 
 #[cfg(test)]
@@ -150,19 +121,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/host.key");
         let made = HostIdentity::create(&path).unwrap();
-        assert_eq!(
-            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         let loaded = HostIdentity::load(&path).unwrap();
         assert_eq!(loaded.key.public(), made.key.public());
         assert_eq!(loaded.secret, made.secret);
-        assert!(
-            HostIdentity::create(&path)
-                .unwrap_err()
-                .to_string()
-                .contains("refusing to overwrite")
-        );
+        assert!(HostIdentity::create(&path).unwrap_err().to_string().contains("refusing to overwrite"));
     }
 
     #[test]
@@ -170,16 +133,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("client.key");
         let key = load_or_create_client_key(&path).unwrap();
-        assert_eq!(
-            load_or_create_client_key(&path).unwrap().public(),
-            key.public()
-        );
+        assert_eq!(load_or_create_client_key(&path).unwrap().public(), key.public());
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(
-            load_or_create_client_key(&path)
-                .unwrap_err()
-                .to_string()
-                .contains("chmod 600")
-        );
+        assert!(load_or_create_client_key(&path).unwrap_err().to_string().contains("chmod 600"));
     }
 }

@@ -40,21 +40,12 @@ pub struct Session {
 impl Session {
     /// Carries bytes both ways until both directions have ended cleanly; on any error
     /// the relay stream is reset so the peer learns of it too.
-    pub async fn bridge<R, W>(
-        self,
-        mut local_read: R,
-        mut local_write: W,
-    ) -> Result<Transferred, Error>
+    pub async fn bridge<R, W>(self, mut local_read: R, mut local_write: W) -> Result<Transferred, Error>
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
-        let Self {
-            mut send,
-            mut recv,
-            sealer,
-            opener,
-        } = self;
+        let Self { mut send, mut recv, sealer, opener } = self;
         let result = tokio::try_join!(
             upstream(&mut local_read, &mut send, sealer),
             downstream(&mut recv, opener, &mut local_write)
@@ -70,21 +61,13 @@ impl Session {
     }
 }
 
-async fn upstream<R: AsyncRead + Unpin>(
-    local: &mut R,
-    send: &mut LinkSend,
-    mut sealer: Sealer,
-) -> Result<u64, Error> {
+async fn upstream<R: AsyncRead + Unpin>(local: &mut R, send: &mut LinkSend, mut sealer: Sealer) -> Result<u64, Error> {
     let mut plain = vec![0u8; MAX_RECORD_DATA];
     let mut out = BytesMut::new();
     let mut total = 0u64;
     loop {
         let n = local.read(&mut plain).await?;
-        let kind = if n == 0 {
-            RecordKind::Fin
-        } else {
-            RecordKind::Data
-        };
+        let kind = if n == 0 { RecordKind::Fin } else { RecordKind::Data };
         sealer.seal(kind, &plain[..n], &mut out)?;
         send.write_chunks(&mut [out.split().freeze()]).await?;
         if n == 0 {
@@ -95,11 +78,7 @@ async fn upstream<R: AsyncRead + Unpin>(
     }
 }
 
-async fn downstream<W: AsyncWrite + Unpin>(
-    recv: &mut Framed,
-    mut opener: Opener,
-    local: &mut W,
-) -> Result<u64, Error> {
+async fn downstream<W: AsyncWrite + Unpin>(recv: &mut Framed, mut opener: Opener, local: &mut W) -> Result<u64, Error> {
     let mut total = 0u64;
     loop {
         while let Some(record) = opener.open(&mut recv.buf)? {

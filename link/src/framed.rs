@@ -42,10 +42,7 @@ pub struct Framed {
 impl Framed {
     /// Wraps a receive half.
     pub fn new(recv: LinkRecv) -> Self {
-        Self {
-            recv,
-            buf: BytesMut::new(),
-        }
+        Self { recv, buf: BytesMut::new() }
     }
 
     /// Reads more into the buffer; `Ok(false)` at a clean end of stream.
@@ -55,9 +52,7 @@ impl Framed {
 
     /// The next control message, within `limit`.
     pub async fn message(&mut self, limit: Duration) -> Result<Message, FramedError> {
-        tokio::time::timeout(limit, self.message_unbounded())
-            .await
-            .map_err(|_| FramedError::Timeout)?
+        tokio::time::timeout(limit, self.message_unbounded()).await.map_err(|_| FramedError::Timeout)?
     }
 
     /// The next control message, however long it takes (long-lived control streams).

@@ -63,11 +63,7 @@ impl<'a> Reader<'a> {
 
     /// Fails unless every byte was consumed, so trailing garbage is never ignored.
     pub fn finish(self, what: &'static str) -> Result<(), Error> {
-        if self.rest.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::Malformed(what))
-        }
+        if self.rest.is_empty() { Ok(()) } else { Err(Error::Malformed(what)) }
     }
 }
 

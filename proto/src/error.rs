@@ -20,9 +20,7 @@ pub enum Error {
     #[error("invalid key: {0}")]
     InvalidKey(&'static str),
     /// A certificate pin string could not be parsed.
-    #[error(
-        "invalid certificate pin: {0} (expected `sha256:` followed by 52 base32 characters, or `webpki`)"
-    )]
+    #[error("invalid certificate pin: {0} (expected `sha256:` followed by 52 base32 characters, or `webpki`)")]
     InvalidPin(&'static str),
     /// A ticket string could not be parsed.
     #[error("invalid ticket: {0}")]
@@ -39,9 +37,7 @@ pub enum Error {
     #[error("the registration proof is invalid: {0}")]
     BadProof(&'static str),
     /// A record failed authentication: the stream was cut, corrupted or tampered with.
-    #[error(
-        "an end-to-end record failed authentication: the stream was corrupted or tampered with"
-    )]
+    #[error("an end-to-end record failed authentication: the stream was corrupted or tampered with")]
     RecordAuth,
     /// A record announced a size or kind this version does not allow.
     #[error("malformed end-to-end record: {0}")]

@@ -58,9 +58,7 @@ impl FromStr for PublicKey {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self, Error> {
-        decode_32(s).map(Self).ok_or(Error::InvalidHostId(
-            "expected 52 base32 characters (a-z, 2-7)",
-        ))
+        decode_32(s).map(Self).ok_or(Error::InvalidHostId("expected 52 base32 characters (a-z, 2-7)"))
     }
 }
 
@@ -103,9 +101,7 @@ impl StaticKey {
 
     /// Parses a private key written by [`StaticKey::to_base32`].
     pub fn from_base32(text: &str) -> Result<Self, Error> {
-        decode_32(text)
-            .map(Self::from_private)
-            .ok_or(Error::InvalidKey("expected 52 base32 characters"))
+        decode_32(text).map(Self::from_private).ok_or(Error::InvalidKey("expected 52 base32 characters"))
     }
 }
 
@@ -121,9 +117,7 @@ mod tests {
 
     #[test]
     fn public_key_matches_snow() {
-        let pair = snow::Builder::new("Noise_XX_25519_ChaChaPoly_BLAKE2s".parse().unwrap())
-            .generate_keypair()
-            .unwrap();
+        let pair = snow::Builder::new("Noise_XX_25519_ChaChaPoly_BLAKE2s".parse().unwrap()).generate_keypair().unwrap();
         let key = StaticKey::from_private(pair.private.try_into().unwrap());
         assert_eq!(key.public().0.as_slice(), pair.public.as_slice());
     }
@@ -133,10 +127,7 @@ mod tests {
         let key = StaticKey::generate().unwrap();
         let text = key.public().to_string();
         assert_eq!(text.len(), 52);
-        assert!(
-            text.chars()
-                .all(|c| c.is_ascii_lowercase() || ('2'..='7').contains(&c))
-        );
+        assert!(text.chars().all(|c| c.is_ascii_lowercase() || ('2'..='7').contains(&c)));
         assert_eq!(text.parse::<HostId>().unwrap(), key.public());
         assert_eq!(text.to_uppercase().parse::<HostId>().unwrap(), key.public());
         assert!("not-a-key".parse::<HostId>().is_err());
@@ -148,9 +139,6 @@ mod tests {
         let key = StaticKey::generate().unwrap();
         let dbg = format!("{key:?}");
         assert!(!dbg.contains(&key.to_base32()));
-        assert_eq!(
-            StaticKey::from_base32(&key.to_base32()).unwrap().public(),
-            key.public()
-        );
+        assert_eq!(StaticKey::from_base32(&key.to_base32()).unwrap().public(), key.public());
     }
 }

@@ -109,18 +109,10 @@ impl RefuseReason {
 impl fmt::Display for RefuseReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::UnknownHost => f.write_str(
-                "the host is not connected to this relay (is `ferry host run` running?)",
-            ),
-            Self::HostOverLimit => {
-                f.write_str("the host has reached its session limit on this relay")
-            }
-            Self::RelayBusy => {
-                f.write_str("the relay is busy; try again shortly or use another relay")
-            }
-            Self::NotAllowed => {
-                f.write_str("the relay does not allow this host (check the registration token)")
-            }
+            Self::UnknownHost => f.write_str("the host is not connected to this relay (is `ferry host run` running?)"),
+            Self::HostOverLimit => f.write_str("the host has reached its session limit on this relay"),
+            Self::RelayBusy => f.write_str("the relay is busy; try again shortly or use another relay"),
+            Self::NotAllowed => f.write_str("the relay does not allow this host (check the registration token)"),
             Self::BadProof => f.write_str("the host could not prove it holds its key"),
             Self::RateLimited => f.write_str("too many attempts; try again later"),
             Self::ShuttingDown => f.write_str("the relay is shutting down"),
@@ -188,17 +180,11 @@ impl Message {
         let start = out.len();
         out.extend_from_slice(&[0, 0]);
         match self {
-            Self::Register {
-                host_id,
-                token,
-                handshake,
-            } => {
+            Self::Register { host_id, token, handshake } => {
                 out.push(REGISTER);
                 out.extend_from_slice(host_id.as_bytes());
                 match token {
-                    Some(RegistrationToken(t)) if t.len() <= 255 => {
-                        put_short_field(out, t.as_bytes())
-                    }
+                    Some(RegistrationToken(t)) if t.len() <= 255 => put_short_field(out, t.as_bytes()),
                     Some(_) => {
                         return Err(Error::Malformed("registration token longer than 255 bytes"));
                     }
@@ -287,38 +273,21 @@ impl Message {
                 let token = if token.is_empty() {
                     None
                 } else {
-                    let t = std::str::from_utf8(token)
-                        .map_err(|_| Error::Malformed("token is not UTF-8"))?;
+                    let t = std::str::from_utf8(token).map_err(|_| Error::Malformed("token is not UTF-8"))?;
                     Some(RegistrationToken(t.to_owned()))
                 };
                 let handshake = r.long_field("handshake")?.to_vec();
-                Self::Register {
-                    host_id,
-                    token,
-                    handshake,
-                }
+                Self::Register { host_id, token, handshake }
             }
-            CHALLENGE => Self::Challenge {
-                handshake: r.long_field("handshake")?.to_vec(),
-            },
-            PROOF => Self::Proof {
-                handshake: r.long_field("handshake")?.to_vec(),
-            },
+            CHALLENGE => Self::Challenge { handshake: r.long_field("handshake")?.to_vec() },
+            PROOF => Self::Proof { handshake: r.long_field("handshake")?.to_vec() },
             REGISTERED => Self::Registered,
-            CONNECT => Self::Connect {
-                host_id: PublicKey(r.array("host id")?),
-            },
+            CONNECT => Self::Connect { host_id: PublicKey(r.array("host id")?) },
             ACCEPTED => Self::Accepted,
-            REFUSED => Self::Refused {
-                reason: RefuseReason::from_code(r.u8("reason")?),
-            },
-            INCOMING => Self::Incoming {
-                session: r.u64("session")?,
-            },
+            REFUSED => Self::Refused { reason: RefuseReason::from_code(r.u8("reason")?) },
+            INCOMING => Self::Incoming { session: r.u64("session")? },
             GOING_AWAY => Self::GoingAway,
-            ATTACH => Self::Attach {
-                session: r.u64("session")?,
-            },
+            ATTACH => Self::Attach { session: r.u64("session")? },
             other => return Err(Error::UnknownMessage(other)),
         };
         r.finish("trailing bytes in message")?;
@@ -327,11 +296,7 @@ impl Message {
 }
 
 fn checked_len(bytes: &[u8]) -> Result<&[u8], Error> {
-    if bytes.len() > MAX_MESSAGE_LEN {
-        Err(Error::MessageTooLarge(bytes.len()))
-    } else {
-        Ok(bytes)
-    }
+    if bytes.len() > MAX_MESSAGE_LEN { Err(Error::MessageTooLarge(bytes.len())) } else { Ok(bytes) }
 }
 
 #[cfg(test)]
@@ -350,14 +315,7 @@ mod tests {
         want.extend_from_slice(&[0xab; 32]);
         assert_eq!(bytes, want);
         assert_eq!(Message::Accepted.to_vec().unwrap(), vec![0, 1, ACCEPTED]);
-        assert_eq!(
-            Message::Refused {
-                reason: RefuseReason::UnknownHost
-            }
-            .to_vec()
-            .unwrap(),
-            vec![0, 2, REFUSED, 1]
-        );
+        assert_eq!(Message::Refused { reason: RefuseReason::UnknownHost }.to_vec().unwrap(), vec![0, 2, REFUSED, 1]);
     }
 
     #[test]
@@ -373,10 +331,7 @@ mod tests {
     #[test]
     fn oversized_frames_are_rejected_before_buffering() {
         let mut buf = BytesMut::from(&[0x10, 0x01][..]);
-        assert!(matches!(
-            Message::decode(&mut buf),
-            Err(Error::MessageTooLarge(4097))
-        ));
+        assert!(matches!(Message::decode(&mut buf), Err(Error::MessageTooLarge(4097))));
         let mut empty = BytesMut::from(&[0, 0][..]);
         assert!(Message::decode(&mut empty).is_err());
     }
@@ -384,10 +339,7 @@ mod tests {
     #[test]
     fn unknown_and_trailing_are_errors() {
         let mut buf = BytesMut::from(&[0, 1, 0x7f][..]);
-        assert!(matches!(
-            Message::decode(&mut buf),
-            Err(Error::UnknownMessage(0x7f))
-        ));
+        assert!(matches!(Message::decode(&mut buf), Err(Error::UnknownMessage(0x7f))));
         let mut buf = BytesMut::from(&[0, 2, ACCEPTED, 0][..]);
         assert!(Message::decode(&mut buf).is_err());
     }
@@ -395,12 +347,7 @@ mod tests {
     #[test]
     fn unknown_refuse_reason_survives() {
         let mut buf = BytesMut::from(&[0, 2, REFUSED, 200][..]);
-        assert_eq!(
-            Message::decode(&mut buf).unwrap(),
-            Some(Message::Refused {
-                reason: RefuseReason::Other(200)
-            })
-        );
+        assert_eq!(Message::decode(&mut buf).unwrap(), Some(Message::Refused { reason: RefuseReason::Other(200) }));
     }
 
     #[test]
@@ -420,24 +367,13 @@ mod tests {
     fn any_message() -> impl Strategy<Value = Message> {
         let bytes = || proptest::collection::vec(any::<u8>(), 0..200);
         prop_oneof![
-            (
-                any::<[u8; 32]>(),
-                proptest::option::of("[ -~]{1,255}"),
-                bytes()
-            )
-                .prop_map(|(h, t, hs)| {
-                    Message::Register {
-                        host_id: PublicKey(h),
-                        token: t.map(RegistrationToken),
-                        handshake: hs,
-                    }
-                }),
+            (any::<[u8; 32]>(), proptest::option::of("[ -~]{1,255}"), bytes()).prop_map(|(h, t, hs)| {
+                Message::Register { host_id: PublicKey(h), token: t.map(RegistrationToken), handshake: hs }
+            }),
             bytes().prop_map(|handshake| Message::Challenge { handshake }),
             bytes().prop_map(|handshake| Message::Proof { handshake }),
             Just(Message::Registered),
-            any::<[u8; 32]>().prop_map(|h| Message::Connect {
-                host_id: PublicKey(h)
-            }),
+            any::<[u8; 32]>().prop_map(|h| Message::Connect { host_id: PublicKey(h) }),
             Just(Message::Accepted),
             any_reason().prop_map(|reason| Message::Refused { reason }),
             any::<u64>().prop_map(|session| Message::Incoming { session }),

@@ -42,13 +42,8 @@ impl FromStr for CertPin {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self, Error> {
-        let body = s
-            .trim()
-            .strip_prefix("sha256:")
-            .ok_or(Error::InvalidPin("missing the `sha256:` prefix"))?;
-        decode_32(body)
-            .map(Self)
-            .ok_or(Error::InvalidPin("the digest is not 52 base32 characters"))
+        let body = s.trim().strip_prefix("sha256:").ok_or(Error::InvalidPin("missing the `sha256:` prefix"))?;
+        decode_32(body).map(Self).ok_or(Error::InvalidPin("the digest is not 52 base32 characters"))
     }
 }
 
@@ -74,11 +69,7 @@ impl FromStr for RelayTrust {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self, Error> {
-        if s.trim() == "webpki" {
-            Ok(Self::WebPki)
-        } else {
-            s.parse().map(Self::Pin)
-        }
+        if s.trim() == "webpki" { Ok(Self::WebPki) } else { s.parse().map(Self::Pin) }
     }
 }
 

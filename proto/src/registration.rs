@@ -41,9 +41,7 @@ impl HostProver {
     /// handshake bytes for [`crate::Message::Register`].
     pub fn start(key: &StaticKey, exporter: &[u8]) -> Result<(Self, Vec<u8>), Error> {
         let prologue = prologue(exporter);
-        let mut hs = builder(&prologue)?
-            .local_private_key(key.private_bytes())?
-            .build_initiator()?;
+        let mut hs = builder(&prologue)?.local_private_key(key.private_bytes())?.build_initiator()?;
         let mut msg = vec![0u8; MAX_HANDSHAKE_LEN];
         let n = hs.write_message(&[], &mut msg)?;
         msg.truncate(n);
@@ -98,9 +96,7 @@ impl RelayVerifier {
         if &proven == claimed {
             Ok(())
         } else {
-            Err(Error::BadProof(
-                "the host does not hold the key of the host id it claims",
-            ))
+            Err(Error::BadProof("the host does not hold the key of the host id it claims"))
         }
     }
 }
@@ -109,12 +105,7 @@ impl RelayVerifier {
 mod tests {
     use super::*;
 
-    fn run(
-        prover_key: &StaticKey,
-        claimed: HostId,
-        host_exp: &[u8],
-        relay_exp: &[u8],
-    ) -> Result<(), Error> {
+    fn run(prover_key: &StaticKey, claimed: HostId, host_exp: &[u8], relay_exp: &[u8]) -> Result<(), Error> {
         let (prover, hello) = HostProver::start(prover_key, host_exp)?;
         let (verifier, challenge) = RelayVerifier::start(relay_exp, &hello)?;
         let proof = prover.answer(&challenge)?;

@@ -49,11 +49,7 @@ impl TicketSecret {
 
     /// Parses [`TicketSecret::to_base32`] output.
     pub fn from_base32(text: &str) -> Result<Self, Error> {
-        crate::keys::decode_32(text)
-            .map(Self)
-            .ok_or(Error::InvalidKey(
-                "the ticket secret is not 52 base32 characters",
-            ))
+        crate::keys::decode_32(text).map(Self).ok_or(Error::InvalidKey("the ticket secret is not 52 base32 characters"))
     }
 }
 
@@ -86,9 +82,7 @@ pub struct Ticket {
 impl Ticket {
     fn body(&self) -> Result<Vec<u8>, Error> {
         if self.relays.is_empty() || self.relays.len() > MAX_TICKET_RELAYS {
-            return Err(Error::InvalidTicket(
-                "a ticket lists between 1 and 8 relays",
-            ));
+            return Err(Error::InvalidTicket("a ticket lists between 1 and 8 relays"));
         }
         let mut out = Vec::with_capacity(128);
         out.extend_from_slice(self.host.as_bytes());
@@ -96,9 +90,7 @@ impl Ticket {
         out.push(self.relays.len() as u8);
         for relay in &self.relays {
             if relay.addr.is_empty() || relay.addr.len() > 255 {
-                return Err(Error::InvalidTicket(
-                    "a relay address is empty or longer than 255 bytes",
-                ));
+                return Err(Error::InvalidTicket("a relay address is empty or longer than 255 bytes"));
             }
             put_short_field(&mut out, relay.addr.as_bytes());
             match relay.trust {
@@ -130,27 +122,23 @@ impl Ticket {
                 Error::InvalidTicket("a ticket starts with `ferry1`")
             });
         };
-        let bytes = BASE32.decode(b32.as_bytes()).map_err(|_| {
-            Error::InvalidTicket("it is not valid base32 (was it cut or mistyped?)")
-        })?;
+        let bytes = BASE32
+            .decode(b32.as_bytes())
+            .map_err(|_| Error::InvalidTicket("it is not valid base32 (was it cut or mistyped?)"))?;
         if bytes.len() < CHECKSUM_LEN {
             return Err(Error::InvalidTicket("it is too short (was it cut?)"));
         }
         let (body, sum) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
         let want = ring::digest::digest(&ring::digest::SHA256, body);
         if &want.as_ref()[..CHECKSUM_LEN] != sum {
-            return Err(Error::InvalidTicket(
-                "its checksum does not match (was it cut or mistyped?)",
-            ));
+            return Err(Error::InvalidTicket("its checksum does not match (was it cut or mistyped?)"));
         }
         let mut r = Reader::new(body);
         let host = PublicKey(r.array("host key")?);
         let secret = TicketSecret(r.array("ticket secret")?);
         let count = usize::from(r.u8("relay count")?);
         if count == 0 || count > MAX_TICKET_RELAYS {
-            return Err(Error::InvalidTicket(
-                "a ticket lists between 1 and 8 relays",
-            ));
+            return Err(Error::InvalidTicket("a ticket lists between 1 and 8 relays"));
         }
         let mut relays = Vec::with_capacity(count);
         for _ in 0..count {
@@ -164,13 +152,8 @@ impl Ticket {
             };
             relays.push(RelayAddr { addr, trust });
         }
-        r.finish("trailing bytes")
-            .map_err(|_| Error::InvalidTicket("it has trailing bytes"))?;
-        Ok(Self {
-            host,
-            secret,
-            relays,
-        })
+        r.finish("trailing bytes").map_err(|_| Error::InvalidTicket("it has trailing bytes"))?;
+        Ok(Self { host, secret, relays })
     }
 }
 
@@ -192,14 +175,8 @@ mod tests {
             host: PublicKey([7; 32]),
             secret: TicketSecret([9; 32]),
             relays: vec![
-                RelayAddr {
-                    addr: "relay.example.org:4433".into(),
-                    trust: RelayTrust::Pin(CertPin([1; 32])),
-                },
-                RelayAddr {
-                    addr: "[::1]:443".into(),
-                    trust: RelayTrust::WebPki,
-                },
+                RelayAddr { addr: "relay.example.org:4433".into(), trust: RelayTrust::Pin(CertPin([1; 32])) },
+                RelayAddr { addr: "[::1]:443".into(), trust: RelayTrust::WebPki },
             ],
         }
     }
@@ -223,12 +200,7 @@ mod tests {
         flipped[i] = if flipped[i] == b'a' { b'b' } else { b'a' };
         let err = Ticket::decode(std::str::from_utf8(&flipped).unwrap()).unwrap_err();
         assert!(err.to_string().contains("checksum"), "{err}");
-        assert!(
-            Ticket::decode("ferry2abc")
-                .unwrap_err()
-                .to_string()
-                .contains("newer")
-        );
+        assert!(Ticket::decode("ferry2abc").unwrap_err().to_string().contains("newer"));
         assert!(Ticket::decode("hello").is_err());
     }
 

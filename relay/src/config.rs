@@ -62,14 +62,10 @@ impl RelayConfig {
     /// Checks the settings make sense together.
     pub fn validate(&self) -> Result<(), Error> {
         if self.buffer_per_direction < 16 * 1024 {
-            return Err(Error::Config(
-                "the buffer per direction must be at least 16 KiB".into(),
-            ));
+            return Err(Error::Config("the buffer per direction must be at least 16 KiB".into()));
         }
         if self.buffer_per_direction > 1 << 30 {
-            return Err(Error::Config(
-                "the buffer per direction must be at most 1 GiB".into(),
-            ));
+            return Err(Error::Config("the buffer per direction must be at most 1 GiB".into()));
         }
         if self.handshake_timeout.is_zero() || self.idle_timeout.is_zero() {
             return Err(Error::Config("timeouts must be greater than zero".into()));
@@ -78,9 +74,7 @@ impl RelayConfig {
             return Err(Error::Config("enable at least one of QUIC and TCP".into()));
         }
         if self.max_sessions_per_connection == 0 {
-            return Err(Error::Config(
-                "sessions per connection must be at least 1".into(),
-            ));
+            return Err(Error::Config("sessions per connection must be at least 1".into()));
         }
         Ok(())
     }
@@ -95,10 +89,7 @@ impl fmt::Debug for RelayConfig {
             .field("buffer_per_direction", &self.buffer_per_direction)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("idle_timeout", &self.idle_timeout)
-            .field(
-                "max_sessions_per_connection",
-                &self.max_sessions_per_connection,
-            )
+            .field("max_sessions_per_connection", &self.max_sessions_per_connection)
             .finish_non_exhaustive()
     }
 }

@@ -47,21 +47,11 @@ pub(crate) async fn serve(
     registration: Registration,
     cancel: CancellationToken,
 ) -> Result<(), FramedError> {
-    let Registration {
-        host_id,
-        hello,
-        exporter,
-    } = registration;
+    let Registration { host_id, hello, exporter } = registration;
     let Ok((verifier, challenge)) = RelayVerifier::start(&exporter, &hello) else {
         return control::refuse(&mut send, RefuseReason::BadProof).await;
     };
-    control::write(
-        &mut send,
-        &Message::Challenge {
-            handshake: challenge,
-        },
-    )
-    .await?;
+    control::write(&mut send, &Message::Challenge { handshake: challenge }).await?;
     let proof = match control.message(shared.config.handshake_timeout).await? {
         Message::Proof { handshake } => handshake,
         _ => return control::refuse(&mut send, RefuseReason::BadProof).await,

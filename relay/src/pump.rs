@@ -36,28 +36,13 @@ pub(crate) struct Carried {
 }
 
 /// Runs both directions until both have ended, one fails, or the relay shuts down.
-pub(crate) async fn splice(
-    client: Side,
-    host: Side,
-    tap: Option<Tap>,
-    relay: &CancellationToken,
-) -> Carried {
+pub(crate) async fn splice(client: Side, host: Side, tap: Option<Tap>, relay: &CancellationToken) -> Carried {
     // Cancelled when either direction fails, so the other stops too.
     let session = relay.child_token();
-    let up = direction(
-        client.recv,
-        host.send,
-        client.first,
-        tap.clone(),
-        &session,
-        relay,
-    );
+    let up = direction(client.recv, host.send, client.first, tap.clone(), &session, relay);
     let down = direction(host.recv, client.send, host.first, tap, &session, relay);
     let (client_to_host, host_to_client) = tokio::join!(up, down);
-    Carried {
-        client_to_host,
-        host_to_client,
-    }
+    Carried { client_to_host, host_to_client }
 }
 
 /// Forwards one direction; returns the bytes forwarded.
@@ -104,11 +89,7 @@ async fn direction(
     }
     .await;
     if result.is_err() {
-        let code = if relay.is_cancelled() {
-            RESET_SHUTDOWN
-        } else {
-            RESET_PEER_LOST
-        };
+        let code = if relay.is_cancelled() { RESET_SHUTDOWN } else { RESET_PEER_LOST };
         let code = match result {
             Err(LinkError::Reset(c)) => u32::try_from(c).unwrap_or(code),
             _ => code,

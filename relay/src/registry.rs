@@ -42,25 +42,14 @@ pub(crate) struct Registry {
 
 impl Registry {
     pub(crate) fn new() -> Self {
-        Self {
-            hosts: DashMap::new(),
-            next_generation: AtomicU64::new(1),
-            registrations: watch::Sender::new(0),
-        }
+        Self { hosts: DashMap::new(), next_generation: AtomicU64::new(1), registrations: watch::Sender::new(0) }
     }
 
     /// Registers `link` for `id`, closing any registration it replaces. Returns the
     /// generation to pass to [`Registry::unregister`].
     pub(crate) fn register(&self, id: HostId, link: HostLink, replaced: CancellationToken) -> u64 {
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
-        if let Some(old) = self.hosts.insert(
-            id,
-            Entry {
-                link,
-                generation,
-                replaced,
-            },
-        ) {
+        if let Some(old) = self.hosts.insert(id, Entry { link, generation, replaced }) {
             old.replaced.cancel();
             if let HostLink::Quic(conn) = old.link {
                 conn.close(CLOSE_REPLACED.into(), b"replaced by a newer registration");
@@ -72,8 +61,7 @@ impl Registry {
 
     /// Removes `id` if it still belongs to `generation`.
     pub(crate) fn unregister(&self, id: &HostId, generation: u64) {
-        self.hosts
-            .remove_if(id, |_, entry| entry.generation == generation);
+        self.hosts.remove_if(id, |_, entry| entry.generation == generation);
     }
 
     /// How to reach host `id`, if registered.

@@ -48,20 +48,10 @@ pub struct Relay {
 }
 
 /// Binds UDP and TCP on one port number (a fresh one when port 0 was asked for).
-fn bind_both(
-    listen: SocketAddr,
-    quic: bool,
-    tcp: bool,
-) -> Result<(Option<UdpSocket>, Option<StdTcpListener>), Error> {
-    let bind_err = |source| Error::Bind {
-        addr: listen,
-        source,
-    };
+fn bind_both(listen: SocketAddr, quic: bool, tcp: bool) -> Result<(Option<UdpSocket>, Option<StdTcpListener>), Error> {
+    let bind_err = |source| Error::Bind { addr: listen, source };
     for _ in 0..16 {
-        let udp = quic
-            .then(|| UdpSocket::bind(listen))
-            .transpose()
-            .map_err(bind_err)?;
+        let udp = quic.then(|| UdpSocket::bind(listen)).transpose().map_err(bind_err)?;
         let port = match &udp {
             Some(u) => u.local_addr().map_err(bind_err)?.port(),
             None => listen.port(),
@@ -76,10 +66,7 @@ fn bind_both(
             Err(e) => return Err(bind_err(e)),
         }
     }
-    Err(bind_err(std::io::Error::new(
-        std::io::ErrorKind::AddrInUse,
-        "no free port pair for UDP and TCP",
-    )))
+    Err(bind_err(std::io::Error::new(std::io::ErrorKind::AddrInUse, "no free port pair for UDP and TCP")))
 }
 
 impl Relay {
@@ -88,10 +75,7 @@ impl Relay {
         config.validate()?;
         let pin = config.identity.pin()?;
         let (udp, tcp) = bind_both(config.listen, config.quic, config.tcp)?;
-        let bind_err = |source| Error::Bind {
-            addr: config.listen,
-            source,
-        };
+        let bind_err = |source| Error::Bind { addr: config.listen, source };
         let tcp_tls = TlsAcceptor::from(Arc::new(tls::rustls_server_config(&config)?));
         let endpoint = match udp {
             Some(socket) => Some(
@@ -130,29 +114,12 @@ impl Relay {
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         if let Some(endpoint) = &endpoint {
-            tracker.spawn(quic_accept_loop(
-                endpoint.clone(),
-                shared.clone(),
-                cancel.clone(),
-                tracker.clone(),
-            ));
+            tracker.spawn(quic_accept_loop(endpoint.clone(), shared.clone(), cancel.clone(), tracker.clone()));
         }
         if let Some(listener) = tcp {
-            tracker.spawn(tcp_accept_loop(
-                listener,
-                shared.clone(),
-                cancel.clone(),
-                tracker.clone(),
-            ));
+            tracker.spawn(tcp_accept_loop(listener, shared.clone(), cancel.clone(), tracker.clone()));
         }
-        Ok(Self {
-            endpoint,
-            shared,
-            cancel,
-            tracker,
-            local_addr,
-            pin: std::sync::RwLock::new(pin),
-        })
+        Ok(Self { endpoint, shared, cancel, tracker, local_addr, pin: std::sync::RwLock::new(pin) })
     }
 
     /// The address the relay listens on (with the real port when 0 was asked for); QUIC
@@ -163,10 +130,7 @@ impl Relay {
 
     /// The pin of the certificate the relay serves to new connections.
     pub fn pin(&self) -> CertPin {
-        *self
-            .pin
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        *self.pin.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Serves `identity` to new connections from now on; running connections and their
@@ -179,15 +143,8 @@ impl Relay {
             endpoint.set_server_config(Some(tls::quic_server_config(&config)?));
         }
         let acceptor = TlsAcceptor::from(Arc::new(tls::rustls_server_config(&config)?));
-        *self
-            .shared
-            .tcp_tls
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = acceptor;
-        *self
-            .pin
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = pin;
+        *self.shared.tcp_tls.write().unwrap_or_else(std::sync::PoisonError::into_inner) = acceptor;
+        *self.pin.write().unwrap_or_else(std::sync::PoisonError::into_inner) = pin;
         Ok(pin)
     }
 
@@ -207,10 +164,7 @@ impl Relay {
     pub async fn shutdown(self, deadline: Duration) {
         self.cancel.cancel();
         self.tracker.close();
-        if tokio::time::timeout(deadline, self.tracker.wait())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(deadline, self.tracker.wait()).await.is_err() {
             debug!("shutdown deadline passed with tasks still running");
         }
         if let Some(endpoint) = self.endpoint {
@@ -239,26 +193,12 @@ async fn quic_accept_loop(
             incoming = endpoint.accept() => incoming,
         };
         let Some(incoming) = incoming else { return };
-        tracker.spawn(serve_quic(
-            incoming,
-            shared.clone(),
-            cancel.clone(),
-            tracker.clone(),
-        ));
+        tracker.spawn(serve_quic(incoming, shared.clone(), cancel.clone(), tracker.clone()));
     }
 }
 
-async fn serve_quic(
-    incoming: quinn::Incoming,
-    shared: Arc<Shared>,
-    cancel: CancellationToken,
-    tracker: TaskTracker,
-) {
-    let conn = match tokio::time::timeout(shared.config.handshake_timeout, async {
-        incoming.accept()?.await
-    })
-    .await
-    {
+async fn serve_quic(incoming: quinn::Incoming, shared: Arc<Shared>, cancel: CancellationToken, tracker: TaskTracker) {
+    let conn = match tokio::time::timeout(shared.config.handshake_timeout, async { incoming.accept()?.await }).await {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => return debug!(error = %e, "QUIC handshake failed"),
         Err(_) => return debug!("QUIC handshake timed out"),
@@ -274,22 +214,11 @@ async fn serve_quic(
         };
         let Ok((send, recv)) = stream else { return };
         let hop = StreamHop::Quic(conn.clone());
-        tracker.spawn(dispatch(
-            shared.clone(),
-            hop,
-            LinkSend::Quic(send),
-            LinkRecv::Quic(recv),
-            cancel.clone(),
-        ));
+        tracker.spawn(dispatch(shared.clone(), hop, LinkSend::Quic(send), LinkRecv::Quic(recv), cancel.clone()));
     }
 }
 
-async fn tcp_accept_loop(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    cancel: CancellationToken,
-    tracker: TaskTracker,
-) {
+async fn tcp_accept_loop(listener: TcpListener, shared: Arc<Shared>, cancel: CancellationToken, tracker: TaskTracker) {
     loop {
         let accepted = tokio::select! {
             biased;
@@ -311,24 +240,14 @@ async fn tcp_accept_loop(
 
 async fn serve_tcp(tcp: tokio::net::TcpStream, shared: Arc<Shared>, cancel: CancellationToken) {
     let _ = tcp.set_nodelay(true);
-    let acceptor = shared
-        .tcp_tls
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
-    let tls =
-        match tokio::time::timeout(shared.config.handshake_timeout, acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => return debug!(error = %e, "TLS handshake failed"),
-            Err(_) => return debug!("TLS handshake timed out"),
-        };
+    let acceptor = shared.tcp_tls.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    let tls = match tokio::time::timeout(shared.config.handshake_timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => return debug!(error = %e, "TLS handshake failed"),
+        Err(_) => return debug!("TLS handshake timed out"),
+    };
     let mut exporter = [0u8; EXPORTER_LEN];
-    if tls
-        .get_ref()
-        .1
-        .export_keying_material(&mut exporter, REGISTRATION_EXPORTER_LABEL, Some(b""))
-        .is_err()
-    {
+    if tls.get_ref().1.export_keying_material(&mut exporter, REGISTRATION_EXPORTER_LABEL, Some(b"")).is_err() {
         return;
     }
     let (send, recv) = split_tls(tokio_rustls::TlsStream::Server(tls));
@@ -336,42 +255,25 @@ async fn serve_tcp(tcp: tokio::net::TcpStream, shared: Arc<Shared>, cancel: Canc
 }
 
 /// Reads a stream's first message and hands the stream to the host, session or attach logic.
-async fn dispatch(
-    shared: Arc<Shared>,
-    hop: StreamHop,
-    send: LinkSend,
-    recv: LinkRecv,
-    cancel: CancellationToken,
-) {
+async fn dispatch(shared: Arc<Shared>, hop: StreamHop, send: LinkSend, recv: LinkRecv, cancel: CancellationToken) {
     let mut framed = Framed::new(recv);
     let first = match framed.message(shared.config.handshake_timeout).await {
         Ok(message) => message,
         Err(e) => return debug!(error = %e, "stream ended before its first message"),
     };
     let outcome = match first {
-        Message::Register {
-            host_id,
-            token: _,
-            handshake,
-        } => {
+        Message::Register { host_id, token: _, handshake } => {
             let (host_hop, exporter) = match hop {
                 StreamHop::Quic(conn) => {
                     let mut exporter = [0u8; EXPORTER_LEN];
-                    if conn
-                        .export_keying_material(&mut exporter, REGISTRATION_EXPORTER_LABEL, b"")
-                        .is_err()
-                    {
+                    if conn.export_keying_material(&mut exporter, REGISTRATION_EXPORTER_LABEL, b"").is_err() {
                         return;
                     }
                     (HostHop::Quic(conn), exporter)
                 }
                 StreamHop::Tcp { exporter } => (HostHop::Tcp, exporter),
             };
-            let registration = Registration {
-                host_id,
-                hello: handshake,
-                exporter,
-            };
+            let registration = Registration { host_id, hello: handshake, exporter };
             host::serve(shared, host_hop, send, framed, registration, cancel).await
         }
         Message::Connect { host_id } => session::serve(shared, send, framed, host_id, cancel).await,

@@ -31,8 +31,7 @@ pub(crate) async fn serve(
         return control::refuse(&mut client_send, RefuseReason::UnknownHost).await;
     };
     let session = random_session_number();
-    let Some((host_send, host_recv, host_first)) = open_to_host(&shared, link, session).await
-    else {
+    let Some((host_send, host_recv, host_first)) = open_to_host(&shared, link, session).await else {
         return control::refuse(&mut client_send, RefuseReason::UnknownHost).await;
     };
     control::write(&mut client_send, &Message::Accepted).await?;
@@ -40,16 +39,8 @@ pub(crate) async fn serve(
     let started = Instant::now();
     let (client_recv, client_first) = client.into_parts();
     let carried = pump::splice(
-        pump::Side {
-            send: client_send,
-            recv: client_recv,
-            first: client_first,
-        },
-        pump::Side {
-            send: host_send,
-            recv: host_recv,
-            first: host_first,
-        },
+        pump::Side { send: client_send, recv: client_recv, first: client_first },
+        pump::Side { send: host_send, recv: host_recv, first: host_first },
         shared.config.tap.clone(),
         &cancel,
     )
@@ -65,18 +56,12 @@ pub(crate) async fn serve(
 }
 
 /// Opens the host's side of a session: a new QUIC stream, or a TCP host's dial-back.
-async fn open_to_host(
-    shared: &Shared,
-    link: HostLink,
-    session: u64,
-) -> Option<(LinkSend, LinkRecv, Bytes)> {
+async fn open_to_host(shared: &Shared, link: HostLink, session: u64) -> Option<(LinkSend, LinkRecv, Bytes)> {
     match link {
         HostLink::Quic(conn) => {
             let (send, recv) = conn.open_bi().await.ok()?;
             let mut send = LinkSend::Quic(send);
-            control::write(&mut send, &Message::Incoming { session })
-                .await
-                .ok()?;
+            control::write(&mut send, &Message::Incoming { session }).await.ok()?;
             Some((send, LinkRecv::Quic(recv), Bytes::new()))
         }
         HostLink::Tcp(announce) => {

@@ -16,10 +16,7 @@ pub(crate) fn rustls_server_config(config: &RelayConfig) -> Result<rustls::Serve
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
-        .with_single_cert(
-            config.identity.certs.clone(),
-            config.identity.key.clone_key(),
-        )?;
+        .with_single_cert(config.identity.certs.clone(), config.identity.key.clone_key())?;
     tls.alpn_protocols = vec![ferry_proto::ALPN.to_vec()];
     Ok(tls)
 }
@@ -44,8 +41,7 @@ fn transport_config(config: &RelayConfig) -> Result<TransportConfig, Error> {
         .receive_window(varint(window.saturating_mul(16))?)
         .send_window(window.saturating_mul(16))
         .max_idle_timeout(Some(
-            IdleTimeout::try_from(config.idle_timeout)
-                .map_err(|_| Error::Config("idle timeout too large".into()))?,
+            IdleTimeout::try_from(config.idle_timeout).map_err(|_| Error::Config("idle timeout too large".into()))?,
         ));
     Ok(t)
 }

@@ -22,9 +22,7 @@ pub async fn echo_stack() -> Result<EchoStack> {
     echo_stack_with(|_| {}).await
 }
 
-pub async fn echo_stack_with(
-    tweak: impl FnOnce(&mut ferry_relay::RelayConfig),
-) -> Result<EchoStack> {
+pub async fn echo_stack_with(tweak: impl FnOnce(&mut ferry_relay::RelayConfig)) -> Result<EchoStack> {
     let (service, _task) = echo_service().await?;
     let stack = LocalStack::start(service, tweak).await?;
     Ok(EchoStack { stack, service })
@@ -40,11 +38,7 @@ pub fn ferry() -> Command {
 /// Runs `ferry` to completion and returns stdout (fails with stderr on a non-zero exit).
 pub async fn ferry_output(args: &[&str]) -> Result<String> {
     let out = ferry().args(args).output().await?;
-    anyhow::ensure!(
-        out.status.success(),
-        "ferry {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    anyhow::ensure!(out.status.success(), "ferry {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     Ok(String::from_utf8(out.stdout)?)
 }
 

@@ -27,16 +27,9 @@ const PROLOGUE_LABEL: &[u8] = b"ferry/1 e2e";
 /// The largest handshake message either side sends.
 pub const MAX_HANDSHAKE_LEN: usize = 256;
 
-fn builder<'a>(
-    prologue: &'a [u8],
-    secret: &'a TicketSecret,
-    key: &'a StaticKey,
-) -> Result<Builder<'a>, Error> {
+fn builder<'a>(prologue: &'a [u8], secret: &'a TicketSecret, key: &'a StaticKey) -> Result<Builder<'a>, Error> {
     let params = E2E_NOISE.parse().map_err(Error::Noise)?;
-    Ok(Builder::new(params)
-        .prologue(prologue)?
-        .psk(2, &secret.0)?
-        .local_private_key(key.private_bytes())?)
+    Ok(Builder::new(params).prologue(prologue)?.psk(2, &secret.0)?.local_private_key(key.private_bytes())?)
 }
 
 fn prologue(host: &HostId) -> Vec<u8> {
@@ -47,15 +40,9 @@ fn split(mut hs: HandshakeState) -> Result<(Sealer, Opener), Error> {
     debug_assert!(hs.is_handshake_finished());
     let (initiator_to_responder, responder_to_initiator) = hs.dangerously_get_raw_split();
     Ok(if hs.is_initiator() {
-        (
-            Sealer::new(&initiator_to_responder)?,
-            Opener::new(&responder_to_initiator)?,
-        )
+        (Sealer::new(&initiator_to_responder)?, Opener::new(&responder_to_initiator)?)
     } else {
-        (
-            Sealer::new(&responder_to_initiator)?,
-            Opener::new(&initiator_to_responder)?,
-        )
+        (Sealer::new(&responder_to_initiator)?, Opener::new(&initiator_to_responder)?)
     })
 }
 
@@ -66,15 +53,9 @@ pub struct ClientHandshake {
 
 impl ClientHandshake {
     /// Starts a session to `host`; returns the first handshake message to send.
-    pub fn start(
-        host: &HostId,
-        secret: &TicketSecret,
-        client_key: &StaticKey,
-    ) -> Result<(Self, Vec<u8>), Error> {
+    pub fn start(host: &HostId, secret: &TicketSecret, client_key: &StaticKey) -> Result<(Self, Vec<u8>), Error> {
         let prologue = prologue(host);
-        let mut hs = builder(&prologue, secret, client_key)?
-            .remote_public_key(host.as_bytes())?
-            .build_initiator()?;
+        let mut hs = builder(&prologue, secret, client_key)?.remote_public_key(host.as_bytes())?.build_initiator()?;
         let mut msg = vec![0u8; MAX_HANDSHAKE_LEN];
         let n = hs.write_message(&[], &mut msg)?;
         msg.truncate(n);
@@ -85,9 +66,7 @@ impl ClientHandshake {
     /// secret or host key is not the host's.
     pub fn finish(mut self, answer: &[u8]) -> Result<(Sealer, Opener), Error> {
         let mut scratch = [0u8; MAX_HANDSHAKE_LEN];
-        self.hs
-            .read_message(answer, &mut scratch)
-            .map_err(|_| Error::HostRejected)?;
+        self.hs.read_message(answer, &mut scratch).map_err(|_| Error::HostRejected)?;
         split(self.hs)
     }
 }
@@ -105,8 +84,7 @@ impl HostHandshake {
         let prologue = prologue(&key.public());
         let mut hs = builder(&prologue, secret, key)?.build_responder()?;
         let mut scratch = [0u8; MAX_HANDSHAKE_LEN];
-        hs.read_message(hello, &mut scratch)
-            .map_err(|_| Error::ClientRejected)?;
+        hs.read_message(hello, &mut scratch).map_err(|_| Error::ClientRejected)?;
         let client = hs
             .get_remote_static()
             .and_then(|s| <[u8; 32]>::try_from(s).ok())
@@ -156,21 +134,11 @@ mod tests {
         let ((mut cs, mut co), (mut hs, mut ho), _) = pair(&TicketSecret([5; 32])).unwrap();
         let mut wire = BytesMut::new();
         cs.seal(RecordKind::Data, b"hello host", &mut wire).unwrap();
-        assert!(
-            !wire.windows(10).any(|w| w == b"hello host"),
-            "records are encrypted"
-        );
-        assert_eq!(
-            ho.open(&mut wire).unwrap(),
-            Some(Record::Data(b"hello host"[..].into()))
-        );
-        hs.seal(RecordKind::Data, b"hello client", &mut wire)
-            .unwrap();
+        assert!(!wire.windows(10).any(|w| w == b"hello host"), "records are encrypted");
+        assert_eq!(ho.open(&mut wire).unwrap(), Some(Record::Data(b"hello host"[..].into())));
+        hs.seal(RecordKind::Data, b"hello client", &mut wire).unwrap();
         hs.seal(RecordKind::Fin, b"", &mut wire).unwrap();
-        assert_eq!(
-            co.open(&mut wire).unwrap(),
-            Some(Record::Data(b"hello client"[..].into()))
-        );
+        assert_eq!(co.open(&mut wire).unwrap(), Some(Record::Data(b"hello client"[..].into())));
         assert_eq!(co.open(&mut wire).unwrap(), Some(Record::Fin));
     }
 
@@ -188,10 +156,7 @@ mod tests {
         let secret = TicketSecret([1; 32]);
         let client = StaticKey::generate().unwrap();
         let (_, hello) = ClientHandshake::start(&other.public(), &secret, &client).unwrap();
-        assert!(matches!(
-            HostHandshake::read(&host, &secret, &hello),
-            Err(Error::ClientRejected)
-        ));
+        assert!(matches!(HostHandshake::read(&host, &secret, &hello), Err(Error::ClientRejected)));
         assert!(HostHandshake::read(&host, &secret, &[0; 10]).is_err());
     }
 }

@@ -61,13 +61,8 @@ struct Direction {
 
 impl Direction {
     fn new(raw: &[u8; 32], rekey_interval: u64) -> Result<Self, Error> {
-        let key =
-            UnboundKey::new(&AES_256_GCM, raw).map_err(|_| Error::BadRecord("bad key length"))?;
-        Ok(Self {
-            key: LessSafeKey::new(key),
-            nonce: 0,
-            rekey_interval,
-        })
+        let key = UnboundKey::new(&AES_256_GCM, raw).map_err(|_| Error::BadRecord("bad key length"))?;
+        Ok(Self { key: LessSafeKey::new(key), nonce: 0, rekey_interval })
     }
 
     fn nonce(n: u64) -> Nonce {
@@ -85,10 +80,7 @@ impl Direction {
                 .key
                 .seal_in_place_separate_tag(Self::nonce(u64::MAX), Aad::empty(), &mut next)
                 .map_err(|_| Error::BadRecord("rekey failed"))?;
-            *self = Self::new(&next, self.rekey_interval).map(|d| Self {
-                nonce: self.nonce,
-                ..d
-            })?;
+            *self = Self::new(&next, self.rekey_interval).map(|d| Self { nonce: self.nonce, ..d })?;
         }
         Ok(())
     }
@@ -153,10 +145,7 @@ impl Opener {
 
     /// An opener that rekeys after `interval` records; must match the peer's sealer.
     pub fn with_rekey_interval(key: &[u8; 32], interval: u64) -> Result<Self, Error> {
-        Ok(Self {
-            dir: Direction::new(key, interval.max(1))?,
-            finished: false,
-        })
+        Ok(Self { dir: Direction::new(key, interval.max(1))?, finished: false })
     }
 
     /// Takes one record from the front of `buf`: `Ok(None)` means "read more". Any error
@@ -200,8 +189,7 @@ impl Opener {
 
 /// Appends `bytes` with the 2-byte length prefix (for handshake messages).
 pub fn put_frame(out: &mut BytesMut, bytes: &[u8]) -> Result<(), Error> {
-    let len = u16::try_from(bytes.len())
-        .map_err(|_| Error::BadRecord("frame longer than 65535 bytes"))?;
+    let len = u16::try_from(bytes.len()).map_err(|_| Error::BadRecord("frame longer than 65535 bytes"))?;
     out.put_u16(len);
     out.extend_from_slice(bytes);
     Ok(())
@@ -229,19 +217,10 @@ mod tests {
     use proptest::prelude::*;
 
     /// A finished IKpsk2 handshake in snow, plus the raw split of the same state.
-    fn snow_pair() -> (
-        snow::TransportState,
-        snow::TransportState,
-        [u8; 32],
-        [u8; 32],
-    ) {
+    fn snow_pair() -> (snow::TransportState, snow::TransportState, [u8; 32], [u8; 32]) {
         let params: snow::params::NoiseParams = crate::e2e::E2E_NOISE.parse().unwrap();
-        let ik = snow::Builder::new(params.clone())
-            .generate_keypair()
-            .unwrap();
-        let rk = snow::Builder::new(params.clone())
-            .generate_keypair()
-            .unwrap();
+        let ik = snow::Builder::new(params.clone()).generate_keypair().unwrap();
+        let rk = snow::Builder::new(params.clone()).generate_keypair().unwrap();
         let psk = [4u8; 32];
         let mut i = snow::Builder::new(params.clone())
             .local_private_key(&ik.private)
@@ -265,12 +244,7 @@ mod tests {
         let n = r.write_message(&[], &mut a).unwrap();
         i.read_message(&a[..n], &mut b).unwrap();
         let (k1, k2) = i.dangerously_get_raw_split();
-        (
-            i.into_transport_mode().unwrap(),
-            r.into_transport_mode().unwrap(),
-            k1,
-            k2,
-        )
+        (i.into_transport_mode().unwrap(), r.into_transport_mode().unwrap(), k1, k2)
     }
 
     #[test]
@@ -285,8 +259,7 @@ mod tests {
             let mut theirs = vec![0u8; 128];
             let n = snow_i.write_message(&payload, &mut theirs).unwrap();
             let mut wire = BytesMut::new();
-            ours.seal(RecordKind::Data, &payload[1..], &mut wire)
-                .unwrap();
+            ours.seal(RecordKind::Data, &payload[1..], &mut wire).unwrap();
             assert_eq!(&wire[2..], &theirs[..n], "record {i}");
             assert_eq!(usize::from(u16::from_be_bytes([wire[0], wire[1]])), n);
         }
@@ -302,10 +275,7 @@ mod tests {
             sealer.seal(RecordKind::Data, &[i; 100], &mut wire).unwrap();
         }
         for i in 0..20u8 {
-            assert_eq!(
-                opener.open(&mut wire).unwrap(),
-                Some(Record::Data(vec![i; 100].into()))
-            );
+            assert_eq!(opener.open(&mut wire).unwrap(), Some(Record::Data(vec![i; 100].into())));
         }
         sealer.seal(RecordKind::Data, b"x", &mut wire).unwrap();
         let last = wire.len() - 1;
@@ -325,11 +295,7 @@ mod tests {
         assert!(opener.is_finished());
         assert!(opener.open(&mut wire).is_err());
         assert!(sealer.seal(RecordKind::Fin, b"data", &mut wire).is_err());
-        assert!(
-            sealer
-                .seal(RecordKind::Data, &vec![0; MAX_RECORD_DATA + 1], &mut wire)
-                .is_err()
-        );
+        assert!(sealer.seal(RecordKind::Data, &vec![0; MAX_RECORD_DATA + 1], &mut wire).is_err());
     }
 
     #[test]

@@ -19,7 +19,7 @@ use ferry_relay::{Relay, RelayConfig, TlsIdentity};
 #[derive(Parser, Debug)]
 #[command(version, about, long_about)]
 struct Args {
-    /// Address to listen on (UDP, for QUIC).
+    /// Address to listen on: UDP for QUIC and TCP for TLS share the port number.
     #[arg(long, default_value = DEFAULT_LISTEN, env = "FERRY_RELAY_LISTEN")]
     listen: SocketAddr,
     /// PEM certificate chain to serve (with --key). Without it, a self-signed certificate
@@ -33,6 +33,12 @@ struct Args {
     /// else $XDG_STATE_HOME/ferry-relay, else ~/.local/state/ferry-relay.
     #[arg(long, env = "FERRY_RELAY_STATE_DIR")]
     state_dir: Option<PathBuf>,
+    /// Do not serve QUIC (UDP); clients and hosts must use --transport tcp or auto.
+    #[arg(long, conflicts_with = "no_tcp")]
+    no_quic: bool,
+    /// Do not serve TLS over TCP.
+    #[arg(long)]
+    no_tcp: bool,
     /// Most bytes buffered per session and direction.
     #[arg(long, default_value_t = DEFAULT_BUFFER_PER_DIRECTION)]
     buffer: usize,
@@ -57,9 +63,7 @@ fn default_state_dir() -> Result<PathBuf> {
 async fn main() -> Result<()> {
     let args = Args::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&args.log).context("invalid --log filter")?,
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).context("invalid --log filter")?)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
@@ -80,8 +84,15 @@ async fn main() -> Result<()> {
     };
     let mut config = RelayConfig::new(args.listen, identity);
     config.buffer_per_direction = args.buffer;
+    config.quic = !args.no_quic;
+    config.tcp = !args.no_tcp;
     let relay = Relay::spawn(config).await?;
-    println!("ferry relay listening on {} (QUIC)", relay.local_addr());
+    let hops = match (args.no_quic, args.no_tcp) {
+        (false, false) => "QUIC on UDP, TLS on TCP",
+        (true, _) => "TLS on TCP only",
+        (_, true) => "QUIC on UDP only",
+    };
+    println!("ferry relay listening on {} ({hops})", relay.local_addr());
     println!("certificate pin: {}", relay.pin());
     println!(
         "hosts run:  ferry host run --relay <this-machine>:{} --pin {} --forward <service>",

@@ -1,0 +1,130 @@
+//! The two hops: QUIC and TLS over TCP, in every combination, with automatic fallback
+//! when UDP is blocked, and per-session flow control on a shared QUIC connection.
+
+mod common;
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use common::{ferry, wait_for_line};
+use ferry::local::{LocalStack, echo_service, pattern_digest, send_and_digest, serve_connect};
+use ferry_client::{Client, HopOptions, Transport};
+use ferry_proto::StaticKey;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const MIB: u64 = 1024 * 1024;
+
+async fn local_port(client: Client) -> Result<std::net::SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(serve_connect(Arc::new(client), listener));
+    Ok(addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_transport_combination_carries_16_mib_each_way() -> Result<()> {
+    let (service, _echo) = echo_service().await?;
+    for host_transport in [Transport::Quic, Transport::Tcp] {
+        let stack = LocalStack::start_with(service, |_| {}, |h| h.transport = host_transport).await?;
+        for client_transport in [Transport::Quic, Transport::Tcp] {
+            let client = Client::new(stack.ticket.clone(), StaticKey::generate()?, HopOptions::client())
+                .with_transport(client_transport);
+            let port = local_port(client).await?;
+            let seed = 100 + host_transport as u64 * 10 + client_transport as u64;
+            let (digest, len) = send_and_digest(TcpStream::connect(port).await?, seed, 16 * MIB).await?;
+            let combo = format!("host {host_transport:?}, client {client_transport:?}");
+            assert_eq!(len, 16 * MIB, "{combo}");
+            assert_eq!(digest, pattern_digest(seed, 16 * MIB), "{combo}");
+        }
+        stack.shutdown().await;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ferry_connect_falls_back_to_tcp_within_a_second_when_udp_is_blocked() -> Result<()> {
+    let (service, _echo) = echo_service().await?;
+    // The relay serves no QUIC: UDP to its port goes unanswered, as behind a UDP-blocking
+    // firewall. The host (transport auto) falls back too.
+    let stack = LocalStack::start(service, |relay| relay.quic = false).await?;
+    let ticket = stack.ticket.encode()?;
+
+    let started = Instant::now();
+    let mut connect = ferry()
+        .args(["connect", &ticket, "--listen", "127.0.0.1:0", "--transport", "auto"])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let line = wait_for_line(&mut connect, "listening on", Duration::from_secs(10)).await?;
+    let fallback = started.elapsed();
+    assert!(line.contains("TLS over TCP"), "{line}");
+    // Includes starting the process; the QUIC head start is 250 ms.
+    assert!(fallback < Duration::from_secs(1), "fallback took {fallback:?}");
+
+    let local = line.split_whitespace().nth(2).context("address in the listening line")?;
+    let (digest, len) = send_and_digest(TcpStream::connect(local).await?, 16, 16 * MIB).await?;
+    assert_eq!((digest, len), (pattern_digest(16, 16 * MIB), 16 * MIB));
+    stack.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_does_not_hold_up_another_session_on_the_same_quic_connection() -> Result<()> {
+    let (service, _echo) = echo_service().await?;
+    let stack = LocalStack::start(service, |_| {}).await?;
+    let client =
+        Client::new(stack.ticket.clone(), StaticKey::generate()?, HopOptions::client()).with_transport(Transport::Quic);
+
+    // Session A writes 64 MiB (far more than every buffer on the path) to the echo service and never reads the answer: its windows
+    // fill up along the whole path and it stalls.
+    let stalled = client.open_session().await?;
+    let (stalled_app, stalled_local) = tokio::io::duplex(64 * 1024);
+    let (r, w) = tokio::io::split(stalled_local);
+    let _a = tokio::spawn(stalled.bridge(r, w));
+    let (_stalled_read, mut stalled_write) = tokio::io::split(stalled_app);
+    let stalled_writer = tokio::spawn(async move {
+        let chunk = vec![1u8; 64 * 1024];
+        for _ in 0..1024 {
+            stalled_write.write_all(&chunk).await?;
+        }
+        anyhow::Ok(())
+    });
+
+    // Session B, on the same QUIC connection, still moves 16 MiB each way.
+    let client = Arc::new(client);
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?;
+    tokio::spawn(serve_connect(client.clone(), listener));
+    let b = tokio::time::timeout(Duration::from_secs(60), async {
+        send_and_digest(TcpStream::connect(port).await?, 17, 16 * MIB).await
+    })
+    .await
+    .context("session B did not finish while A was stalled")??;
+    assert_eq!(b, (pattern_digest(17, 16 * MIB), 16 * MIB));
+    assert!(!stalled_writer.is_finished(), "session A was expected to be held back by its own flow control");
+    assert_eq!(client.transport_in_use().await, Some(Transport::Quic));
+    stack.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ferry_cat_over_tcp_reports_a_clean_end() -> Result<()> {
+    let (service, _echo) = echo_service().await?;
+    let stack = LocalStack::start_with(service, |_| {}, |h| h.transport = Transport::Tcp).await?;
+    let mut cat = ferry()
+        .args(["cat", &stack.ticket.encode()?, "--transport", "tcp"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut stdin = cat.stdin.take().context("stdin")?;
+    stdin.write_all(b"over tcp").await?;
+    drop(stdin);
+    let mut out = String::new();
+    cat.stdout.take().context("stdout")?.read_to_string(&mut out).await?;
+    assert_eq!(out, "over tcp");
+    assert!(cat.wait().await?.success());
+    stack.shutdown().await;
+    Ok(())
+}
