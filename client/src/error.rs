@@ -26,6 +26,42 @@ pub enum Error {
         /// The pin the ticket or flags asked for.
         expected: CertPin,
     },
+    /// The relay's certificate is past its end of validity.
+    #[error("the relay's certificate has expired (relay {addr}); its operator must renew it (ferry-cert renew)")]
+    RelayCertExpired {
+        /// The relay address from the ticket or flags.
+        addr: String,
+    },
+    /// The relay's certificate is not valid yet: usually a wrong clock on one side.
+    #[error("the relay's certificate is not valid yet (relay {addr}); check this device's clock and the relay's")]
+    RelayCertNotYetValid {
+        /// The relay address from the ticket or flags.
+        addr: String,
+    },
+    /// The relay's certificate does not name the address the client dialled.
+    #[error("the relay's certificate is for another name (relay {addr}): it lists neither this name nor this address")]
+    RelayCertWrongName {
+        /// The relay address from the ticket or flags.
+        addr: String,
+    },
+    /// The relay presents a CA-signed certificate, but not one the pinned CA signed.
+    #[error(
+        "the relay's certificate is not signed by the pinned CA {expected} (relay {addr}: another CA, a replaced certificate, or someone intercepting the connection)"
+    )]
+    RelayCertNotFromPinnedCa {
+        /// The relay address from the ticket or flags.
+        addr: String,
+        /// The pin the ticket or flags asked for.
+        expected: CertPin,
+    },
+    /// A publicly trusted (`webpki`) relay certificate does not chain to a known root.
+    #[error(
+        "the relay's certificate is not signed by a publicly trusted CA (relay {addr}); use a pin in the ticket for a private or self-signed certificate"
+    )]
+    RelayCertUntrusted {
+        /// The relay address from the ticket or flags.
+        addr: String,
+    },
     /// The relay turned the request away.
     #[error("the relay refused: {0}")]
     Refused(RefuseReason),

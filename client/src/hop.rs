@@ -7,14 +7,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use ferry_proto::{RelayAddr, RelayTrust};
+use ferry_proto::RelayAddr;
 use quinn::{IdleTimeout, TransportConfig, VarInt};
 
 use crate::Error;
-use crate::verify::client_tls;
+use crate::verify::client_tls_explained;
 
 /// How the hop connection behaves.
 #[derive(Clone, Debug)]
@@ -55,15 +54,13 @@ impl HopOptions {
     }
 
     fn transport(&self) -> Result<TransportConfig, Error> {
-        let idle = IdleTimeout::try_from(self.idle_timeout)
-            .map_err(|_| Error::Cut("idle timeout out of range".into()))?;
+        let idle =
+            IdleTimeout::try_from(self.idle_timeout).map_err(|_| Error::Cut("idle timeout out of range".into()))?;
         let mut t = TransportConfig::default();
         t.keep_alive_interval(Some(self.keep_alive))
             .max_idle_timeout(Some(idle))
             .stream_receive_window(VarInt::from_u32(self.stream_window))
-            .receive_window(
-                VarInt::from_u64(u64::from(self.stream_window) * 16).unwrap_or(VarInt::MAX),
-            )
+            .receive_window(VarInt::from_u64(u64::from(self.stream_window) * 16).unwrap_or(VarInt::MAX))
             .max_concurrent_bidi_streams(VarInt::from_u32(self.max_incoming_streams))
             .max_concurrent_uni_streams(VarInt::from_u32(0));
         Ok(t)
@@ -78,45 +75,29 @@ pub(crate) fn server_name(addr: &str) -> &str {
 
 /// Opens a QUIC connection to `relay`, verifying it as the ticket says.
 pub async fn connect(relay: &RelayAddr, options: &HopOptions) -> Result<quinn::Connection, Error> {
-    let unreachable = |reason: String| Error::RelayUnreachable {
-        addr: relay.addr.clone(),
-        reason,
-    };
+    let unreachable = |reason: String| Error::RelayUnreachable { addr: relay.addr.clone(), reason };
     let target: SocketAddr = tokio::net::lookup_host(&relay.addr)
         .await
         .map_err(|e| unreachable(format!("cannot resolve the address ({e})")))?
         .next()
         .ok_or_else(|| unreachable("the name resolves to no address".into()))?;
-    let (tls, mismatch) = client_tls(relay.trust).map_err(|e| unreachable(e.to_string()))?;
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
-        .map_err(|e| unreachable(e.to_string()))?;
+    let (tls, rejection) = client_tls_explained(relay.trust).map_err(|e| unreachable(e.to_string()))?;
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| unreachable(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     config.transport_config(Arc::new(options.transport()?));
 
-    let bind: SocketAddr = if target.is_ipv4() {
-        ([0, 0, 0, 0], 0).into()
-    } else {
-        ([0u16; 8], 0).into()
-    };
-    let endpoint = quinn::Endpoint::client(bind)
-        .map_err(|e| unreachable(format!("cannot open a UDP socket ({e})")))?;
-    let connecting = endpoint
-        .connect_with(config, target, server_name(&relay.addr))
-        .map_err(|e| unreachable(e.to_string()))?;
+    let bind: SocketAddr = if target.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
+    let endpoint = quinn::Endpoint::client(bind).map_err(|e| unreachable(format!("cannot open a UDP socket ({e})")))?;
+    let connecting =
+        endpoint.connect_with(config, target, server_name(&relay.addr)).map_err(|e| unreachable(e.to_string()))?;
     let conn = match tokio::time::timeout(options.connect_timeout, connecting).await {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {
-            if mismatch.load(Ordering::Relaxed) {
-                if let RelayTrust::Pin(expected) = relay.trust {
-                    return Err(Error::PinMismatch { expected });
-                }
-            }
-            return Err(unreachable(e.to_string()));
+            // A refused certificate reads as a TLS failure; the verifier left the reason.
+            return Err(rejection.error(relay).unwrap_or_else(|| unreachable(e.to_string())));
         }
         Err(_) => {
-            return Err(unreachable(
-                "no answer (is UDP blocked, or the relay down?)".into(),
-            ));
+            return Err(unreachable("no answer (is UDP blocked, or the relay down?)".into()));
         }
     };
     Ok(conn)

@@ -42,20 +42,14 @@ pub struct TlsIdentity {
 
 impl Clone for TlsIdentity {
     fn clone(&self) -> Self {
-        Self {
-            certs: self.certs.clone(),
-            key: self.key.clone_key(),
-        }
+        Self { certs: self.certs.clone(), key: self.key.clone_key() }
     }
 }
 
 impl TlsIdentity {
     /// Reads a PEM certificate chain and a PEM private key.
     pub fn from_files(cert: &Path, key: &Path) -> Result<Self, Error> {
-        Ok(Self {
-            certs: read_certs(cert)?,
-            key: read_key(key)?,
-        })
+        Ok(Self { certs: read_certs(cert)?, key: read_key(key)? })
     }
 
     /// A fresh self-signed identity for `names` (DNS names or IP addresses), in memory.
@@ -63,8 +57,7 @@ impl TlsIdentity {
         let generated = SelfSigned::generate(names)?;
         Ok(Self {
             certs: vec![CertificateDer::from(generated.cert_der)],
-            key: PrivateKeyDer::try_from(generated.key_der)
-                .map_err(|e| Error::BadCertificate(e.to_string()))?,
+            key: PrivateKeyDer::try_from(generated.key_der).map_err(|e| Error::BadCertificate(e.to_string()))?,
         })
     }
 
@@ -75,10 +68,7 @@ impl TlsIdentity {
         if cert.exists() || key.exists() {
             return Ok((Self::from_files(&cert, &key)?, false));
         }
-        fs::create_dir_all(dir).map_err(|source| Error::Write {
-            path: dir.to_owned(),
-            source,
-        })?;
+        fs::create_dir_all(dir).map_err(|source| Error::Write { path: dir.to_owned(), source })?;
         let generated = SelfSigned::generate(&["ferry-relay".to_owned(), "localhost".to_owned()])?;
         generated.write(dir, false)?;
         Ok((Self::from_files(&cert, &key)?, true))
@@ -86,38 +76,25 @@ impl TlsIdentity {
 
     /// The pin of the leaf certificate's public key.
     pub fn pin(&self) -> Result<CertPin, Error> {
-        let leaf = self
-            .certs
-            .first()
-            .ok_or_else(|| Error::BadCertificate("empty chain".into()))?;
+        let leaf = self.certs.first().ok_or_else(|| Error::BadCertificate("empty chain".into()))?;
         pin_of_cert(leaf)
     }
 }
 
 /// The SHA-256 pin of a DER certificate's SubjectPublicKeyInfo.
 pub fn pin_of_cert(der: &CertificateDer<'_>) -> Result<CertPin, Error> {
-    let cert = webpki::EndEntityCert::try_from(der)
-        .map_err(|e| Error::BadCertificate(format!("{e:?}")))?;
+    let cert = webpki::EndEntityCert::try_from(der).map_err(|e| Error::BadCertificate(format!("{e:?}")))?;
     Ok(CertPin::of_spki(cert.subject_public_key_info().as_ref()))
 }
 
 /// Reads every certificate in a PEM file.
 pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
-    let bytes = fs::read(path).map_err(|source| Error::Read {
-        path: path.to_owned(),
-        source,
-    })?;
+    let bytes = fs::read(path).map_err(|source| Error::Read { path: path.to_owned(), source })?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Error::Pem {
-            path: path.to_owned(),
-            what: format!("not a PEM certificate file ({e})"),
-        })?;
+        .map_err(|e| Error::Pem { path: path.to_owned(), what: format!("not a PEM certificate file ({e})") })?;
     if certs.is_empty() {
-        return Err(Error::Pem {
-            path: path.to_owned(),
-            what: "holds no certificate".into(),
-        });
+        return Err(Error::Pem { path: path.to_owned(), what: "holds no certificate".into() });
     }
     Ok(certs)
 }
@@ -125,19 +102,14 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
 /// Reads the private key in a PEM file, refusing one that other users can read.
 pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
     let bytes = read_private(path)?;
-    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| Error::Pem {
-        path: path.to_owned(),
-        what: format!("holds no usable private key ({e})"),
-    })
+    PrivateKeyDer::from_pem_slice(&bytes)
+        .map_err(|e| Error::Pem { path: path.to_owned(), what: format!("holds no usable private key ({e})") })
 }
 
 /// Reads a file that holds a secret (a private key, ACME account credentials), after
 /// checking that only its owner can read or write it (mode `& 0o077 == 0`).
 pub fn read_private(path: &Path) -> Result<Vec<u8>, Error> {
-    let meta = fs::metadata(path).map_err(|source| Error::Read {
-        path: path.to_owned(),
-        source,
-    })?;
+    let meta = fs::metadata(path).map_err(|source| Error::Read { path: path.to_owned(), source })?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(Error::Pem {
@@ -150,10 +122,7 @@ pub fn read_private(path: &Path) -> Result<Vec<u8>, Error> {
             ),
         });
     }
-    fs::read(path).map_err(|source| Error::Read {
-        path: path.to_owned(),
-        source,
-    })
+    fs::read(path).map_err(|source| Error::Read { path: path.to_owned(), source })
 }
 
 /// Which kind of key a new certificate gets.
@@ -209,10 +178,7 @@ impl SelfSigned {
         let mut params = rcgen::CertificateParams::new(names.to_vec())?;
         params.serial_number = Some(random_serial()?);
         params.distinguished_name = rcgen::DistinguishedName::new();
-        params.distinguished_name.push(
-            rcgen::DnType::CommonName,
-            names.first().map_or("ferry-relay", String::as_str),
-        );
+        params.distinguished_name.push(rcgen::DnType::CommonName, names.first().map_or("ferry-relay", String::as_str));
         let cert = params.self_signed(&key)?;
         let pin = pin_of_cert(cert.der())?;
         Ok(Self {
@@ -227,10 +193,7 @@ impl SelfSigned {
     /// Writes `cert.pem` and `key.pem` (0600) into `dir`; refuses to replace existing
     /// files unless `force`.
     pub fn write(&self, dir: &Path, force: bool) -> Result<(PathBuf, PathBuf), Error> {
-        fs::create_dir_all(dir).map_err(|source| Error::Write {
-            path: dir.to_owned(),
-            source,
-        })?;
+        fs::create_dir_all(dir).map_err(|source| Error::Write { path: dir.to_owned(), source })?;
         let (cert, key) = (dir.join(CERT_FILE), dir.join(KEY_FILE));
         write_file(&key, self.key_pem.as_bytes(), 0o600, force)?;
         write_file(&cert, self.cert_pem.as_bytes(), 0o644, force)?;
@@ -257,11 +220,7 @@ pub fn write_file(path: &Path, bytes: &[u8], mode: u32, force: bool) -> Result<(
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
+        let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         if force {
@@ -274,10 +233,7 @@ pub fn write_file(path: &Path, bytes: &[u8], mode: u32, force: bool) -> Result<(
     };
     write().map_err(|source| match source.kind() {
         std::io::ErrorKind::AlreadyExists if !force => Error::Exists(path.to_owned()),
-        _ => Error::Write {
-            path: path.to_owned(),
-            source,
-        },
+        _ => Error::Write { path: path.to_owned(), source },
     })
 }
 
@@ -291,16 +247,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let made = SelfSigned::generate(&["relay.test".into(), "127.0.0.1".into()]).unwrap();
         let (cert, key) = made.write(dir.path(), false).unwrap();
-        assert_eq!(
-            fs::metadata(&key).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
         let identity = TlsIdentity::from_files(&cert, &key).unwrap();
         assert_eq!(identity.pin().unwrap(), made.pin);
-        assert!(matches!(
-            made.write(dir.path(), false),
-            Err(Error::Exists(_))
-        ));
+        assert!(matches!(made.write(dir.path(), false), Err(Error::Exists(_))));
     }
 
     #[test]
@@ -320,10 +270,7 @@ mod tests {
         // A leftover world-readable temp file must not lend its mode to the key.
         fs::write(dir.path().join("key.pem.tmp"), "old").unwrap();
         let (_, key) = made.write(dir.path(), false).unwrap();
-        assert_eq!(
-            fs::metadata(&key).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
         fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
         let err = read_key(&key).unwrap_err().to_string();
         assert!(err.contains("readable by other users"), "{err}");
@@ -336,12 +283,7 @@ mod tests {
         let p = dir.path().join("x.pem");
         fs::write(&p, "hello").unwrap();
         fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(
-            read_certs(&p)
-                .unwrap_err()
-                .to_string()
-                .contains("no certificate")
-        );
+        assert!(read_certs(&p).unwrap_err().to_string().contains("no certificate"));
         assert!(read_key(&p).is_err());
     }
 }

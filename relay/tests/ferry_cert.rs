@@ -20,21 +20,14 @@ fn ferry_cert(args: &[&str]) -> Result<Output> {
 /// Runs `ferry-cert`, fails on a non-zero exit, returns stdout.
 fn ok(args: &[&str]) -> Result<String> {
     let out = ferry_cert(args)?;
-    ensure!(
-        out.status.success(),
-        "ferry-cert {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ensure!(out.status.success(), "ferry-cert {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     Ok(String::from_utf8(out.stdout)?)
 }
 
 /// Runs `ferry-cert`, expects failure, returns stderr.
 fn fails(args: &[&str]) -> Result<String> {
     let out = ferry_cert(args)?;
-    ensure!(
-        !out.status.success(),
-        "ferry-cert {args:?} should have failed"
-    );
+    ensure!(!out.status.success(), "ferry-cert {args:?} should have failed");
     Ok(String::from_utf8(out.stderr)?)
 }
 
@@ -74,17 +67,9 @@ fn ca_issue_pin_and_inspect() -> Result<()> {
 
     let ca_cert = dir.path().join("ca/ca.pem");
     let chain = dir.path().join("relay/cert.pem");
-    assert_eq!(
-        ok(&["pin", p(&ca_cert)])?.trim(),
-        ca_pin,
-        "pin of a CA cert"
-    );
+    assert_eq!(ok(&["pin", p(&ca_cert)])?.trim(), ca_pin, "pin of a CA cert");
     assert_eq!(ok(&["pin", p(&chain)])?.trim(), leaf_pin, "pin of the leaf");
-    assert_eq!(
-        ok(&["pin", "--ca", p(&chain)])?.trim(),
-        ca_pin,
-        "CA of the chain"
-    );
+    assert_eq!(ok(&["pin", "--ca", p(&chain)])?.trim(), ca_pin, "CA of the chain");
 
     let text = ok(&["inspect", p(&chain)])?;
     assert!(text.contains("certificate 1 of 2"), "{text}");
@@ -105,15 +90,7 @@ fn nothing_is_overwritten_without_force() -> Result<()> {
     let key_before = fs::read(ca_dir.join("ca-key.pem"))?;
     let err = fails(&["ca", "init", "--out", p(&ca_dir)])?;
     assert!(err.contains("already exists; pass --force"), "{err}");
-    let err = fails(&[
-        "issue",
-        "--ca",
-        p(&ca_dir),
-        "--name",
-        "relay.test",
-        "--out",
-        p(&dir.path().join("relay")),
-    ])?;
+    let err = fails(&["issue", "--ca", p(&ca_dir), "--name", "relay.test", "--out", p(&dir.path().join("relay"))])?;
     assert!(err.contains("already exists; pass --force"), "{err}");
     assert_eq!(fs::read(ca_dir.join("ca-key.pem"))?, key_before);
     assert_eq!(ok(&["pin", p(&ca_dir.join("ca.pem"))])?.trim(), ca_pin);
@@ -128,26 +105,13 @@ fn nothing_is_overwritten_without_force() -> Result<()> {
 fn renew_within_30_days_of_a_fresh_90_day_certificate_changes_nothing() -> Result<()> {
     let dir = tempfile::tempdir()?;
     ca_and_relay(dir.path())?;
-    let (cert, key) = (
-        dir.path().join("relay/cert.pem"),
-        dir.path().join("relay/key.pem"),
-    );
+    let (cert, key) = (dir.path().join("relay/cert.pem"), dir.path().join("relay/key.pem"));
     let (cert_before, key_before) = (fs::read(&cert)?, fs::read(&key)?);
-    let out = ok(&[
-        "renew",
-        "--ca",
-        p(&dir.path().join("ca")),
-        "--cert",
-        p(&cert),
-        "--within",
-        "30",
-    ])?;
+    let out = ok(&["renew", "--ca", p(&dir.path().join("ca")), "--cert", p(&cert), "--within", "30"])?;
     assert!(out.contains("not renewing"), "{out}");
     assert_eq!(fs::read(&cert)?, cert_before, "cert.pem unchanged");
     assert_eq!(fs::read(&key)?, key_before, "key.pem unchanged");
-    let leftovers: Vec<_> = fs::read_dir(dir.path().join("relay"))?
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let leftovers: Vec<_> = fs::read_dir(dir.path().join("relay"))?.map(|e| e.unwrap().file_name()).collect();
     assert_eq!(leftovers.len(), 2, "no temp files: {leftovers:?}");
     Ok(())
 }
@@ -156,10 +120,7 @@ fn renew_within_30_days_of_a_fresh_90_day_certificate_changes_nothing() -> Resul
 fn forced_renewal_keeps_names_and_ca_pin_and_signals_the_relay() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let (ca_pin, leaf_pin) = ca_and_relay(dir.path())?;
-    let (cert, key) = (
-        dir.path().join("relay/cert.pem"),
-        dir.path().join("relay/key.pem"),
-    );
+    let (cert, key) = (dir.path().join("relay/cert.pem"), dir.path().join("relay/key.pem"));
     let key_before = fs::read(&key)?;
 
     // A stand-in for the relay: SIGHUP ends `sleep`, so its exit status shows the signal.
@@ -212,13 +173,7 @@ fn keys_are_private_and_readable_keys_are_refused() -> Result<()> {
     assert_eq!(mode(&ca_key), 0o600);
     assert_eq!(mode(&key), 0o600);
     let self_signed = dir.path().join("self");
-    ok(&[
-        "self-signed",
-        "--name",
-        "relay.test",
-        "--out",
-        p(&self_signed),
-    ])?;
+    ok(&["self-signed", "--name", "relay.test", "--out", p(&self_signed)])?;
     assert_eq!(mode(&self_signed.join("key.pem")), 0o600);
 
     fs::set_permissions(&key, fs::Permissions::from_mode(0o644))?;

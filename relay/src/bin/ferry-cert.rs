@@ -157,22 +157,13 @@ struct KeyFlags {
 
 impl KeyFlags {
     fn alg(&self) -> KeyAlg {
-        if self.ed25519 {
-            KeyAlg::Ed25519
-        } else {
-            KeyAlg::EcdsaP256
-        }
+        if self.ed25519 { KeyAlg::Ed25519 } else { KeyAlg::EcdsaP256 }
     }
 }
 
 fn main() -> Result<()> {
     match Args::parse().command {
-        Command::SelfSigned {
-            names,
-            ips,
-            out,
-            force,
-        } => {
+        Command::SelfSigned { names, ips, out, force } => {
             let mut all = names;
             all.extend(ips.iter().map(IpAddr::to_string));
             if all.is_empty() {
@@ -183,53 +174,21 @@ fn main() -> Result<()> {
             eprintln!("wrote {} and {}", cert.display(), key.display());
             println!("{}", made.pin);
         }
-        Command::Ca(CaCommand::Init {
-            out,
-            name,
-            days,
-            permit_dns,
-            key,
-            force,
-        }) => {
-            let ca = CertAuthority::generate(&CaOptions {
-                name,
-                days,
-                alg: key.alg(),
-                permitted_dns: permit_dns,
-            })?;
+        Command::Ca(CaCommand::Init { out, name, days, permit_dns, key, force }) => {
+            let ca = CertAuthority::generate(&CaOptions { name, days, alg: key.alg(), permitted_dns: permit_dns })?;
             let (cert, key) = ca.write(&out, force)?;
-            eprintln!(
-                "wrote {} and {} (keep the key secret); the CA's pin:",
-                cert.display(),
-                key.display()
-            );
+            eprintln!("wrote {} and {} (keep the key secret); the CA's pin:", cert.display(), key.display());
             println!("{}", ca.pin()?);
         }
-        Command::Issue {
-            ca,
-            names,
-            ips,
-            days,
-            key,
-            out,
-            force,
-        } => {
+        Command::Issue { ca, names, ips, days, key, out, force } => {
             if names.is_empty() && ips.is_empty() {
                 bail!("give at least one --name or --ip that clients will use to reach the relay");
             }
             let authority = CertAuthority::load(&ca)?;
-            let issued = authority.issue(&LeafOptions {
-                dns_names: names,
-                ips,
-                days,
-                alg: key.alg(),
-            })?;
+            let issued = authority.issue(&LeafOptions { dns_names: names, ips, days, alg: key.alg() })?;
             let (cert, key) = issued.write(&out, force)?;
             eprintln!("wrote {} and {}", cert.display(), key.display());
-            eprintln!(
-                "CA pin (put this in tickets so renewals keep working): {}",
-                issued.ca_pin
-            );
+            eprintln!("CA pin (put this in tickets so renewals keep working): {}", issued.ca_pin);
             eprintln!("relay certificate pin:");
             println!("{}", issued.leaf_pin);
         }
@@ -245,31 +204,14 @@ fn main() -> Result<()> {
                 if i > 0 {
                     println!();
                 }
-                println!(
-                    "certificate {} of {} in {}",
-                    i + 1,
-                    certs.len(),
-                    cert.display()
-                );
+                println!("certificate {} of {} in {}", i + 1, certs.len(), cert.display());
                 println!("{}", CertInfo::parse(der)?);
             }
         }
-        Command::Renew {
-            ca,
-            cert,
-            key,
-            within,
-            days,
-            force,
-            reload_pid,
-        } => {
+        Command::Renew { ca, cert, key, within, days, force, reload_pid } => {
             let key = key.unwrap_or_else(|| cert.with_file_name(KEY_FILE));
             let authority = CertAuthority::load(&ca)?;
-            let options = RenewOptions {
-                within_days: within,
-                days,
-                force,
-            };
+            let options = RenewOptions { within_days: within, days, force };
             match renew(&authority, &cert, &key, &options)? {
                 Renewal::NotDue { days_left, .. } => {
                     println!(
@@ -300,14 +242,10 @@ fn reload(pid: u32) -> Result<()> {
     if pid == 0 {
         bail!("--reload-pid 0 is not a process (is the relay running?)");
     }
-    let status = std::process::Command::new("kill")
-        .args(["-HUP", &pid.to_string()])
-        .status()
-        .context("cannot run `kill`")?;
+    let status =
+        std::process::Command::new("kill").args(["-HUP", &pid.to_string()]).status().context("cannot run `kill`")?;
     if !status.success() {
-        bail!(
-            "could not send SIGHUP to process {pid}: the certificate was renewed, reload the relay by hand"
-        );
+        bail!("could not send SIGHUP to process {pid}: the certificate was renewed, reload the relay by hand");
     }
     eprintln!("sent SIGHUP to process {pid}");
     Ok(())

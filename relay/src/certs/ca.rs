@@ -15,9 +15,8 @@ use std::time::Duration;
 
 use ferry_proto::CertPin;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    GeneralSubtree, IsCa, Issuer, KeyPair, KeyUsagePurpose, NameConstraints, PublicKeyData,
-    SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, GeneralSubtree, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, NameConstraints, PublicKeyData, SanType,
 };
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
@@ -50,12 +49,7 @@ pub struct CaOptions {
 
 impl Default for CaOptions {
     fn default() -> Self {
-        Self {
-            name: "ferry relay CA".into(),
-            days: 3650,
-            alg: KeyAlg::EcdsaP256,
-            permitted_dns: Vec::new(),
-        }
+        Self { name: "ferry relay CA".into(), days: 3650, alg: KeyAlg::EcdsaP256, permitted_dns: Vec::new() }
     }
 }
 
@@ -81,9 +75,7 @@ pub struct CertAuthority {
 
 impl std::fmt::Debug for CertAuthority {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CertAuthority")
-            .field("pin", &self.pin().ok())
-            .finish_non_exhaustive()
+        f.debug_struct("CertAuthority").field("pin", &self.pin().ok()).finish_non_exhaustive()
     }
 }
 
@@ -94,59 +86,34 @@ impl CertAuthority {
         let mut params = CertificateParams::default();
         params.serial_number = Some(random_serial()?);
         params.distinguished_name = DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, options.name.as_str());
+        params.distinguished_name.push(DnType::CommonName, options.name.as_str());
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         (params.not_before, params.not_after) = validity(options.days)?;
         if !options.permitted_dns.is_empty() {
             params.name_constraints = Some(NameConstraints {
-                permitted_subtrees: options
-                    .permitted_dns
-                    .iter()
-                    .map(|n| GeneralSubtree::DnsName(n.clone()))
-                    .collect(),
+                permitted_subtrees: options.permitted_dns.iter().map(|n| GeneralSubtree::DnsName(n.clone())).collect(),
                 excluded_subtrees: Vec::new(),
             });
         }
         let cert = params.self_signed(&key)?;
-        Ok(Self {
-            cert_pem: cert.pem(),
-            cert: cert.der().clone(),
-            key,
-        })
+        Ok(Self { cert_pem: cert.pem(), cert: cert.der().clone(), key })
     }
 
     /// Loads the CA in `dir` (`ca.pem`, `ca-key.pem`); the key must be private (0600).
     pub fn load(dir: &Path) -> Result<Self, Error> {
         let (cert_path, key_path) = (dir.join(CA_CERT_FILE), dir.join(CA_KEY_FILE));
-        let cert_pem = fs::read_to_string(&cert_path).map_err(|source| Error::Read {
-            path: cert_path.clone(),
-            source,
-        })?;
-        let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| Error::Pem {
-            path: cert_path.clone(),
-            what: format!("holds no CA certificate ({e})"),
-        })?;
+        let cert_pem =
+            fs::read_to_string(&cert_path).map_err(|source| Error::Read { path: cert_path.clone(), source })?;
+        let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+            .map_err(|e| Error::Pem { path: cert_path.clone(), what: format!("holds no CA certificate ({e})") })?;
         let key_bytes = read_private(&key_path)?;
-        let key_pem = String::from_utf8(key_bytes).map_err(|_| Error::Pem {
-            path: key_path.clone(),
-            what: "is not a PEM file".into(),
-        })?;
-        let key = KeyPair::from_pem(&key_pem).map_err(|e| Error::Pem {
-            path: key_path.clone(),
-            what: format!("holds no usable private key ({e})"),
-        })?;
-        let ca = Self {
-            cert,
-            cert_pem,
-            key,
-        };
+        let key_pem = String::from_utf8(key_bytes)
+            .map_err(|_| Error::Pem { path: key_path.clone(), what: "is not a PEM file".into() })?;
+        let key = KeyPair::from_pem(&key_pem)
+            .map_err(|e| Error::Pem { path: key_path.clone(), what: format!("holds no usable private key ({e})") })?;
+        let ca = Self { cert, cert_pem, key };
         let info = super::info::CertInfo::parse(&ca.cert)?;
         if !info.is_ca {
             return Err(Error::Pem {
@@ -196,12 +163,28 @@ impl CertAuthority {
         Ok(super::info::CertInfo::parse(&self.cert)?.pin)
     }
 
-    /// Signs a new relay certificate (with a new key) for `leaf`.
+    /// Signs a new relay certificate (with a new key) for `leaf`, valid from now for
+    /// `leaf.days`.
     pub fn issue(&self, leaf: &LeafOptions) -> Result<Issued, Error> {
+        let (not_before, not_after) = validity(leaf.days)?;
+        self.sign(leaf, not_before, not_after)
+    }
+
+    /// Signs a relay certificate valid from `not_before` to `not_after` (`leaf.days` is
+    /// ignored): for tests and drills that need a certificate that has already expired
+    /// or is not valid yet.
+    pub fn issue_for_period(
+        &self,
+        leaf: &LeafOptions,
+        not_before: std::time::SystemTime,
+        not_after: std::time::SystemTime,
+    ) -> Result<Issued, Error> {
+        self.sign(leaf, not_before.into(), not_after.into())
+    }
+
+    fn sign(&self, leaf: &LeafOptions, not_before: OffsetDateTime, not_after: OffsetDateTime) -> Result<Issued, Error> {
         if leaf.dns_names.is_empty() && leaf.ips.is_empty() {
-            return Err(Error::Config(
-                "a relay certificate needs at least one DNS name or IP address".into(),
-            ));
+            return Err(Error::Config("a relay certificate needs at least one DNS name or IP address".into()));
         }
         let key = leaf.alg.generate()?;
         let mut params = CertificateParams::default();
@@ -217,20 +200,14 @@ impl CertAuthority {
             .chain(leaf.ips.iter().map(|ip| Ok(SanType::IpAddress(*ip))))
             .collect::<Result<_, _>>()?;
         params.distinguished_name = DistinguishedName::new();
-        let common_name = leaf
-            .dns_names
-            .first()
-            .cloned()
-            .or_else(|| leaf.ips.first().map(IpAddr::to_string))
-            .unwrap_or_default();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, common_name);
+        let common_name =
+            leaf.dns_names.first().cloned().or_else(|| leaf.ips.first().map(IpAddr::to_string)).unwrap_or_default();
+        params.distinguished_name.push(DnType::CommonName, common_name);
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.use_authority_key_identifier_extension = true;
-        (params.not_before, params.not_after) = validity(leaf.days)?;
+        (params.not_before, params.not_after) = (not_before, not_after);
 
         let issuer = Issuer::from_ca_cert_der(&self.cert, &self.key)?;
         let cert = params.signed_by(&key, &issuer)?;
@@ -299,9 +276,7 @@ impl Issued {
 /// `[now - BACKDATE, now + days]`.
 fn validity(days: u32) -> Result<(OffsetDateTime, OffsetDateTime), Error> {
     if days == 0 {
-        return Err(Error::Config(
-            "a certificate must be valid for at least one day".into(),
-        ));
+        return Err(Error::Config("a certificate must be valid for at least one day".into()));
     }
     let now = OffsetDateTime::now_utc();
     let not_after = now
@@ -311,10 +286,7 @@ fn validity(days: u32) -> Result<(OffsetDateTime, OffsetDateTime), Error> {
 }
 
 fn create_dir(dir: &Path) -> Result<(), Error> {
-    fs::create_dir_all(dir).map_err(|source| Error::Write {
-        path: dir.to_owned(),
-        source,
-    })
+    fs::create_dir_all(dir).map_err(|source| Error::Write { path: dir.to_owned(), source })
 }
 
 #[cfg(test)]
@@ -359,11 +331,7 @@ mod tests {
     #[test]
     fn ca_round_trips_and_refuses_to_overwrite() {
         let dir = tempfile::tempdir().unwrap();
-        let ca = CertAuthority::generate(&CaOptions {
-            alg: KeyAlg::Ed25519,
-            ..CaOptions::default()
-        })
-        .unwrap();
+        let ca = CertAuthority::generate(&CaOptions { alg: KeyAlg::Ed25519, ..CaOptions::default() }).unwrap();
         ca.write(dir.path(), false).unwrap();
         let loaded = CertAuthority::load(dir.path()).unwrap();
         assert_eq!(loaded.pin().unwrap(), ca.pin().unwrap());

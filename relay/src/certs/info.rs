@@ -47,8 +47,7 @@ pub struct CertInfo {
 impl CertInfo {
     /// Parses a DER certificate.
     pub fn parse(der: &CertificateDer<'_>) -> Result<Self, Error> {
-        let (_, cert) = X509Certificate::from_der(der.as_ref())
-            .map_err(|e| Error::BadCertificate(e.to_string()))?;
+        let (_, cert) = X509Certificate::from_der(der.as_ref()).map_err(|e| Error::BadCertificate(e.to_string()))?;
         let mut dns_names = Vec::new();
         let mut ips = Vec::new();
         if let Ok(Some(san)) = cert.subject_alternative_name() {
@@ -99,12 +98,7 @@ impl CertInfo {
 impl fmt::Display for CertInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let now = OffsetDateTime::now_utc();
-        let names: Vec<String> = self
-            .dns_names
-            .iter()
-            .cloned()
-            .chain(self.ips.iter().map(IpAddr::to_string))
-            .collect();
+        let names: Vec<String> = self.dns_names.iter().cloned().chain(self.ips.iter().map(IpAddr::to_string)).collect();
         let state = if now < self.not_before {
             "NOT YET VALID".to_owned()
         } else if now > self.not_after {

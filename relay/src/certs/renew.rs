@@ -48,12 +48,7 @@ pub enum Renewal {
 
 /// Renews the certificate in `cert` (key in `key`) with `ca` if it expires within
 /// `options.within_days` of now (or always with `force`).
-pub fn renew(
-    ca: &CertAuthority,
-    cert: &Path,
-    key: &Path,
-    options: &RenewOptions,
-) -> Result<Renewal, Error> {
+pub fn renew(ca: &CertAuthority, cert: &Path, key: &Path, options: &RenewOptions) -> Result<Renewal, Error> {
     renew_at(ca, cert, key, options, OffsetDateTime::now_utc())
 }
 
@@ -75,20 +70,13 @@ pub fn renew_at(
 
     let days_left = info.days_left(now);
     if !options.force && info.not_after > now + time::Duration::days(options.within_days.into()) {
-        return Ok(Renewal::NotDue {
-            not_after: info.not_after,
-            days_left,
-        });
+        return Ok(Renewal::NotDue { not_after: info.not_after, days_left });
     }
     let issued = ca.issue(&LeafOptions {
         dns_names: info.dns_names.clone(),
         ips: info.ips.clone(),
         days: options.days,
-        alg: if is_ed25519(&info) {
-            KeyAlg::Ed25519
-        } else {
-            KeyAlg::EcdsaP256
-        },
+        alg: if is_ed25519(&info) { KeyAlg::Ed25519 } else { KeyAlg::EcdsaP256 },
     })?;
     issued.write_to(cert, key, true)?;
     Ok(Renewal::Renewed(issued))
@@ -96,11 +84,7 @@ pub fn renew_at(
 
 /// Refuses to "renew" a certificate with a CA that did not sign it: that would silently
 /// change which pin the relay needs.
-fn check_issued_by(
-    leaf: &CertificateDer<'_>,
-    ca: &CertAuthority,
-    path: &Path,
-) -> Result<(), Error> {
+fn check_issued_by(leaf: &CertificateDer<'_>, ca: &CertAuthority, path: &Path) -> Result<(), Error> {
     let not_ours = || Error::Pem {
         path: path.to_owned(),
         what: "was not signed by this CA; renew it with the CA that issued it (or issue a \
@@ -108,25 +92,19 @@ fn check_issued_by(
             .into(),
     };
     let (_, leaf) = X509Certificate::from_der(leaf.as_ref()).map_err(|_| not_ours())?;
-    let (_, ca_cert) = X509Certificate::from_der(ca.cert().as_ref())
-        .map_err(|e| Error::BadCertificate(e.to_string()))?;
+    let (_, ca_cert) =
+        X509Certificate::from_der(ca.cert().as_ref()).map_err(|e| Error::BadCertificate(e.to_string()))?;
     if leaf.issuer().as_raw() != ca_cert.subject().as_raw() {
         return Err(not_ours());
     }
-    leaf.verify_signature(Some(ca_cert.public_key()))
-        .map_err(|_| not_ours())
+    leaf.verify_signature(Some(ca_cert.public_key())).map_err(|_| not_ours())
 }
 
 /// Reads a PEM certificate file and returns the leaf, for callers that only need it.
 pub fn read_leaf(path: &Path) -> Result<CertificateDer<'static>, Error> {
-    let bytes = fs::read(path).map_err(|source| Error::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    CertificateDer::from_pem_slice(&bytes).map_err(|e| Error::Pem {
-        path: path.to_owned(),
-        what: format!("holds no certificate ({e})"),
-    })
+    let bytes = fs::read(path).map_err(|source| Error::Read { path: path.to_owned(), source })?;
+    CertificateDer::from_pem_slice(&bytes)
+        .map_err(|e| Error::Pem { path: path.to_owned(), what: format!("holds no certificate ({e})") })
 }
 
 #[cfg(test)]
@@ -134,14 +112,7 @@ mod tests {
     use super::*;
     use crate::certs::ca::CaOptions;
 
-    fn setup(
-        days: u32,
-    ) -> (
-        tempfile::TempDir,
-        CertAuthority,
-        std::path::PathBuf,
-        std::path::PathBuf,
-    ) {
+    fn setup(days: u32) -> (tempfile::TempDir, CertAuthority, std::path::PathBuf, std::path::PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let ca = CertAuthority::generate(&CaOptions::default()).unwrap();
         let issued = ca
@@ -159,16 +130,9 @@ mod tests {
     #[test]
     fn renews_only_when_due_and_keeps_names() {
         let (_dir, ca, cert, key) = setup(90);
-        let options = RenewOptions {
-            within_days: 30,
-            days: 90,
-            force: false,
-        };
+        let options = RenewOptions { within_days: 30, days: 90, force: false };
         let before = fs::read(&cert).unwrap();
-        assert!(matches!(
-            renew(&ca, &cert, &key, &options).unwrap(),
-            Renewal::NotDue { .. }
-        ));
+        assert!(matches!(renew(&ca, &cert, &key, &options).unwrap(), Renewal::NotDue { .. }));
         assert_eq!(fs::read(&cert).unwrap(), before);
 
         let later = OffsetDateTime::now_utc() + time::Duration::days(75);
@@ -177,10 +141,7 @@ mod tests {
         };
         let after = CertInfo::parse(&read_leaf(&cert).unwrap()).unwrap();
         assert_eq!(after.dns_names, vec!["relay.test".to_owned()]);
-        assert_eq!(
-            after.ips,
-            vec!["127.0.0.1".parse::<std::net::IpAddr>().unwrap()]
-        );
+        assert_eq!(after.ips, vec!["127.0.0.1".parse::<std::net::IpAddr>().unwrap()]);
         assert_eq!(after.key_alg, "Ed25519");
         assert_eq!(after.pin, issued.leaf_pin);
         crate::TlsIdentity::from_files(&cert, &key).unwrap();
@@ -190,14 +151,8 @@ mod tests {
     fn refuses_another_cas_certificate() {
         let (_dir, _ca, cert, key) = setup(90);
         let other = CertAuthority::generate(&CaOptions::default()).unwrap();
-        let options = RenewOptions {
-            within_days: 30,
-            days: 90,
-            force: true,
-        };
-        let err = renew(&other, &cert, &key, &options)
-            .unwrap_err()
-            .to_string();
+        let options = RenewOptions { within_days: 30, days: 90, force: true };
+        let err = renew(&other, &cert, &key, &options).unwrap_err().to_string();
         assert!(err.contains("not signed by this CA"), "{err}");
     }
 }
