@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use crate::Error;
 use crate::certs::TlsIdentity;
+use crate::limits::Limits;
+use crate::policy::Policy;
 
 /// Default listen address: every IPv4 interface, UDP port 4433.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:4433";
@@ -37,6 +39,14 @@ pub struct RelayConfig {
     pub idle_timeout: Duration,
     /// Most sessions (streams) one client connection may have open at once.
     pub max_sessions_per_connection: u32,
+    /// Access rules and bandwidth tiers (reloadable).
+    pub policy: Policy,
+    /// Hard limits (reloadable).
+    pub limits: Limits,
+    /// Where to serve `/metrics` and `/healthz` (`None`: no admin listener).
+    pub admin: Option<SocketAddr>,
+    /// How long a graceful shutdown waits for running sessions.
+    pub shutdown_deadline: Duration,
     /// Test hook: sees every byte the pump forwards. Used to prove the relay only ever
     /// handles ciphertext; never set by the binaries.
     #[doc(hidden)]
@@ -55,6 +65,10 @@ impl RelayConfig {
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
             max_sessions_per_connection: 1024,
+            policy: Policy::default(),
+            limits: Limits::default(),
+            admin: None,
+            shutdown_deadline: Duration::from_secs(30),
             tap: None,
         }
     }
@@ -73,6 +87,11 @@ impl RelayConfig {
         if !self.quic && !self.tcp {
             return Err(Error::Config("enable at least one of QUIC and TCP".into()));
         }
+        if self.limits.buffer_budget < 2 * self.buffer_per_direction as u64 {
+            return Err(Error::Config(
+                "the buffer budget must hold at least one session (2 × buffer per direction)".into(),
+            ));
+        }
         if self.max_sessions_per_connection == 0 {
             return Err(Error::Config("sessions per connection must be at least 1".into()));
         }
@@ -90,6 +109,8 @@ impl fmt::Debug for RelayConfig {
             .field("handshake_timeout", &self.handshake_timeout)
             .field("idle_timeout", &self.idle_timeout)
             .field("max_sessions_per_connection", &self.max_sessions_per_connection)
+            .field("limits", &self.limits)
+            .field("admin", &self.admin)
             .finish_non_exhaustive()
     }
 }

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::control;
-use crate::registry::HostLink;
+use crate::registry::{HostHandle, HostLink};
 use crate::server::Shared;
 
 /// Most session announcements queued for one TCP host's control stream.
@@ -33,6 +33,7 @@ pub(crate) enum HostHop {
 /// What the host sent in `Register`.
 pub(crate) struct Registration {
     pub(crate) host_id: HostId,
+    pub(crate) token: Option<String>,
     pub(crate) hello: Vec<u8>,
     /// This hop's TLS exporter value, which the proof must be bound to.
     pub(crate) exporter: [u8; EXPORTER_LEN],
@@ -47,18 +48,31 @@ pub(crate) async fn serve(
     registration: Registration,
     cancel: CancellationToken,
 ) -> Result<(), FramedError> {
-    let Registration { host_id, hello, exporter } = registration;
+    let Registration { host_id, token, hello, exporter } = registration;
+    let metrics = &shared.metrics;
+    let live = shared.live();
+    if shared.draining.is_cancelled() {
+        return control::refuse(&mut send, RefuseReason::ShuttingDown, metrics).await;
+    }
+    // Access rules first: a host that may not register costs no Diffie-Hellman.
+    let tier = match live.policy.admit(&host_id, token.as_deref()) {
+        Ok(tier) => tier,
+        Err(reason) => return control::refuse(&mut send, reason, metrics).await,
+    };
+    if shared.registry.len() >= live.limits.max_hosts && !shared.registry.contains(&host_id) {
+        return control::refuse(&mut send, RefuseReason::RelayBusy, metrics).await;
+    }
     let Ok((verifier, challenge)) = RelayVerifier::start(&exporter, &hello) else {
-        return control::refuse(&mut send, RefuseReason::BadProof).await;
+        return control::refuse(&mut send, RefuseReason::BadProof, metrics).await;
     };
     control::write(&mut send, &Message::Challenge { handshake: challenge }).await?;
     let proof = match control.message(shared.config.handshake_timeout).await? {
         Message::Proof { handshake } => handshake,
-        _ => return control::refuse(&mut send, RefuseReason::BadProof).await,
+        _ => return control::refuse(&mut send, RefuseReason::BadProof, metrics).await,
     };
     if verifier.verify(&proof, &host_id).is_err() {
         debug!("registration refused: bad proof");
-        return control::refuse(&mut send, RefuseReason::BadProof).await;
+        return control::refuse(&mut send, RefuseReason::BadProof, metrics).await;
     }
 
     let (incoming_tx, mut incoming) = mpsc::channel(INCOMING_QUEUE);
@@ -67,17 +81,20 @@ pub(crate) async fn serve(
         HostHop::Tcp => HostLink::Tcp(incoming_tx),
     };
     let replaced = CancellationToken::new();
-    let generation = shared.registry.register(host_id, link, replaced.clone());
+    let handle = HostHandle { link, tier, sessions: Arc::default() };
+    let generation = shared.registry.register(host_id, handle, replaced.clone());
+    metrics.host_registered();
     debug!("host registered");
     let outcome = async {
         control::write(&mut send, &Message::Registered).await?;
         loop {
             tokio::select! {
                 biased;
-                _ = cancel.cancelled() => {
+                _ = shared.draining.cancelled() => {
                     let _ = control::write(&mut send, &Message::GoingAway).await;
                     return Ok(());
                 }
+                _ = cancel.cancelled() => return Ok(()),
                 _ = replaced.cancelled() => return Ok(()),
                 // The host sends nothing after its proof: any end of the stream, clean or
                 // not, ends the registration.
@@ -90,6 +107,7 @@ pub(crate) async fn serve(
     }
     .await;
     shared.registry.unregister(&host_id, generation);
+    metrics.host_unregistered();
     debug!("host unregistered");
     outcome
 }

@@ -14,17 +14,32 @@
 //! - `registry`: host id → how to reach the host (QUIC connection or TCP control task).
 //! - `attach`: sessions waiting for a TCP host to dial back.
 //! - `control`: writing control messages and refusals.
-//! - [`config`]: [`RelayConfig`] and its defaults.
+//! - [`config`]: [`RelayConfig`] and its defaults; [`config_file`]: the TOML file, checked.
+//! - [`policy`]: open/closed registration, hashed tokens, host rules, tier assignment.
+//! - [`limits`]: buffer budget, per-host sessions, per-source connection rate.
+//! - [`pacing`]: bandwidth tiers and the token bucket that paces sessions.
+//! - `metrics`: aggregate counters, gauges and histograms; `admin`: `/metrics` and `/healthz`.
+//! - [`log`]: the log filter that keeps dependencies (which log addresses) silent.
 //! - `tls`: rustls and quinn settings of the listener.
-//! - [`certs`]: certificates on disk, self-signed generation and pins (shared with `ferry-cert`).
+//! - [`certs`]: certificates on disk, self-signed generation and pins (shared with `ferry-cert`);
+//!   an own CA, `inspect` and renewal in its submodules.
+//! - [`acme`]: certificates from an ACME server (HTTP-01), for `ferry-cert acme`.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod acme;
+mod admin;
 mod attach;
 pub mod certs;
 pub mod config;
+pub mod config_file;
 mod control;
 mod error;
 mod host;
+pub mod limits;
+pub mod log;
+mod metrics;
+pub mod pacing;
+pub mod policy;
 mod pump;
 mod registry;
 mod server;

@@ -7,16 +7,26 @@
 //! (set from `buffer_per_direction`) or the TCP socket buffers, so a slow reader fills
 //! the window, the sender's flow control stops it, and the relay's memory stays bounded.
 //!
+//! A session on a paced tier waits for its token bucket before each batch (so the sender
+//! is slowed by flow control; nothing is dropped), and a session with no bytes either way
+//! for the idle timeout is ended.
+//!
 //! Ends are forwarded faithfully: a clean finish becomes a finish; a reset or a lost
 //! connection aborts the whole session (QUIC resets with the code, TLS drops without
 //! `close_notify`), so each end sees an error, never a clean end of a cut stream.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
 use bytes::Bytes;
 use ferry_link::{LinkError, LinkRecv, LinkSend};
 use ferry_proto::codes::{RESET_PEER_LOST, RESET_SHUTDOWN};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Tap;
+use crate::pacing::{Tier, TokenBucket};
 
 /// Chunks taken from the hop per batch.
 const BATCH: usize = 32;
@@ -28,6 +38,16 @@ pub(crate) struct Side {
     pub(crate) first: Bytes,
 }
 
+/// How a session is paced and watched.
+pub(crate) struct Shaping<'a> {
+    /// The host's tier; each direction gets its own bucket.
+    pub(crate) tier: &'a Tier,
+    /// End the session after this long without bytes either way.
+    pub(crate) idle_timeout: Duration,
+    /// Test hook that sees every forwarded byte.
+    pub(crate) tap: Option<Tap>,
+}
+
 /// Bytes carried by a finished session, each way.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Carried {
@@ -35,68 +55,115 @@ pub(crate) struct Carried {
     pub(crate) host_to_client: u64,
 }
 
-/// Runs both directions until both have ended, one fails, or the relay shuts down.
-pub(crate) async fn splice(client: Side, host: Side, tap: Option<Tap>, relay: &CancellationToken) -> Carried {
-    // Cancelled when either direction fails, so the other stops too.
+/// Runs both directions until both have ended, one fails, the session idles out, or the
+/// relay shuts down.
+pub(crate) async fn splice(client: Side, host: Side, shaping: Shaping<'_>, relay: &CancellationToken) -> Carried {
+    // Cancelled when either direction fails or the session idles out, so both stop.
     let session = relay.child_token();
-    let up = direction(client.recv, host.send, client.first, tap.clone(), &session, relay);
-    let down = direction(host.recv, client.send, host.first, tap, &session, relay);
-    let (client_to_host, host_to_client) = tokio::join!(up, down);
+    let started = Instant::now();
+    let activity = Arc::new(AtomicU64::new(0));
+    let direction = || Direction {
+        tap: shaping.tap.clone(),
+        bucket: shaping.tier.bucket(),
+        activity: activity.clone(),
+        started,
+        session: &session,
+        relay,
+    };
+    let (up, down) = (direction(), direction());
+    let both = async {
+        tokio::join!(up.run(client.recv, host.send, client.first), down.run(host.recv, client.send, host.first))
+    };
+    let idle = watch_idle(&activity, started, shaping.idle_timeout, &session);
+    tokio::pin!(both);
+    let (client_to_host, host_to_client) = tokio::select! {
+        carried = &mut both => carried,
+        () = idle => both.await,
+    };
     Carried { client_to_host, host_to_client }
 }
 
-/// Forwards one direction; returns the bytes forwarded.
-async fn direction(
-    mut from: LinkRecv,
-    mut to: LinkSend,
-    first: Bytes,
-    tap: Option<Tap>,
-    session: &CancellationToken,
-    relay: &CancellationToken,
-) -> u64 {
-    let mut total = 0u64;
-    let mut chunks: [Bytes; BATCH] = Default::default();
-    let mut pending = 0;
-    if !first.is_empty() {
-        chunks[0] = first;
-        pending = 1;
-    }
-    let result: Result<(), LinkError> = async {
-        loop {
-            if pending > 0 {
-                for chunk in &chunks[..pending] {
-                    if let Some(tap) = &tap {
-                        tap(chunk);
-                    }
-                    total += chunk.len() as u64;
-                }
-                tokio::select! {
-                    biased;
-                    _ = session.cancelled() => return Err(LinkError::Lost("session ended".into())),
-                    written = to.write_chunks(&mut chunks[..pending]) => written?,
-                }
-            }
-            let read = tokio::select! {
-                biased;
-                _ = session.cancelled() => return Err(LinkError::Lost("session ended".into())),
-                read = from.read_chunks(&mut chunks) => read?,
-            };
-            match read {
-                Some(n) => pending = n,
-                None => return to.finish().await,
-            }
+/// Cancels `session` once no byte has moved for `timeout`; never returns otherwise.
+async fn watch_idle(activity: &AtomicU64, started: Instant, timeout: Duration, session: &CancellationToken) {
+    loop {
+        let last = started + Duration::from_millis(activity.load(Ordering::Relaxed));
+        tokio::select! {
+            _ = session.cancelled() => return std::future::pending().await,
+            () = tokio::time::sleep_until(last + timeout) => {}
+        }
+        if Instant::now().duration_since(started + Duration::from_millis(activity.load(Ordering::Relaxed))) >= timeout {
+            session.cancel();
+            return;
         }
     }
-    .await;
-    if result.is_err() {
-        let code = if relay.is_cancelled() { RESET_SHUTDOWN } else { RESET_PEER_LOST };
-        let code = match result {
-            Err(LinkError::Reset(c)) => u32::try_from(c).unwrap_or(code),
-            _ => code,
-        };
-        to.reset(code);
-        from.stop(code);
-        session.cancel();
+}
+
+struct Direction<'a> {
+    tap: Option<Tap>,
+    bucket: Option<TokenBucket>,
+    /// Milliseconds since `started` at the last forwarded byte (either direction).
+    activity: Arc<AtomicU64>,
+    started: Instant,
+    session: &'a CancellationToken,
+    relay: &'a CancellationToken,
+}
+
+impl Direction<'_> {
+    /// Forwards one direction; returns the bytes forwarded.
+    async fn run(mut self, mut from: LinkRecv, mut to: LinkSend, first: Bytes) -> u64 {
+        let mut total = 0u64;
+        let mut chunks: [Bytes; BATCH] = Default::default();
+        let mut pending = 0;
+        if !first.is_empty() {
+            chunks[0] = first;
+            pending = 1;
+        }
+        let result: Result<(), LinkError> = async {
+            loop {
+                if pending > 0 {
+                    let mut batch = 0u64;
+                    for chunk in &chunks[..pending] {
+                        if let Some(tap) = &self.tap {
+                            tap(chunk);
+                        }
+                        batch += chunk.len() as u64;
+                    }
+                    total += batch;
+                    self.activity.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+                    let write = async {
+                        if let Some(bucket) = &mut self.bucket {
+                            bucket.take(batch).await;
+                        }
+                        to.write_chunks(&mut chunks[..pending]).await
+                    };
+                    tokio::select! {
+                        biased;
+                        _ = self.session.cancelled() => return Err(LinkError::Lost("session ended".into())),
+                        written = write => written?,
+                    }
+                }
+                let read = tokio::select! {
+                    biased;
+                    _ = self.session.cancelled() => return Err(LinkError::Lost("session ended".into())),
+                    read = from.read_chunks(&mut chunks) => read?,
+                };
+                match read {
+                    Some(n) => pending = n,
+                    None => return to.finish().await,
+                }
+            }
+        }
+        .await;
+        if let Err(e) = result {
+            let code = match e {
+                LinkError::Reset(code) => u32::try_from(code).unwrap_or(RESET_PEER_LOST),
+                _ if self.relay.is_cancelled() => RESET_SHUTDOWN,
+                _ => RESET_PEER_LOST,
+            };
+            to.reset(code);
+            from.stop(code);
+            self.session.cancel();
+        }
+        total
     }
-    total
 }

@@ -9,6 +9,7 @@
 //! open a stream towards them, so it announces the session on their control connection
 //! and waits for the host to dial back with `Attach` (see `attach.rs`).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
@@ -16,6 +17,9 @@ use ferry_proto::HostId;
 use ferry_proto::codes::CLOSE_REPLACED;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+
+use crate::limits::SessionCount;
+use crate::pacing::Tier;
 
 /// How the relay reaches a registered host.
 #[derive(Clone)]
@@ -26,8 +30,18 @@ pub(crate) enum HostLink {
     Tcp(mpsc::Sender<u64>),
 }
 
+/// What a session needs to know about its host.
+#[derive(Clone)]
+pub(crate) struct HostHandle {
+    pub(crate) link: HostLink,
+    /// The host's bandwidth tier, fixed at registration.
+    pub(crate) tier: Arc<Tier>,
+    /// The host's running sessions, for the per-host limit.
+    pub(crate) sessions: Arc<SessionCount>,
+}
+
 struct Entry {
-    link: HostLink,
+    handle: HostHandle,
     generation: u64,
     /// Cancelled when a newer registration replaces this one; the host's control task
     /// watches it and ends.
@@ -47,11 +61,11 @@ impl Registry {
 
     /// Registers `link` for `id`, closing any registration it replaces. Returns the
     /// generation to pass to [`Registry::unregister`].
-    pub(crate) fn register(&self, id: HostId, link: HostLink, replaced: CancellationToken) -> u64 {
+    pub(crate) fn register(&self, id: HostId, handle: HostHandle, replaced: CancellationToken) -> u64 {
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
-        if let Some(old) = self.hosts.insert(id, Entry { link, generation, replaced }) {
+        if let Some(old) = self.hosts.insert(id, Entry { handle, generation, replaced }) {
             old.replaced.cancel();
-            if let HostLink::Quic(conn) = old.link {
+            if let HostLink::Quic(conn) = old.handle.link {
                 conn.close(CLOSE_REPLACED.into(), b"replaced by a newer registration");
             }
         }
@@ -65,8 +79,13 @@ impl Registry {
     }
 
     /// How to reach host `id`, if registered.
-    pub(crate) fn lookup(&self, id: &HostId) -> Option<HostLink> {
-        self.hosts.get(id).map(|entry| entry.link.clone())
+    pub(crate) fn lookup(&self, id: &HostId) -> Option<HostHandle> {
+        self.hosts.get(id).map(|entry| entry.handle.clone())
+    }
+
+    /// Whether `id` is registered.
+    pub(crate) fn contains(&self, id: &HostId) -> bool {
+        self.hosts.contains_key(id)
     }
 
     pub(crate) fn len(&self) -> usize {

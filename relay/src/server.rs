@@ -9,15 +9,15 @@
 //! stream (see `host.rs`), `Connect` makes it a client session (see `session.rs`), and
 //! `Attach` hands a TCP host's dial-back to its waiting session (see `attach.rs`).
 
-use std::net::{SocketAddr, TcpListener as StdTcpListener, UdpSocket};
-use std::sync::Arc;
-use std::time::Duration;
+use std::net::{IpAddr, SocketAddr, TcpListener as StdTcpListener, UdpSocket};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use ferry_link::{Framed, LinkRecv, LinkSend, split_tls};
 use ferry_proto::codes::{CLOSE_PROTOCOL, CLOSE_SHUTDOWN};
-use ferry_proto::{CertPin, EXPORTER_LEN, Message, REGISTRATION_EXPORTER_LABEL};
+use ferry_proto::{CertPin, EXPORTER_LEN, Message, REGISTRATION_EXPORTER_LABEL, RefuseReason};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -25,26 +25,82 @@ use tracing::debug;
 
 use crate::attach::PendingAttach;
 use crate::host::{self, HostHop, Registration};
+use crate::limits::{BufferBudget, Limits, SourceRate};
+use crate::metrics::Metrics;
+use crate::policy::Policy;
 use crate::registry::Registry;
-use crate::{Error, RelayConfig, TlsIdentity, session, tls};
+use crate::{Error, RelayConfig, TlsIdentity, admin, session, tls};
+
+/// The settings a reload replaces; tasks take a snapshot when they start.
+pub(crate) struct Live {
+    pub(crate) policy: Policy,
+    pub(crate) limits: Limits,
+}
 
 /// State every task of one relay shares.
 pub(crate) struct Shared {
     pub(crate) config: RelayConfig,
     pub(crate) registry: Registry,
     pub(crate) pending: PendingAttach,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) budget: Arc<BufferBudget>,
+    /// Set when a graceful shutdown starts: no new connections, registrations or sessions.
+    pub(crate) draining: CancellationToken,
+    live: RwLock<Arc<Live>>,
+    rate: SourceRate,
+    handshakes: Arc<Semaphore>,
+    active_sessions: watch::Sender<usize>,
     /// The TLS acceptor for TCP hops; replaced on certificate reload.
-    tcp_tls: std::sync::RwLock<TlsAcceptor>,
+    tcp_tls: RwLock<TlsAcceptor>,
+}
+
+/// Counts a running session until dropped.
+pub(crate) struct ActiveSession<'a>(&'a Shared);
+
+impl Drop for ActiveSession<'_> {
+    fn drop(&mut self) {
+        self.0.active_sessions.send_modify(|n| *n -= 1);
+        self.0.metrics.session_closed();
+    }
+}
+
+impl Shared {
+    /// The current policy and limits.
+    pub(crate) fn live(&self) -> Arc<Live> {
+        self.live.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Marks a session as running (for metrics and the shutdown drain).
+    pub(crate) fn session_started(&self) -> ActiveSession<'_> {
+        self.active_sessions.send_modify(|n| *n += 1);
+        self.metrics.session_opened();
+        ActiveSession(self)
+    }
+
+    /// Whether a new connection from `ip` may start its handshake: under the per-source
+    /// rate and the pending-handshake cap. The address is used here and forgotten.
+    fn admit_connection(&self, ip: IpAddr) -> Option<OwnedSemaphorePermit> {
+        if !self.rate.allow(ip, self.live().limits.connections_per_minute_per_source) {
+            self.metrics.connections_rate_limited();
+            return None;
+        }
+        let permit = self.handshakes.clone().try_acquire_owned().ok();
+        if permit.is_none() {
+            self.metrics.refused(RefuseReason::RelayBusy.label());
+        }
+        permit
+    }
 }
 
 /// A running relay. Call [`Relay::shutdown`] to stop it.
 pub struct Relay {
     endpoint: Option<quinn::Endpoint>,
+    admin_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     cancel: CancellationToken,
     tracker: TaskTracker,
     local_addr: SocketAddr,
-    pin: std::sync::RwLock<CertPin>,
+    pin: RwLock<CertPin>,
 }
 
 /// Binds UDP and TCP on one port number (a fresh one when port 0 was asked for).
@@ -105,21 +161,41 @@ impl Relay {
         }
         .map_err(bind_err)?;
 
+        let admin = match config.admin {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?),
+            None => None,
+        };
+        let admin_addr = admin.as_ref().map(TcpListener::local_addr).transpose().map_err(bind_err)?;
+
+        let metrics = Arc::new(Metrics::default());
+        metrics.set_buffer_budget(config.limits.buffer_budget);
         let shared = Arc::new(Shared {
-            config,
             registry: Registry::new(),
             pending: PendingAttach::default(),
-            tcp_tls: std::sync::RwLock::new(tcp_tls),
+            budget: BufferBudget::new(config.limits.buffer_budget),
+            metrics,
+            draining: CancellationToken::new(),
+            rate: SourceRate::default(),
+            handshakes: Arc::new(Semaphore::new(config.limits.max_pending_handshakes)),
+            active_sessions: watch::Sender::new(0),
+            live: RwLock::new(Arc::new(Live { policy: config.policy.clone(), limits: config.limits.clone() })),
+            tcp_tls: RwLock::new(tcp_tls),
+            config,
         });
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
+        if let Some(listener) = admin {
+            let health = shared.clone();
+            let healthy = move || !health.draining.is_cancelled();
+            tracker.spawn(admin::serve(listener, shared.metrics.clone(), healthy, cancel.clone()));
+        }
         if let Some(endpoint) = &endpoint {
             tracker.spawn(quic_accept_loop(endpoint.clone(), shared.clone(), cancel.clone(), tracker.clone()));
         }
         if let Some(listener) = tcp {
             tracker.spawn(tcp_accept_loop(listener, shared.clone(), cancel.clone(), tracker.clone()));
         }
-        Ok(Self { endpoint, shared, cancel, tracker, local_addr, pin: std::sync::RwLock::new(pin) })
+        Ok(Self { endpoint, admin_addr, shared, cancel, tracker, local_addr, pin: RwLock::new(pin) })
     }
 
     /// The address the relay listens on (with the real port when 0 was asked for); QUIC
@@ -128,9 +204,14 @@ impl Relay {
         self.local_addr
     }
 
+    /// Where `/metrics` and `/healthz` are served, if anywhere.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
     /// The pin of the certificate the relay serves to new connections.
     pub fn pin(&self) -> CertPin {
-        *self.pin.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+        *self.pin.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Serves `identity` to new connections from now on; running connections and their
@@ -143,9 +224,23 @@ impl Relay {
             endpoint.set_server_config(Some(tls::quic_server_config(&config)?));
         }
         let acceptor = TlsAcceptor::from(Arc::new(tls::rustls_server_config(&config)?));
-        *self.shared.tcp_tls.write().unwrap_or_else(std::sync::PoisonError::into_inner) = acceptor;
-        *self.pin.write().unwrap_or_else(std::sync::PoisonError::into_inner) = pin;
+        *self.shared.tcp_tls.write().unwrap_or_else(PoisonError::into_inner) = acceptor;
+        *self.pin.write().unwrap_or_else(PoisonError::into_inner) = pin;
         Ok(pin)
+    }
+
+    /// Applies new access rules, tiers and limits to new connections, registrations and
+    /// sessions; running sessions keep the rules they started with. (The pending-handshake
+    /// cap is fixed at start.)
+    pub fn set_policy(&self, policy: Policy, limits: Limits) {
+        self.shared.budget.set_cap(limits.buffer_budget);
+        self.shared.metrics.set_buffer_budget(limits.buffer_budget);
+        *self.shared.live.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(Live { policy, limits });
+    }
+
+    /// The metrics in Prometheus text format (what `/metrics` serves).
+    pub fn metrics_text(&self) -> String {
+        self.shared.metrics.render()
     }
 
     /// How many hosts are registered right now.
@@ -159,13 +254,20 @@ impl Relay {
         self.shared.registry.watch_registrations()
     }
 
-    /// Stops accepting, tells hosts the relay is going away, ends every session and waits
-    /// (at most `deadline`) for all tasks to finish.
+    /// Graceful shutdown: stops accepting connections, registrations and sessions, tells
+    /// hosts the relay is going away, lets running sessions finish for up to `deadline`,
+    /// then ends whatever is left (peers see "the relay is shutting down") and waits for
+    /// every task.
     pub async fn shutdown(self, deadline: Duration) {
+        self.shared.draining.cancel();
+        let mut active = self.shared.active_sessions.subscribe();
+        if tokio::time::timeout(deadline, active.wait_for(|n| *n == 0)).await.is_err() {
+            debug!("shutdown deadline passed with sessions running; ending them");
+        }
         self.cancel.cancel();
         self.tracker.close();
-        if tokio::time::timeout(deadline, self.tracker.wait()).await.is_err() {
-            debug!("shutdown deadline passed with tasks still running");
+        if tokio::time::timeout(Duration::from_secs(5), self.tracker.wait()).await.is_err() {
+            debug!("tasks still running after the shutdown deadline");
         }
         if let Some(endpoint) = self.endpoint {
             endpoint.close(CLOSE_SHUTDOWN.into(), b"relay shutting down");
@@ -189,20 +291,36 @@ async fn quic_accept_loop(
     loop {
         let incoming = tokio::select! {
             biased;
-            _ = cancel.cancelled() => return,
+            _ = shared.draining.cancelled() => return,
             incoming = endpoint.accept() => incoming,
         };
         let Some(incoming) = incoming else { return };
-        tracker.spawn(serve_quic(incoming, shared.clone(), cancel.clone(), tracker.clone()));
+        let Some(permit) = shared.admit_connection(incoming.remote_address().ip()) else {
+            incoming.refuse();
+            continue;
+        };
+        tracker.spawn(serve_quic(incoming, permit, shared.clone(), cancel.clone(), tracker.clone()));
     }
 }
 
-async fn serve_quic(incoming: quinn::Incoming, shared: Arc<Shared>, cancel: CancellationToken, tracker: TaskTracker) {
+async fn serve_quic(
+    incoming: quinn::Incoming,
+    permit: OwnedSemaphorePermit,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let started = Instant::now();
     let conn = match tokio::time::timeout(shared.config.handshake_timeout, async { incoming.accept()?.await }).await {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => return debug!(error = %e, "QUIC handshake failed"),
-        Err(_) => return debug!("QUIC handshake timed out"),
+        Err(_) => {
+            shared.metrics.refused("handshake_timeout");
+            return debug!("QUIC handshake timed out");
+        }
     };
+    shared.metrics.handshake_seconds(started.elapsed());
+    drop(permit);
     loop {
         let stream = tokio::select! {
             biased;
@@ -222,12 +340,15 @@ async fn tcp_accept_loop(listener: TcpListener, shared: Arc<Shared>, cancel: Can
     loop {
         let accepted = tokio::select! {
             biased;
-            _ = cancel.cancelled() => return,
+            _ = shared.draining.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((tcp, _)) => {
-                tracker.spawn(serve_tcp(tcp, shared.clone(), cancel.clone()));
+            Ok((tcp, peer)) => {
+                // Dropping the socket closes it: over the rate or too many handshakes.
+                if let Some(permit) = shared.admit_connection(peer.ip()) {
+                    tracker.spawn(serve_tcp(tcp, permit, shared.clone(), cancel.clone()));
+                }
             }
             // Out of file descriptors or similar: back off briefly instead of spinning.
             Err(e) => {
@@ -238,14 +359,25 @@ async fn tcp_accept_loop(listener: TcpListener, shared: Arc<Shared>, cancel: Can
     }
 }
 
-async fn serve_tcp(tcp: tokio::net::TcpStream, shared: Arc<Shared>, cancel: CancellationToken) {
+async fn serve_tcp(
+    tcp: tokio::net::TcpStream,
+    permit: OwnedSemaphorePermit,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+) {
     let _ = tcp.set_nodelay(true);
-    let acceptor = shared.tcp_tls.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    let started = Instant::now();
+    let acceptor = shared.tcp_tls.read().unwrap_or_else(PoisonError::into_inner).clone();
     let tls = match tokio::time::timeout(shared.config.handshake_timeout, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => return debug!(error = %e, "TLS handshake failed"),
-        Err(_) => return debug!("TLS handshake timed out"),
+        Err(_) => {
+            shared.metrics.refused("handshake_timeout");
+            return debug!("TLS handshake timed out");
+        }
     };
+    shared.metrics.handshake_seconds(started.elapsed());
+    drop(permit);
     let mut exporter = [0u8; EXPORTER_LEN];
     if tls.get_ref().1.export_keying_material(&mut exporter, REGISTRATION_EXPORTER_LABEL, Some(b"")).is_err() {
         return;
@@ -262,7 +394,7 @@ async fn dispatch(shared: Arc<Shared>, hop: StreamHop, send: LinkSend, recv: Lin
         Err(e) => return debug!(error = %e, "stream ended before its first message"),
     };
     let outcome = match first {
-        Message::Register { host_id, token: _, handshake } => {
+        Message::Register { host_id, token, handshake } => {
             let (host_hop, exporter) = match hop {
                 StreamHop::Quic(conn) => {
                     let mut exporter = [0u8; EXPORTER_LEN];
@@ -273,7 +405,8 @@ async fn dispatch(shared: Arc<Shared>, hop: StreamHop, send: LinkSend, recv: Lin
                 }
                 StreamHop::Tcp { exporter } => (HostHop::Tcp, exporter),
             };
-            let registration = Registration { host_id, hello: handshake, exporter };
+            let token = token.map(|t| t.0);
+            let registration = Registration { host_id, token, hello: handshake, exporter };
             host::serve(shared, host_hop, send, framed, registration, cancel).await
         }
         Message::Connect { host_id } => session::serve(shared, send, framed, host_id, cancel).await,

@@ -1,9 +1,12 @@
 //! Pairing: a client's `Connect` becomes a stream to the host, then the pump.
 //!
-//! The client may send its end-to-end handshake right behind `Connect` (saving a round
-//! trip); whatever arrived after the `Connect` message is forwarded to the host first.
-//! The one log line per session is written here, at close: a random session number,
-//! duration and bytes each way. Nothing else about a session is ever logged.
+//! Admission happens here, in order: the relay is not draining, the host is registered,
+//! the host is under its session limit, and the session's buffers fit in the global
+//! budget — each failure is a `Refused` with its reason, and running sessions are never
+//! touched. The client may send its end-to-end handshake right behind `Connect` (saving
+//! a round trip); whatever arrived after the `Connect` message is forwarded to the host
+//! first. The one log line per session is written here, at close: a random session
+//! number, duration and bytes each way. Nothing else about a session is ever logged.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,24 +30,42 @@ pub(crate) async fn serve(
     host_id: HostId,
     cancel: CancellationToken,
 ) -> Result<(), FramedError> {
-    let Some(link) = shared.registry.lookup(&host_id) else {
-        return control::refuse(&mut client_send, RefuseReason::UnknownHost).await;
+    let metrics = &shared.metrics;
+    if shared.draining.is_cancelled() {
+        return control::refuse(&mut client_send, RefuseReason::ShuttingDown, metrics).await;
+    }
+    let Some(host) = shared.registry.lookup(&host_id) else {
+        return control::refuse(&mut client_send, RefuseReason::UnknownHost, metrics).await;
+    };
+    let live = shared.live();
+    let Some(_slot) = host.sessions.try_take(live.limits.max_sessions_per_host) else {
+        return control::refuse(&mut client_send, RefuseReason::HostOverLimit, metrics).await;
+    };
+    let buffers = 2 * shared.config.buffer_per_direction as u64;
+    let Some(_reservation) = shared.budget.try_reserve(buffers, metrics) else {
+        return control::refuse(&mut client_send, RefuseReason::RelayBusy, metrics).await;
     };
     let session = random_session_number();
-    let Some((host_send, host_recv, host_first)) = open_to_host(&shared, link, session).await else {
-        return control::refuse(&mut client_send, RefuseReason::UnknownHost).await;
+    let Some((host_send, host_recv, host_first)) = open_to_host(&shared, host.link, session).await else {
+        return control::refuse(&mut client_send, RefuseReason::UnknownHost, metrics).await;
     };
     control::write(&mut client_send, &Message::Accepted).await?;
 
+    let _active = shared.session_started();
     let started = Instant::now();
     let (client_recv, client_first) = client.into_parts();
     let carried = pump::splice(
         pump::Side { send: client_send, recv: client_recv, first: client_first },
         pump::Side { send: host_send, recv: host_recv, first: host_first },
-        shared.config.tap.clone(),
+        pump::Shaping {
+            tier: &host.tier,
+            idle_timeout: live.limits.idle_session_timeout,
+            tap: shared.config.tap.clone(),
+        },
         &cancel,
     )
     .await;
+    metrics.bytes_relayed(carried.client_to_host, carried.host_to_client);
     info!(
         session = format_args!("{session:016x}"),
         duration_ms = started.elapsed().as_millis() as u64,
@@ -77,12 +98,11 @@ async fn open_to_host(shared: &Shared, link: HostLink, session: u64) -> Option<(
     }
 }
 
-/// A random number that names a session in the one log line it gets; it correlates
-/// nothing outside this relay process.
+/// A random number that names a session in the one log line it gets and, for TCP hosts,
+/// in the dial-back; it correlates nothing outside this relay process.
 fn random_session_number() -> u64 {
     let mut bytes = [0u8; 8];
-    // A failing system RNG only makes the number less random; it is not a secret for
-    // QUIC hosts. For TCP hosts it names the dial-back, which also needs the host's hop.
+    // A failing system RNG only makes the number less random.
     let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
     u64::from_ne_bytes(bytes)
 }
