@@ -1,27 +1,35 @@
 //! `ferry-relay`: run a ferry relay node.
 //!
-//! Thin: parses flags, loads the certificate, starts [`ferry_relay::Relay`] and waits for
-//! SIGINT/SIGTERM to shut it down.
+//! Thin: parses flags, loads the config file, starts [`ferry_relay::Relay`], reloads on
+//! SIGHUP and drains on SIGTERM/SIGINT.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-use clap::Parser;
-use ferry_relay::config::{DEFAULT_BUFFER_PER_DIRECTION, DEFAULT_LISTEN};
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use ferry_relay::config_file::{Checked, FileConfig};
 use ferry_relay::{Relay, RelayConfig, TlsIdentity};
 
 /// Run a ferry relay: media servers (hosts) connect out to it, remote clients connect
 /// to it, and it forwards their end-to-end encrypted streams without being able to read
-/// them. With no flags it listens on UDP 0.0.0.0:4433 with a self-signed certificate made
-/// on first start, and prints the pin hosts and clients need.
+/// them. With no flags it listens on 0.0.0.0:4433 (QUIC on UDP, TLS on TCP) with a
+/// self-signed certificate made on first start, and prints the pin hosts and clients
+/// need. Settings come from --config (see deploy/relay.toml); flags override the file.
+/// SIGHUP reloads the certificate, access rules, tiers and limits without dropping
+/// sessions; SIGTERM stops accepting and drains running sessions before exiting.
 #[derive(Parser, Debug)]
 #[command(version, about, long_about)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// TOML configuration file.
+    #[arg(long, env = "FERRY_RELAY_CONFIG")]
+    config: Option<PathBuf>,
     /// Address to listen on: UDP for QUIC and TCP for TLS share the port number.
-    #[arg(long, default_value = DEFAULT_LISTEN, env = "FERRY_RELAY_LISTEN")]
-    listen: SocketAddr,
+    #[arg(long, env = "FERRY_RELAY_LISTEN")]
+    listen: Option<SocketAddr>,
     /// PEM certificate chain to serve (with --key). Without it, a self-signed certificate
     /// is kept in the state directory.
     #[arg(long, requires = "key")]
@@ -33,19 +41,81 @@ struct Args {
     /// else $XDG_STATE_HOME/ferry-relay, else ~/.local/state/ferry-relay.
     #[arg(long, env = "FERRY_RELAY_STATE_DIR")]
     state_dir: Option<PathBuf>,
+    /// Most bytes buffered per session and direction.
+    #[arg(long)]
+    buffer: Option<u64>,
     /// Do not serve QUIC (UDP); clients and hosts must use --transport tcp or auto.
     #[arg(long, conflicts_with = "no_tcp")]
     no_quic: bool,
     /// Do not serve TLS over TCP.
     #[arg(long)]
     no_tcp: bool,
-    /// Most bytes buffered per session and direction.
-    #[arg(long, default_value_t = DEFAULT_BUFFER_PER_DIRECTION)]
-    buffer: usize,
-    /// Log filter (error, warn, info, debug, trace). The relay never logs addresses,
-    /// host ids, keys or payload at any level.
-    #[arg(long, default_value = "info", env = "FERRY_LOG")]
-    log: String,
+    /// Serve /metrics and /healthz here (default 127.0.0.1:9090), or `off`.
+    #[arg(long)]
+    admin: Option<String>,
+    /// Log level: error, warn, info, debug or trace. No level logs addresses, host ids,
+    /// keys or payload.
+    #[arg(long, env = "FERRY_LOG")]
+    log: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check a configuration file and exit (0 if it is valid).
+    CheckConfig {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Print the SHA-256 of a registration token, for `[[access.token]] sha256 = ...`.
+    HashToken {
+        /// The token hosts will pass with --token.
+        token: String,
+    },
+}
+
+/// The file (or defaults) with the flags applied.
+struct Settings {
+    file: FileConfig,
+    checked: Checked,
+}
+
+impl Args {
+    fn settings(&self) -> Result<Settings> {
+        let (mut file, checked) = match &self.config {
+            Some(path) => FileConfig::load(path)?,
+            None => FileConfig::parse("").map_err(anyhow::Error::msg)?,
+        };
+        let r = &mut file.relay;
+        if let Some(listen) = self.listen {
+            r.listen = listen;
+        }
+        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+            (r.cert, r.key) = (Some(cert.clone()), Some(key.clone()));
+        }
+        if let Some(dir) = &self.state_dir {
+            r.state_dir = Some(dir.clone());
+        }
+        if let Some(buffer) = self.buffer {
+            r.buffer_per_direction = buffer;
+        }
+        r.quic &= !self.no_quic;
+        r.tcp &= !self.no_tcp;
+        match self.admin.as_deref() {
+            Some("off") => file.admin.enabled = false,
+            Some(addr) => {
+                file.admin.enabled = true;
+                file.admin.listen = addr.parse().context("--admin takes an address like 127.0.0.1:9090, or `off`")?;
+            }
+            None => {}
+        }
+        if let Some(level) = &self.log {
+            if !ferry_relay::log::is_level(level) {
+                bail!("--log takes one of {}", ferry_relay::log::LEVELS.join(", "));
+            }
+            file.log.level = level.clone();
+        }
+        Ok(Settings { file, checked })
+    }
 }
 
 fn default_state_dir() -> Result<PathBuf> {
@@ -59,19 +129,12 @@ fn default_state_dir() -> Result<PathBuf> {
     Ok(PathBuf::from(home).join(".local/state/ferry-relay"))
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
-    let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).context("invalid --log filter")?)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-
-    let identity = match (&args.cert, &args.key) {
-        (Some(cert), Some(key)) => TlsIdentity::from_files(cert, key)?,
+/// The certificate the settings name, or the state directory's self-signed one.
+fn load_identity(file: &FileConfig) -> Result<TlsIdentity> {
+    match (&file.relay.cert, &file.relay.key) {
+        (Some(cert), Some(key)) => Ok(TlsIdentity::from_files(cert, key)?),
         _ => {
-            let dir = match &args.state_dir {
+            let dir = match &file.relay.state_dir {
                 Some(dir) => dir.clone(),
                 None => default_state_dir()?,
             };
@@ -79,20 +142,86 @@ async fn main() -> Result<()> {
             if created {
                 eprintln!("created a self-signed certificate in {}", dir.display());
             }
-            identity
+            Ok(identity)
         }
-    };
-    let mut config = RelayConfig::new(args.listen, identity);
-    config.buffer_per_direction = args.buffer;
-    config.quic = !args.no_quic;
-    config.tcp = !args.no_tcp;
+    }
+}
+
+fn relay_config(settings: &Settings) -> Result<RelayConfig> {
+    let (file, checked) = (&settings.file, &settings.checked);
+    let r = &file.relay;
+    let mut config = RelayConfig::new(r.listen, load_identity(file)?);
+    config.quic = r.quic;
+    config.tcp = r.tcp;
+    config.buffer_per_direction = usize::try_from(r.buffer_per_direction).context("buffer too large")?;
+    config.max_sessions_per_connection = r.max_sessions_per_connection;
+    config.handshake_timeout = Duration::from_secs(r.handshake_timeout_secs);
+    config.idle_timeout = Duration::from_secs(r.idle_timeout_secs);
+    config.shutdown_deadline = Duration::from_secs(r.shutdown_deadline_secs);
+    config.admin = file.admin.enabled.then_some(file.admin.listen);
+    config.policy = checked.policy.clone();
+    config.limits = checked.limits.clone();
+    Ok(config)
+}
+
+fn check_config(path: &Path) -> Result<()> {
+    let (file, checked) = FileConfig::load(path)?;
+    for path in [&file.relay.cert, &file.relay.key].into_iter().flatten() {
+        if !path.exists() {
+            bail!("{}: `cert`/`key` names {}, which does not exist", path.display(), path.display());
+        }
+    }
+    println!(
+        "{}: ok ({} mode, {} tier(s), {} token(s), {} host rule(s))",
+        path.display(),
+        if checked.policy.closed { "closed" } else { "open" },
+        checked.policy.tiers.len(),
+        checked.policy.tokens.len(),
+        checked.policy.hosts.len()
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() {
+    if let Err(e) = run(Args::parse()).await {
+        eprintln!("ferry-relay: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: Args) -> Result<()> {
+    match &args.command {
+        Some(Command::CheckConfig { file }) => return check_config(file),
+        Some(Command::HashToken { token }) => {
+            let digest = ferry_relay::policy::hash_token(token);
+            println!("{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>());
+            return Ok(());
+        }
+        None => {}
+    }
+    let settings = args.settings()?;
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(ferry_relay::log::filter_directive(
+            &settings.file.log.level,
+        ))?)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+
+    let config = relay_config(&settings)?;
+    let deadline = config.shutdown_deadline;
+    let (quic, tcp) = (config.quic, config.tcp);
     let relay = Relay::spawn(config).await?;
-    let hops = match (args.no_quic, args.no_tcp) {
-        (false, false) => "QUIC on UDP, TLS on TCP",
-        (true, _) => "TLS on TCP only",
-        (_, true) => "QUIC on UDP only",
+    let hops = match (quic, tcp) {
+        (true, true) => "QUIC on UDP, TLS on TCP",
+        (false, _) => "TLS on TCP only",
+        (_, false) => "QUIC on UDP only",
     };
     println!("ferry relay listening on {} ({hops})", relay.local_addr());
+    if let Some(admin) = relay.admin_addr() {
+        println!("metrics on http://{admin}/metrics");
+    }
     println!("certificate pin: {}", relay.pin());
     println!(
         "hosts run:  ferry host run --relay <this-machine>:{} --pin {} --forward <service>",
@@ -100,18 +229,30 @@ async fn main() -> Result<()> {
         relay.pin()
     );
 
-    shutdown_signal().await?;
-    eprintln!("shutting down");
-    relay.shutdown(Duration::from_secs(10)).await;
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => { r?; break; }
+            _ = term.recv() => break,
+            _ = hup.recv() => match reload(&args, &relay) {
+                Ok(pin) => eprintln!("reloaded; certificate pin: {pin}"),
+                Err(e) => eprintln!("reload failed, keeping the running settings: {e:#}"),
+            },
+        }
+    }
+    eprintln!("shutting down: draining sessions for up to {}s", deadline.as_secs());
+    relay.shutdown(deadline).await;
     Ok(())
 }
 
-async fn shutdown_signal() -> Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r?,
-        _ = term.recv() => {}
-    }
-    Ok(())
+/// SIGHUP: re-read the file, certificate, access rules, tiers and limits. Listener
+/// settings (address, transports, buffers) need a restart.
+fn reload(args: &Args, relay: &Relay) -> Result<ferry_proto::CertPin> {
+    let settings = args.settings()?;
+    let identity = load_identity(&settings.file)?;
+    let pin = relay.set_identity(identity)?;
+    relay.set_policy(settings.checked.policy, settings.checked.limits);
+    Ok(pin)
 }
