@@ -6,6 +6,7 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -212,6 +213,117 @@ async fn wrong_name_expired_and_foreign_ca_certificates_are_refused_by_name() ->
     let relay = relay_with(TlsIdentity::self_signed(&["127.0.0.1".into()])?).await?;
     let text = refusal(&relay, RelayTrust::Pin(CertPin([9; 32]))).await?;
     assert!(text.contains("does not match the ticket's pin"), "{text}");
+    relay.shutdown(Duration::from_secs(5)).await;
+    Ok(())
+}
+
+/// A free loopback TCP port (bound and released: pebble and the challenge listener
+/// need the number before either binds it).
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// pebble (Debian's package, installed by `scripts/test.sh`) on loopback, killed on drop.
+struct Pebble {
+    _child: tokio::process::Child,
+    directory: String,
+    root: std::path::PathBuf,
+}
+
+/// Starts pebble with its own HTTPS certificate from a fresh CA (whose root the ACME
+/// client is told to trust) and HTTP-01 validation against `http_port` on loopback, or
+/// returns `None` (after saying so) when pebble is not installed.
+async fn start_pebble(dir: &Path, http_port: u16) -> Result<Option<Pebble>> {
+    if std::process::Command::new("pebble").arg("-h").output().is_err() {
+        eprintln!("SKIPPED: pebble is not installed (scripts/test.sh installs it with apt-get); ACME not tested");
+        return Ok(None);
+    }
+    let ca = CertAuthority::generate(&CaOptions { name: "pebble test root".into(), ..CaOptions::default() })?;
+    let (root, _) = ca.write(&dir.join("pebble-ca"), false)?;
+    let (cert, key) = ca.issue(&leaf(&["localhost"], &["127.0.0.1"], 2))?.write(&dir.join("pebble-https"), false)?;
+    let (listen, management) = (free_port()?, free_port()?);
+    let config = format!(
+        r#"{{"pebble": {{"listenAddress": "127.0.0.1:{listen}", "managementListenAddress": "127.0.0.1:{management}",
+            "certificate": "{}", "privateKey": "{}", "httpPort": {http_port}, "tlsPort": {},
+            "ocspResponderURL": "", "externalAccountBindingRequired": false}}}}"#,
+        cert.display(),
+        key.display(),
+        free_port()?
+    );
+    let config_path = dir.join("pebble.json");
+    std::fs::write(&config_path, config)?;
+    let mut child = tokio::process::Command::new("pebble")
+        .arg("-config")
+        .arg(&config_path)
+        // Validation is real (pebble fetches the token from our listener); only its
+        // random 0-15 s pause before validating is switched off.
+        .env("PEBBLE_VA_NOSLEEP", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    common::wait_for_line(&mut child, "Listening on", Duration::from_secs(20)).await?;
+    // pebble logs before it binds: wait (bounded) until its port accepts connections.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", listen)).await.is_err() {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "pebble did not open port {listen}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Keep draining pebble's log so it never blocks on a full pipe.
+    if let Some(mut out) = child.stdout.take() {
+        tokio::spawn(async move { tokio::io::copy(&mut out, &mut tokio::io::sink()).await });
+    }
+    Ok(Some(Pebble { _child: child, directory: format!("https://127.0.0.1:{listen}/dir"), root }))
+}
+
+/// Issue item 3: a certificate from a real ACME server over HTTP-01 on loopback, served
+/// by the relay to a client that pins the issued leaf's key; a second run reuses the
+/// stored account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acme_certificate_from_pebble_is_served_by_the_relay() -> Result<()> {
+    use ferry_relay::acme::{self, AcmeRequest, Challenge};
+
+    let dir = tempfile::tempdir()?;
+    let http_port = free_port()?;
+    let Some(pebble) = start_pebble(dir.path(), http_port).await? else {
+        return Ok(());
+    };
+    let out = dir.path().join("relay");
+    let request = AcmeRequest {
+        directory: pebble.directory.clone(),
+        domains: vec!["localhost".into()],
+        email: Some("operator@example.org".into()),
+        out: out.clone(),
+        challenge: Challenge::Http01(([127, 0, 0, 1], http_port).into()),
+        ca_root: Some(pebble.root.clone()),
+        alg: KeyAlg::EcdsaP256,
+        timeout: Duration::from_secs(30),
+    };
+    let obtained = tokio::time::timeout(Duration::from_secs(60), acme::obtain(&request)).await??;
+    assert!(obtained.new_account);
+    assert_eq!(
+        std::fs::metadata(out.join(acme::ACCOUNT_FILE))?.permissions().mode() & 0o777,
+        0o600,
+        "account credentials are private"
+    );
+    assert_eq!(std::fs::metadata(&obtained.key)?.permissions().mode() & 0o777, 0o600);
+
+    let identity = TlsIdentity::from_files(&obtained.cert, &obtained.key)?;
+    assert!(identity.certs.len() >= 2, "pebble sends leaf and intermediate");
+    let relay = relay_with(identity).await?;
+    assert_eq!(relay.pin(), obtained.leaf_pin);
+    let (host, ticket) = echo_host(&relay, RelayTrust::Pin(obtained.leaf_pin)).await?;
+    let port = local_port(Client::new(ticket, StaticKey::generate()?, HopOptions::client())).await?;
+    let (digest, len) = send_and_digest(TcpStream::connect(port).await?, 3, MIB).await?;
+    assert_eq!((digest, len), (pattern_digest(3, MIB), MIB));
+
+    // Renewal: the stored account is reused and the pair replaced with a new key.
+    let again = tokio::time::timeout(Duration::from_secs(60), acme::obtain(&request)).await??;
+    assert!(!again.new_account, "the account from the first run is reused");
+    assert_ne!(again.leaf_pin, obtained.leaf_pin);
+
+    host.shutdown().await;
     relay.shutdown(Duration::from_secs(5)).await;
     Ok(())
 }

@@ -3,15 +3,17 @@
 //! A thin layer over `ferry_relay::certs` (and `ferry_relay::acme`): flags in, files and
 //! pins out. Pins go to stdout (so scripts can capture them), everything else to stderr.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args as ClapArgs, Parser, Subcommand};
+use ferry_relay::acme::{self, AcmeRequest, Challenge};
 use ferry_relay::certs::ca::{CaOptions, CertAuthority, LeafOptions};
 use ferry_relay::certs::info::CertInfo;
 use ferry_relay::certs::renew::{RenewOptions, Renewal, renew};
-use ferry_relay::certs::{KEY_FILE, KeyAlg, SelfSigned, read_certs};
+use ferry_relay::certs::{CERT_FILE, KEY_FILE, KeyAlg, SelfSigned, read_certs};
 
 /// Provision ferry relay certificates and print the pins that go into tickets.
 #[derive(Parser, Debug)]
@@ -118,6 +120,55 @@ enum Command {
         #[arg(long)]
         reload_pid: Option<u32>,
     },
+    /// Obtain a certificate from an ACME server (Let's Encrypt or any RFC 8555 CA).
+    ///
+    /// Answers the HTTP-01 challenge itself. The account is created on first use and
+    /// stored in --out, so renewals (run it again with --within) reuse it. A new key is
+    /// made for every certificate: put `webpki` in tickets for a publicly trusted one.
+    Acme(AcmeArgs),
+}
+
+/// Options of `ferry-cert acme`.
+#[derive(ClapArgs, Debug)]
+struct AcmeArgs {
+    /// The ACME directory URL (default: Let's Encrypt).
+    #[arg(long, conflicts_with = "staging")]
+    directory: Option<String>,
+    /// Use Let's Encrypt's staging directory (untrusted certificates, for trying things).
+    #[arg(long)]
+    staging: bool,
+    /// DNS name for the certificate (repeatable).
+    #[arg(long = "domain", required = true)]
+    domains: Vec<String>,
+    /// Contact e-mail for the ACME account (expiry notices).
+    #[arg(long)]
+    email: Option<String>,
+    /// Directory for cert.pem, key.pem (0600) and the ACME account (reused on renewal).
+    #[arg(long)]
+    out: PathBuf,
+    /// Serve the HTTP-01 challenge on this address (the ACME server connects to port 80
+    /// of each name).
+    #[arg(long = "http-01", value_name = "ADDR", default_value = "0.0.0.0:80")]
+    http_01: SocketAddr,
+    /// An extra root certificate (PEM) to trust for the ACME server's HTTPS, e.g. a test
+    /// server such as pebble.
+    #[arg(long)]
+    ca_root: Option<PathBuf>,
+    /// Only order when the certificate in --out is missing or expires within this many
+    /// days (for a daily timer); it is then replaced.
+    #[arg(long)]
+    within: Option<u32>,
+    /// Replace an existing certificate and key regardless.
+    #[arg(long)]
+    force: bool,
+    /// Longest wait for validation and issuance, in seconds.
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+    #[command(flatten)]
+    key: KeyFlags,
+    /// Send SIGHUP to this process (the relay) after a new certificate is written.
+    #[arg(long)]
+    reload_pid: Option<u32>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -232,6 +283,55 @@ fn main() -> Result<()> {
                 }
             }
         }
+        Command::Acme(args) => run_acme(args)?,
+    }
+    Ok(())
+}
+
+fn run_acme(args: AcmeArgs) -> Result<()> {
+    let exists = args.out.join(CERT_FILE).exists() || args.out.join(KEY_FILE).exists();
+    if exists && !args.force {
+        match args.within {
+            None => bail!(
+                "{} already holds a certificate; pass --within DAYS to renew it when due, or --force",
+                args.out.display()
+            ),
+            Some(days) if !acme::due(&args.out, days)? => {
+                println!("{} is not due for renewal (within {days} days); nothing to do", args.out.display());
+                return Ok(());
+            }
+            Some(_) => {}
+        }
+    }
+    let directory = match (args.directory, args.staging) {
+        (Some(url), _) => url,
+        (None, true) => acme::LETS_ENCRYPT_STAGING.to_owned(),
+        (None, false) => acme::LETS_ENCRYPT.to_owned(),
+    };
+    let request = AcmeRequest {
+        directory,
+        domains: args.domains,
+        email: args.email,
+        out: args.out,
+        challenge: Challenge::Http01(args.http_01),
+        ca_root: args.ca_root,
+        alg: args.key.alg(),
+        timeout: Duration::from_secs(args.timeout),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let obtained = runtime.block_on(acme::obtain(&request))?;
+    if obtained.new_account {
+        eprintln!("created an ACME account; its credentials are in {}", request.out.join(acme::ACCOUNT_FILE).display());
+    }
+    eprintln!(
+        "wrote {} and {} (valid until {})",
+        obtained.cert.display(),
+        obtained.key.display(),
+        obtained.not_after.date()
+    );
+    println!("{}", obtained.leaf_pin);
+    if let Some(pid) = args.reload_pid {
+        reload(pid)?;
     }
     Ok(())
 }
