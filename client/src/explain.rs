@@ -5,7 +5,8 @@
 
 use ferry_link::{FramedError, LinkError};
 use ferry_proto::codes::{
-    RESET_HANDSHAKE_FAILED, RESET_NOT_ALLOWED, RESET_PEER_LOST, RESET_SERVICE_UNREACHABLE, RESET_SHUTDOWN,
+    CLOSE_PROTOCOL, CLOSE_REPLACED, CLOSE_SHUTDOWN, RESET_HANDSHAKE_FAILED, RESET_NOT_ALLOWED, RESET_PEER_LOST,
+    RESET_SERVICE_UNREACHABLE, RESET_SHUTDOWN,
 };
 
 use crate::Error;
@@ -14,6 +15,7 @@ impl From<LinkError> for Error {
     fn from(e: LinkError) -> Self {
         match e {
             LinkError::Reset(code) => reset_error(code),
+            LinkError::Closed(code) => close_error(code),
             LinkError::Lost(why) => Error::Cut(format!("the connection to the relay was lost ({why})")),
             other => Error::Cut(other.to_string()),
         }
@@ -29,6 +31,16 @@ impl From<FramedError> for Error {
             FramedError::Link(e) => e.into(),
             other => Error::Cut(other.to_string()),
         }
+    }
+}
+
+/// Explains a connection close code.
+fn close_error(code: u64) -> Error {
+    match u32::try_from(code).unwrap_or(u32::MAX) {
+        CLOSE_SHUTDOWN => Error::Cut("the relay is shutting down".into()),
+        CLOSE_REPLACED => Error::Cut("this host registered again elsewhere; this connection was replaced".into()),
+        CLOSE_PROTOCOL => Error::Cut("the relay closed the connection: protocol violation".into()),
+        other => Error::Cut(format!("the relay closed the connection (code {other:#x})")),
     }
 }
 

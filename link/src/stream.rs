@@ -22,8 +22,11 @@ pub enum LinkError {
     /// The peer (or the relay on its behalf) reset the stream with this code.
     #[error("the stream was reset (code {0:#x})")]
     Reset(u64),
-    /// The connection ended abnormally (lost, timed out, closed with an error, or a TLS
-    /// connection cut without `close_notify`).
+    /// The peer closed the whole connection with this application code.
+    #[error("the connection was closed (code {0:#x})")]
+    Closed(u64),
+    /// The connection ended abnormally (lost, timed out, or a TLS connection cut without
+    /// `close_notify`).
     #[error("the connection was lost ({0})")]
     Lost(String),
 }
@@ -155,6 +158,7 @@ impl LinkRecv {
 fn read_error(e: ReadError) -> LinkError {
     match e {
         ReadError::Reset(code) => LinkError::Reset(code.into_inner()),
+        ReadError::ConnectionLost(e) => connection_error(e),
         other => LinkError::Lost(other.to_string()),
     }
 }
@@ -162,6 +166,14 @@ fn read_error(e: ReadError) -> LinkError {
 fn write_error(e: WriteError) -> LinkError {
     match e {
         WriteError::Stopped(code) => LinkError::Reset(code.into_inner()),
+        WriteError::ConnectionLost(e) => connection_error(e),
+        other => LinkError::Lost(other.to_string()),
+    }
+}
+
+fn connection_error(e: quinn::ConnectionError) -> LinkError {
+    match e {
+        quinn::ConnectionError::ApplicationClosed(close) => LinkError::Closed(close.error_code.into_inner()),
         other => LinkError::Lost(other.to_string()),
     }
 }

@@ -1,0 +1,324 @@
+//! The `ferry-relay` binary as operators run it: what it logs (and never logs), what its
+//! `/metrics` says, SIGHUP certificate reload and SIGTERM drain.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use ferry_client::{Client, HopOptions, Host, HostConfig, HostIdentity};
+use ferry_proto::{CertPin, RelayAddr, RelayTrust, StaticKey, Ticket};
+use ferry_relay::certs::SelfSigned;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, ChildStderr, Command};
+use tokio::sync::mpsc;
+
+const MARKER: &[u8] = b"PAYLOAD-MARKER-a41c9e";
+
+/// An echo service on loopback.
+async fn echo() -> Result<std::net::SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = stream.into_split();
+                if tokio::io::copy(&mut r, &mut w).await.is_ok() {
+                    let _ = w.shutdown().await;
+                }
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// A running `ferry-relay` process and its output.
+struct RelayProcess {
+    child: Child,
+    addr: String,
+    admin: Option<String>,
+    pin: CertPin,
+    /// Every stderr line (the log), as it arrives.
+    log: mpsc::UnboundedReceiver<String>,
+    seen: Vec<String>,
+}
+
+impl RelayProcess {
+    async fn start(config: &str, dir: &std::path::Path, extra: &[&str]) -> Result<Self> {
+        let path = dir.join("relay.toml");
+        std::fs::write(&path, config)?;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ferry-relay"))
+            .arg("--config")
+            .arg(&path)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+        let (mut addr, mut admin, mut pin) = (None, None, None);
+        tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(line) = lines.next_line().await? {
+                if let Some(rest) = line.strip_prefix("ferry relay listening on ") {
+                    addr = rest.split_whitespace().next().map(str::to_owned);
+                } else if let Some(rest) = line.strip_prefix("metrics on http://") {
+                    admin = rest.strip_suffix("/metrics").map(str::to_owned);
+                } else if let Some(rest) = line.strip_prefix("certificate pin: ") {
+                    pin = Some(rest.parse::<CertPin>()?);
+                    return anyhow::Ok(());
+                }
+            }
+            bail!("ferry-relay exited before printing its pin")
+        })
+        .await
+        .context("ferry-relay did not start")??;
+        let log = forward_lines(child.stderr.take().context("stderr")?);
+        Ok(Self { child, addr: addr.context("no listen line")?, admin, pin: pin.context("no pin")?, log, seen: vec![] })
+    }
+
+    fn relays(&self, pin: CertPin) -> Vec<RelayAddr> {
+        vec![RelayAddr { addr: self.addr.clone(), trust: RelayTrust::Pin(pin) }]
+    }
+
+    /// Waits for a log line containing `needle`.
+    async fn wait_log(&mut self, needle: &str) -> Result<String> {
+        tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(line) = self.log.recv().await {
+                self.seen.push(line.clone());
+                if line.contains(needle) {
+                    return Ok(line);
+                }
+            }
+            bail!("the relay's log ended without {needle:?}")
+        })
+        .await
+        .with_context(|| format!("no log line with {needle:?}"))?
+    }
+
+    fn signal(&self, signal: &str) -> Result<()> {
+        let pid = self.child.id().context("relay already exited")?;
+        let status = std::process::Command::new("kill").args([&format!("-{signal}"), &pid.to_string()]).status()?;
+        anyhow::ensure!(status.success(), "kill -{signal} failed");
+        Ok(())
+    }
+}
+
+fn forward_lines(stderr: ChildStderr) -> mpsc::UnboundedReceiver<String> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+async fn registered_host(relays: Vec<RelayAddr>, service: std::net::SocketAddr) -> Result<(Host, HostIdentity)> {
+    let identity = HostIdentity::generate()?;
+    let host = Host::spawn(HostConfig::new(identity.clone(), relays, service.to_string()));
+    let mut status = host.status();
+    tokio::time::timeout(Duration::from_secs(20), status.wait_for(|s| s.registrations > 0)).await??;
+    Ok((host, identity))
+}
+
+fn ticket(identity: &HostIdentity, relays: Vec<RelayAddr>) -> Ticket {
+    Ticket { host: identity.key.public(), secret: identity.secret.clone(), relays }
+}
+
+/// One echo session carrying `payload`; returns what came back.
+async fn echo_session(client: &Client, payload: &[u8]) -> Result<Vec<u8>> {
+    let session = client.open_session().await?;
+    let (mut app, local) = tokio::io::duplex(64 * 1024);
+    let (r, w) = tokio::io::split(local);
+    let bridge = tokio::spawn(session.bridge(r, w));
+    let (mut app_r, mut app_w) = tokio::io::split(&mut app);
+    let (_, back) = tokio::try_join!(
+        async {
+            app_w.write_all(payload).await?;
+            app_w.shutdown().await
+        },
+        async {
+            let mut back = Vec::new();
+            app_r.read_to_end(&mut back).await.map(|_| back)
+        }
+    )?;
+    bridge.await??;
+    Ok(back)
+}
+
+/// The value of one sample in Prometheus text.
+fn metric(text: &str, sample: &str) -> Result<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+        .with_context(|| format!("no sample {sample}"))
+}
+
+async fn http_get(addr: &str, path: &str) -> Result<String> {
+    let mut stream = TcpStream::connect(addr).await?;
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+    let mut out = String::new();
+    stream.read_to_string(&mut out).await?;
+    Ok(out)
+}
+
+/// Checks Prometheus text exposition: every sample line is `name{labels} value` of a
+/// family announced with HELP and TYPE.
+fn check_prometheus(body: &str) -> Result<()> {
+    let mut typed = std::collections::HashSet::new();
+    for line in body.lines().filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            typed.insert(rest.split_whitespace().next().context("TYPE name")?.to_owned());
+        } else if !line.starts_with("# HELP ") {
+            let (name_labels, value) = line.rsplit_once(' ').context("sample without value")?;
+            value.parse::<f64>().with_context(|| format!("bad value in {line:?}"))?;
+            let name = name_labels.split('{').next().unwrap_or_default();
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s).filter(|f| typed.contains(*f)))
+                .unwrap_or(name);
+            anyhow::ensure!(typed.contains(family), "sample {name} has no # TYPE");
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_logs_hold_only_durations_and_byte_counts_and_metrics_agree() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state");
+    let config = format!(
+        "[relay]\nlisten = \"127.0.0.1:0\"\nstate_dir = {state:?}\n[admin]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"trace\"\n"
+    );
+    let mut relay = RelayProcess::start(&config, dir.path(), &[]).await?;
+    let service = echo().await?;
+    let (host, identity) = registered_host(relay.relays(relay.pin), service).await?;
+    let ticket = ticket(&identity, relay.relays(relay.pin));
+    let client = Client::new(ticket.clone(), StaticKey::generate()?, HopOptions::client());
+
+    let payload: Vec<u8> = MARKER.iter().copied().cycle().take(100_000).collect();
+    for _ in 0..20 {
+        assert_eq!(echo_session(&client, &payload).await?, payload);
+    }
+    let mut closes = Vec::new();
+    while closes.len() < 20 {
+        closes.push(relay.wait_log("session closed").await?);
+    }
+
+    // Each close line: duration and bytes, matching what was sent (plus the end-to-end
+    // handshake and record overhead, far below 1%).
+    let field = |line: &str, key: &str| -> Result<u64> {
+        let rest = line.split(&format!("{key}=")).nth(1).with_context(|| format!("{key} in {line}"))?;
+        Ok(rest.split(|c: char| !c.is_ascii_digit()).next().unwrap_or_default().parse()?)
+    };
+    let (mut up, mut down) = (0u64, 0u64);
+    for line in &closes {
+        field(line, "duration_ms")?;
+        let (c2h, h2c) = (field(line, "bytes_client_to_host")?, field(line, "bytes_host_to_client")?);
+        for n in [c2h, h2c] {
+            assert!(n >= payload.len() as u64 && n <= payload.len() as u64 * 101 / 100 + 200, "{line}");
+        }
+        (up, down) = (up + c2h, down + h2c);
+    }
+
+    // /metrics parses and its byte counters equal the bytes the close lines report.
+    let admin = relay.admin.clone().context("admin listener")?;
+    let response = http_get(&admin, "/metrics").await?;
+    let body = response.split("\r\n\r\n").nth(1).context("HTTP body")?;
+    check_prometheus(body)?;
+    assert_eq!(metric(body, "ferry_relay_bytes_relayed_total{direction=\"client_to_host\"}")?, up as f64);
+    assert_eq!(metric(body, "ferry_relay_bytes_relayed_total{direction=\"host_to_client\"}")?, down as f64);
+    assert_eq!(metric(body, "ferry_relay_sessions_total")?, 20.0);
+    assert!(http_get(&admin, "/healthz").await?.starts_with("HTTP/1.1 200"));
+
+    // Nothing that identifies anyone, at trace level.
+    host.shutdown().await;
+    relay.signal("TERM")?;
+    let _ = relay.child.wait().await?;
+    while let Some(line) = relay.log.recv().await {
+        relay.seen.push(line);
+    }
+    let log = relay.seen.join("\n");
+    let forbidden = [
+        "127.0.0.1".to_owned(),
+        relay.addr.clone(),
+        identity.key.public().to_string(),
+        relay.pin.to_string(),
+        ticket.encode()?,
+        String::from_utf8_lossy(MARKER).into_owned(),
+        service.port().to_string(),
+    ];
+    for needle in &forbidden {
+        assert!(!log.contains(needle.as_str()), "the relay log contains {needle:?}:\n{log}");
+    }
+    assert!(relay.seen.len() >= 20, "expected at least the 20 close lines");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_serves_a_new_certificate_without_dropping_sessions_and_sigterm_drains() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let certs = dir.path().join("certs");
+    SelfSigned::generate(&["localhost".into()])?.write(&certs, false)?;
+    let config = format!(
+        "[relay]\nlisten = \"127.0.0.1:0\"\ncert = {:?}\nkey = {:?}\nshutdown_deadline_secs = 2\n[admin]\nenabled = false\n",
+        certs.join("cert.pem"),
+        certs.join("key.pem")
+    );
+    let mut relay = RelayProcess::start(&config, dir.path(), &[]).await?;
+    let old_pin = relay.pin;
+    let service = echo().await?;
+    let (host, identity) = registered_host(relay.relays(old_pin), service).await?;
+
+    // A session that keeps streaming across the reload.
+    let client = Client::new(ticket(&identity, relay.relays(old_pin)), StaticKey::generate()?, HopOptions::client());
+    let session = client.open_session().await?;
+    let (app, local) = tokio::io::duplex(64 * 1024);
+    let (r, w) = tokio::io::split(local);
+    let bridge = tokio::spawn(session.bridge(r, w));
+    let (mut app_r, mut app_w) = tokio::io::split(app);
+    let echo_round = async |app_w: &mut tokio::io::WriteHalf<tokio::io::DuplexStream>,
+                            app_r: &mut tokio::io::ReadHalf<tokio::io::DuplexStream>,
+                            n: u8|
+           -> Result<()> {
+        let chunk = vec![n; 32 * 1024];
+        app_w.write_all(&chunk).await?;
+        let mut back = vec![0u8; chunk.len()];
+        app_r.read_exact(&mut back).await?;
+        anyhow::ensure!(back == chunk, "round {n} came back altered");
+        Ok(())
+    };
+    echo_round(&mut app_w, &mut app_r, 1).await?;
+
+    let new = SelfSigned::generate(&["localhost".into()])?;
+    new.write(&certs, true)?;
+    relay.signal("HUP")?;
+    let line = relay.wait_log("reloaded; certificate pin:").await?;
+    assert!(line.contains(&new.pin.to_string()), "{line}");
+
+    // The running session keeps streaming; a new client pinning the new certificate
+    // connects; one pinning the old one is refused.
+    for n in 2..10 {
+        echo_round(&mut app_w, &mut app_r, n).await?;
+    }
+    let fresh = Client::new(ticket(&identity, relay.relays(new.pin)), StaticKey::generate()?, HopOptions::client());
+    assert_eq!(echo_session(&fresh, b"after reload").await?, b"after reload");
+    let stale = Client::new(ticket(&identity, relay.relays(old_pin)), StaticKey::generate()?, HopOptions::client());
+    assert!(stale.open_session().await.is_err(), "the old pin must no longer match");
+
+    // SIGTERM: the running session is told the relay is going away, and the relay exits
+    // 0 within its 2 s drain deadline (plus start-up slack).
+    let started = Instant::now();
+    relay.signal("TERM")?;
+    let ended = tokio::time::timeout(Duration::from_secs(10), bridge).await.context("session not ended")??;
+    let err = ended.err().context("a session cut by shutdown must end with an error")?;
+    assert!(err.to_string().contains("shutting down"), "{err}");
+    let status = tokio::time::timeout(Duration::from_secs(10), relay.child.wait()).await??;
+    assert!(status.success(), "ferry-relay exited with {status}");
+    assert!(started.elapsed() < Duration::from_secs(6), "drain took {:?}", started.elapsed());
+    host.shutdown().await;
+    Ok(())
+}
