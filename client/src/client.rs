@@ -85,8 +85,8 @@ impl Client {
                     *slot = Some(hop.clone());
                     return Ok(hop);
                 }
-                // A pin mismatch is never retried elsewhere silently: report it.
-                Err(e @ Error::PinMismatch { .. }) => return Err(e),
+                // A certificate problem is never retried elsewhere silently: report it.
+                Err(e) if e.is_relay_certificate_problem() => return Err(e),
                 Err(e) => {
                     // A remembered transport that stopped working is forgotten.
                     self.remembered.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&relay.addr);

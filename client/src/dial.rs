@@ -11,18 +11,17 @@
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ferry_link::{LinkRecv, LinkSend, TlsStream, split_tls};
-use ferry_proto::{EXPORTER_LEN, REGISTRATION_EXPORTER_LABEL, RelayAddr, RelayTrust};
+use ferry_proto::{EXPORTER_LEN, REGISTRATION_EXPORTER_LABEL, RelayAddr};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::Error;
 use crate::hop::{self, HopOptions, server_name};
-use crate::verify::client_tls;
+use crate::verify::{Rejection, client_tls_explained};
 
 /// How long QUIC runs alone before TCP joins the race.
 pub const QUIC_HEAD_START: Duration = Duration::from_millis(250);
@@ -64,7 +63,7 @@ pub(crate) enum RelayHop {
     /// A QUIC connection; streams are opened on it.
     Quic(quinn::Connection),
     /// TLS over TCP; each stream is a new connection.
-    Tcp(TcpDialer),
+    Tcp(Box<TcpDialer>),
 }
 
 impl RelayHop {
@@ -124,7 +123,7 @@ pub(crate) struct TcpDialer {
     target: SocketAddr,
     name: ServerName<'static>,
     connector: TlsConnector,
-    mismatch: Arc<AtomicBool>,
+    rejection: Rejection,
     timeout: Duration,
     spare: std::sync::Mutex<Option<ClientTls>>,
 }
@@ -140,13 +139,13 @@ impl TcpDialer {
             .ok_or_else(|| unreachable("the name resolves to no address".into()))?;
         let name = ServerName::try_from(server_name(&relay.addr).to_owned())
             .map_err(|_| unreachable("the address is not a valid server name".into()))?;
-        let (tls, mismatch) = client_tls(relay.trust).map_err(|e| unreachable(e.to_string()))?;
+        let (tls, rejection) = client_tls_explained(relay.trust).map_err(|e| unreachable(e.to_string()))?;
         let dialer = Self {
             relay: relay.clone(),
             target,
             name,
             connector: TlsConnector::from(Arc::new(tls)),
-            mismatch,
+            rejection,
             timeout: options.connect_timeout,
             spare: std::sync::Mutex::new(None),
         };
@@ -168,10 +167,10 @@ impl TcpDialer {
         let attempt = async {
             let tcp = TcpStream::connect(self.target).await.map_err(|e| unreachable(format!("TCP: {e}")))?;
             tcp.set_nodelay(true)?;
-            self.connector.connect(self.name.clone(), tcp).await.map_err(|e| match self.relay.trust {
-                RelayTrust::Pin(expected) if self.mismatch.load(Ordering::Relaxed) => Error::PinMismatch { expected },
-                _ => unreachable(format!("TLS: {e}")),
-            })
+            self.connector
+                .connect(self.name.clone(), tcp)
+                .await
+                .map_err(|e| self.rejection.error(&self.relay).unwrap_or_else(|| unreachable(format!("TLS: {e}"))))
         };
         tokio::time::timeout(self.timeout, attempt).await.map_err(|_| unreachable("no answer over TCP".into()))?
     }
@@ -181,7 +180,7 @@ impl TcpDialer {
 pub(crate) async fn connect(relay: &RelayAddr, transport: Transport, options: &HopOptions) -> Result<RelayHop, Error> {
     match transport {
         Transport::Quic => hop::connect(relay, options).await.map(RelayHop::Quic),
-        Transport::Tcp => TcpDialer::connect(relay, options).await.map(RelayHop::Tcp),
+        Transport::Tcp => TcpDialer::connect(relay, options).await.map(|d| RelayHop::Tcp(Box::new(d))),
         Transport::Auto => race(relay, options).await,
     }
 }
@@ -194,7 +193,7 @@ async fn race(relay: &RelayAddr, options: &HopOptions) -> Result<RelayHop, Error
     tokio::select! {
         result = &mut quic => match result {
             Ok(conn) => return Ok(RelayHop::Quic(conn)),
-            Err(e @ Error::PinMismatch { .. }) => return Err(e),
+            Err(e) if e.is_relay_certificate_problem() => return Err(e),
             Err(e) => quic_error = Some(e),
         },
         _ = tokio::time::sleep(QUIC_HEAD_START) => {}
@@ -202,17 +201,17 @@ async fn race(relay: &RelayAddr, options: &HopOptions) -> Result<RelayHop, Error
     let tcp = TcpDialer::connect(relay, options);
     tokio::pin!(tcp);
     if quic_error.is_some() {
-        return tcp.await.map(RelayHop::Tcp);
+        return tcp.await.map(|d| RelayHop::Tcp(Box::new(d)));
     }
     tokio::select! {
         result = &mut quic => match result {
             Ok(conn) => Ok(RelayHop::Quic(conn)),
-            Err(e @ Error::PinMismatch { .. }) => Err(e),
-            Err(_) => tcp.await.map(RelayHop::Tcp),
+            Err(e) if e.is_relay_certificate_problem() => Err(e),
+            Err(_) => tcp.await.map(|d| RelayHop::Tcp(Box::new(d))),
         },
         result = &mut tcp => match result {
-            Ok(dialer) => Ok(RelayHop::Tcp(dialer)),
-            Err(e @ Error::PinMismatch { .. }) => Err(e),
+            Ok(dialer) => Ok(RelayHop::Tcp(Box::new(dialer))),
+            Err(e) if e.is_relay_certificate_problem() => Err(e),
             Err(_) => quic.await.map(RelayHop::Quic),
         },
     }

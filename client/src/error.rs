@@ -89,3 +89,20 @@ pub enum Error {
     #[error(transparent)]
     Io(#[from] io::Error),
 }
+
+impl Error {
+    /// Whether this is a refusal of the relay's certificate (wrong pin, expired, wrong
+    /// name, untrusted): retrying the same relay over another transport cannot help, and
+    /// the user must see it.
+    pub fn is_relay_certificate_problem(&self) -> bool {
+        matches!(
+            self,
+            Self::PinMismatch { .. }
+                | Self::RelayCertExpired { .. }
+                | Self::RelayCertNotYetValid { .. }
+                | Self::RelayCertWrongName { .. }
+                | Self::RelayCertNotFromPinnedCa { .. }
+                | Self::RelayCertUntrusted { .. }
+        )
+    }
+}

@@ -18,7 +18,6 @@
 //! [`Error`] naming the problem. The reason is also the text of the TLS error itself, so
 //! a caller that only sees the TLS error still reads it.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use ferry_proto::{CertPin, RelayAddr, RelayTrust};
@@ -66,16 +65,11 @@ impl std::fmt::Debug for CertProblem {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Rejection {
     problem: Arc<Mutex<Option<CertProblem>>>,
-    /// Set on a plain pin mismatch only (see [`client_tls`]).
-    mismatch: Arc<AtomicBool>,
 }
 
 impl Rejection {
     fn record(&self, problem: CertProblem) -> rustls::Error {
         *self.problem.lock().unwrap_or_else(PoisonError::into_inner) = Some(problem);
-        if problem == CertProblem::PinMismatch {
-            self.mismatch.store(true, Ordering::Relaxed);
-        }
         rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(problem))))
     }
 
@@ -285,14 +279,6 @@ pub(crate) fn client_tls_explained(trust: RelayTrust) -> Result<(rustls::ClientC
     Ok((tls, rejection))
 }
 
-/// [`client_tls_explained`] for callers that only need to know whether the pin did not
-/// match at all (the flag is not set for other problems, whose reason is the text of the
-/// TLS error).
-pub(crate) fn client_tls(trust: RelayTrust) -> Result<(rustls::ClientConfig, Arc<AtomicBool>), rustls::Error> {
-    let (tls, rejection) = client_tls_explained(trust)?;
-    Ok((tls, rejection.mismatch))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -366,11 +352,9 @@ mod tests {
         assert!(r.error(&relay).is_none());
         let tls_error = r.record(CertProblem::Expired);
         assert!(tls_error.to_string().contains("has expired"), "{tls_error}");
-        assert!(!r.mismatch.load(Ordering::Relaxed));
         let text = r.error(&relay).unwrap().to_string();
         assert!(text.contains("the relay's certificate has expired"), "{text}");
         r.record(CertProblem::PinMismatch);
-        assert!(r.mismatch.load(Ordering::Relaxed));
         assert!(matches!(r.error(&relay), Some(Error::PinMismatch { .. })));
     }
 }
