@@ -693,8 +693,10 @@ struct Running {
     /// Other processes (rathole's client side).
     helpers: Vec<Proc>,
     ferry: Option<FerrySide>,
-    /// Whether the relay side needs open files per session (all but ferry over QUIC).
-    fd_per_session: bool,
+    /// Sockets per session in the busiest process (relay, rathole client, or this
+    /// harness holding the host side): 0 for ferry over QUIC, whose relay multiplexes
+    /// sessions on UDP.
+    fd_per_session: usize,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -721,14 +723,9 @@ impl Running {
 
 async fn start(kind: Kind, service: SocketAddr) -> Result<Running> {
     match kind {
-        Kind::Direct => Ok(Running {
-            entry: service,
-            relay: None,
-            helpers: Vec::new(),
-            ferry: None,
-            fd_per_session: true,
-            _dir: None,
-        }),
+        Kind::Direct => {
+            Ok(Running { entry: service, relay: None, helpers: Vec::new(), ferry: None, fd_per_session: 2, _dir: None })
+        }
         Kind::FerryQuic => start_ferry(service, Transport::Quic).await,
         Kind::FerryTcp => start_ferry(service, Transport::Tcp).await,
         Kind::Socat => start_socat(service).await,
@@ -798,7 +795,9 @@ async fn start_ferry(service: SocketAddr, transport: Transport) -> Result<Runnin
         relay: Some(relay),
         helpers: Vec::new(),
         ferry: Some(FerrySide { host, client, ticket, transport, connect }),
-        fd_per_session: transport != Transport::Quic,
+        // Over TCP the host opens a TLS data connection per session, and connects to
+        // the service, both from this process.
+        fd_per_session: if transport == Transport::Quic { 0 } else { 3 },
         _dir: Some(dir),
     })
 }
@@ -823,7 +822,7 @@ async fn start_socat(service: SocketAddr) -> Result<Running> {
     let mut relay = Proc { child, name: "socat", group: true };
     let entry: SocketAddr = ([127, 0, 0, 1], port).into();
     wait_ready(entry, &mut relay).await?;
-    Ok(Running { entry, relay: Some(relay), helpers: Vec::new(), ferry: None, fd_per_session: true, _dir: None })
+    Ok(Running { entry, relay: Some(relay), helpers: Vec::new(), ferry: None, fd_per_session: 2, _dir: None })
 }
 
 /// `rathole --genkey`: (private, public), base64.
@@ -886,14 +885,7 @@ async fn start_rathole(service: SocketAddr) -> Result<Running> {
     let client = spawn(&client_path, "rathole client")?;
     let entry: SocketAddr = ([127, 0, 0, 1], visitor).into();
     wait_ready(entry, &mut server).await?;
-    Ok(Running {
-        entry,
-        relay: Some(server),
-        helpers: vec![client],
-        ferry: None,
-        fd_per_session: true,
-        _dir: Some(dir),
-    })
+    Ok(Running { entry, relay: Some(server), helpers: vec![client], ferry: None, fd_per_session: 2, _dir: Some(dir) })
 }
 
 // ---------------------------------------------------------------------------------
@@ -975,10 +967,10 @@ async fn measure(kind: Kind, service: SocketAddr, sizes: &Sizes, opts: &Opts) ->
                 println!("  {name}: skipping {count} idle sessions (one process each; --socat-10k to run)");
                 continue;
             }
-            // A TCP forwarder holds two sockets per session in one process (rathole's
-            // server and client each); stay under the open-file limit.
-            let limit = (nofile_hard().saturating_sub(500) / 2) / 500 * 500;
-            let count = if run.fd_per_session && count > limit {
+            // A TCP forwarder holds several sockets per session in one process (rathole's
+            // server and client two each); stay under the open-file limit.
+            let limit = (nofile_hard().saturating_sub(500) / run.fd_per_session.max(1)) / 500 * 500;
+            let count = if run.fd_per_session > 0 && count > limit {
                 println!(
                     "  {name}: open-file limit {}: opening {limit} idle sessions instead of {count}",
                     nofile_hard()
@@ -1011,6 +1003,12 @@ async fn measure(kind: Kind, service: SocketAddr, sizes: &Sizes, opts: &Opts) ->
         println!("  {name}: closing {} idle sessions", idle.len());
         idle.close().await;
         tokio::time::sleep(Duration::from_secs(2)).await;
+        if let Some(ferry) = &run.ferry {
+            // If the host lost its relay meanwhile, wait (bounded) until it is back.
+            let mut status = ferry.host.status();
+            let back = status.wait_for(|s| s.registered.iter().all(|r| *r));
+            let _ = tokio::time::timeout(Duration::from_secs(15), back).await;
+        }
     }
 
     // Throughput; the relay's CPU time over all four transfers gives CPU s per GB.
