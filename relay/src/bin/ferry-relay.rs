@@ -3,6 +3,7 @@
 //! Thin: parses flags, loads the config file, starts [`ferry_relay::Relay`], reloads on
 //! SIGHUP and drains on SIGTERM/SIGINT.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -218,16 +219,20 @@ async fn run(args: Args) -> Result<()> {
         (false, _) => "TLS on TCP only",
         (_, false) => "QUIC on UDP only",
     };
-    println!("ferry relay listening on {} ({hops})", relay.local_addr());
-    if let Some(admin) = relay.admin_addr() {
-        println!("metrics on http://{admin}/metrics");
-    }
-    println!("certificate pin: {}", relay.pin());
-    println!(
-        "hosts run:  ferry host run --relay <this-machine>:{} --pin {} --forward <service>",
+    // The banner goes to stdout for scripts; a closed stdout (`ferry-relay | head -1`)
+    // must not take the relay down, so write errors are ignored.
+    let banner = format!(
+        "ferry relay listening on {} ({hops})\n{}certificate pin: {}\n\
+         hosts run:  ferry host run --relay <this-machine>:{} --pin {} --forward <service>\n",
+        relay.local_addr(),
+        relay.admin_addr().map(|a| format!("metrics on http://{a}/metrics\n")).unwrap_or_default(),
+        relay.pin(),
         relay.local_addr().port(),
-        relay.pin()
+        relay.pin(),
     );
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(banner.as_bytes()).and_then(|()| stdout.flush());
+    drop(stdout);
 
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
@@ -237,14 +242,19 @@ async fn run(args: Args) -> Result<()> {
             r = tokio::signal::ctrl_c() => { r?; break; }
             _ = term.recv() => break,
             _ = hup.recv() => match reload(&args, &relay) {
-                Ok(pin) => eprintln!("reloaded; certificate pin: {pin}"),
-                Err(e) => eprintln!("reload failed, keeping the running settings: {e:#}"),
+                Ok(pin) => note(&format!("reloaded; certificate pin: {pin}")),
+                Err(e) => note(&format!("reload failed, keeping the running settings: {e:#}")),
             },
         }
     }
-    eprintln!("shutting down: draining sessions for up to {}s", deadline.as_secs());
+    note(&format!("shutting down: draining sessions for up to {}s", deadline.as_secs()));
     relay.shutdown(deadline).await;
     Ok(())
+}
+
+/// A status line on stderr; a closed stderr must not take the relay down.
+fn note(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// SIGHUP: re-read the file, certificate, access rules, tiers and limits. Listener

@@ -1,0 +1,376 @@
+//! Hostile input against the real `ferry-relay` binary: garbage before and after the TLS
+//! and QUIC handshakes, the wrong ALPN, oversized and truncated control frames, a flood
+//! of `Connect`s for unknown hosts, half-open connections and slow loris. Each attack
+//! runs in a bounded loop while an honest 32 MiB session streams through the same relay;
+//! each must get a bounded reaction (close or clear refusal), the honest bytes must
+//! arrive intact, and the relay's memory must stay under a stated bound.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use bytes::BytesMut;
+use ferry_client::hop::{self, HopOptions};
+use ferry_client::{Client, Host};
+use ferry_proto::{Message, PublicKey, RefuseReason, StaticKey};
+use support::{RelayProcess, echo, pattern, registered_host, rss_kib, ticket};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+const HONEST_BYTES: usize = 32 << 20;
+/// The relay's resident memory must stay under this during every attack.
+const RSS_BOUND_KIB: u64 = 200 * 1024;
+/// The relay's handshake timeout in these tests (seconds).
+const HANDSHAKE_TIMEOUT: u64 = 2;
+
+/// A relay process, a host in front of an echo service, and a client.
+struct Arena {
+    relay: RelayProcess,
+    _dir: tempfile::TempDir,
+    host: Host,
+    client: Client,
+}
+
+impl Arena {
+    async fn start() -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let state = dir.path().join("state");
+        let config = format!(
+            "[relay]\nlisten = \"127.0.0.1:0\"\nstate_dir = {state:?}\nhandshake_timeout_secs = {HANDSHAKE_TIMEOUT}\n\
+             [admin]\nenabled = false\n[limits]\nconnections_per_minute_per_source = 0\n[log]\nlevel = \"warn\"\n"
+        );
+        let relay = RelayProcess::start(&config, dir.path(), &[]).await?;
+        let service = echo().await?;
+        let (host, identity) = registered_host(relay.relays(relay.pin), service).await?;
+        let client =
+            Client::new(ticket(&identity, relay.relays(relay.pin)), StaticKey::generate()?, HopOptions::client());
+        Ok(Self { relay, _dir: dir, host, client })
+    }
+
+    fn pid(&self) -> Result<u32> {
+        self.relay.child.id().context("the relay exited")
+    }
+
+    /// Runs `attack` while an honest 32 MiB session streams; checks the session's bytes
+    /// and the relay's memory.
+    async fn survive<F: Future<Output = Result<()>>>(mut self, attack: impl FnOnce(Arc<Self>) -> F) -> Result<()> {
+        let mut log = std::mem::replace(&mut self.relay.log, tokio::sync::mpsc::unbounded_channel().1);
+        let log_task = tokio::spawn(async move {
+            let mut lines = Vec::new();
+            while let Some(line) = log.recv().await {
+                lines.push(line);
+            }
+            lines
+        });
+        let arena = Arc::new(self);
+        let honest = tokio::spawn(honest_session(arena.clone()));
+        let pid = arena.pid()?;
+        let watch = tokio::spawn(async move {
+            let mut peak = 0;
+            for _ in 0..600 {
+                match rss_kib(pid) {
+                    Ok(kib) => peak = peak.max(kib),
+                    Err(_) => break,
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            peak
+        });
+        let outcome = attack(arena.clone()).await;
+        if let Err(e) = outcome {
+            let alive = rss_kib(pid).is_ok();
+            if !alive {
+                let lines = log_task.await?;
+                eprintln!("relay log:\n{}", lines.join("\n"));
+            }
+            bail!("the attack did not get the expected reaction (relay alive: {alive}): {e:#}");
+        }
+        tokio::time::timeout(Duration::from_secs(120), honest).await.context("honest session hung")???;
+        let peak = rss_kib(pid)?.max({
+            watch.abort();
+            0
+        });
+        ensure!(peak < RSS_BOUND_KIB, "relay RSS {peak} KiB over the {RSS_BOUND_KIB} KiB bound");
+        eprintln!("relay RSS at the end: {peak} KiB");
+        let arena = Arc::into_inner(arena).context("arena still shared")?;
+        arena.host.shutdown().await;
+        Ok(())
+    }
+}
+
+/// 32 MiB through the relay to the echo service and back, compared byte for byte.
+async fn honest_session(arena: Arc<Arena>) -> Result<()> {
+    let data = pattern(32, HONEST_BYTES);
+    let session = arena.client.open_session().await?;
+    let (app, local) = tokio::io::duplex(256 * 1024);
+    let (r, w) = tokio::io::split(local);
+    let bridge = tokio::spawn(session.bridge(r, w));
+    let (mut app_r, mut app_w) = tokio::io::split(app);
+    let sent = data.clone();
+    let writer = tokio::spawn(async move {
+        app_w.write_all(&sent).await?;
+        app_w.shutdown().await
+    });
+    let mut back = Vec::with_capacity(HONEST_BYTES);
+    app_r.read_to_end(&mut back).await?;
+    writer.await??;
+    bridge.await??;
+    ensure!(back.len() == data.len(), "honest session got {} of {} bytes", back.len(), data.len());
+    ensure!(back == data, "honest session bytes altered");
+    Ok(())
+}
+
+/// Reads until the peer closes (EOF or error); fails if it stays open past `limit`.
+async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Result<()> {
+    let mut sink = [0u8; 4096];
+    tokio::time::timeout(limit, async {
+        loop {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .context("the relay kept the connection open")
+}
+
+/// A TLS client that accepts any certificate (the tests attack the relay, not the
+/// client's checks), with the given ALPN.
+fn tls_connector(alpn: &[u8]) -> tokio_rustls::TlsConnector {
+    #[derive(Debug)]
+    struct AnyCert(Arc<rustls::crypto::CryptoProvider>);
+    impl rustls::client::danger::ServerCertVerifier for AnyCert {
+        fn verify_server_cert(
+            &self,
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &[rustls::pki_types::CertificateDer<'_>],
+            _: &rustls::pki_types::ServerName<'_>,
+            _: &[u8],
+            _: rustls::pki_types::UnixTime,
+        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            m: &[u8],
+            c: &rustls::pki_types::CertificateDer<'_>,
+            d: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+        }
+        fn verify_tls13_signature(
+            &self,
+            m: &[u8],
+            c: &rustls::pki_types::CertificateDer<'_>,
+            d: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports TLS 1.3")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+async fn tls(arena: &Arena, alpn: &[u8]) -> Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(&arena.relay.addr).await?;
+    let name = rustls::pki_types::ServerName::try_from("localhost")?;
+    Ok(tls_connector(alpn).connect(name, tcp).await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_before_the_tls_and_quic_handshakes_is_shrugged_off() -> Result<()> {
+    Arena::start()
+        .await?
+        .survive(async |arena| {
+            let junk = pattern(7, 1200);
+            for _ in 0..200 {
+                let mut tcp = TcpStream::connect(&arena.relay.addr).await?;
+                tcp.write_all(&junk).await?;
+                closed_within(&mut tcp, Duration::from_secs(3)).await?;
+            }
+            let udp = UdpSocket::bind("127.0.0.1:0").await?;
+            for i in 0..2_000u64 {
+                udp.send_to(&pattern(i, 1200), &arena.relay.addr).await?;
+            }
+            Ok(())
+        })
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wrong_alpn_and_garbage_after_the_tls_handshake_are_closed() -> Result<()> {
+    Arena::start()
+        .await?
+        .survive(async |arena| {
+            for _ in 0..50 {
+                ensure!(tls(&arena, b"h2").await.is_err(), "a TLS client without ALPN ferry/1 was accepted");
+            }
+            for i in 0..100 {
+                let mut stream = tls(&arena, ferry_proto::ALPN).await?;
+                stream.write_all(&pattern(i, 3000)).await?;
+                stream.flush().await?;
+                let mut sink = [0u8; 1024];
+                tokio::time::timeout(Duration::from_secs(3), async {
+                    while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+                })
+                .await
+                .context("garbage after the TLS handshake left the connection open")?;
+            }
+            Ok(())
+        })
+        .await
+}
+
+/// A QUIC connection to the relay as a client would open it.
+async fn quic(arena: &Arena) -> Result<quinn::Connection> {
+    Ok(hop::connect(&arena.relay.relays(arena.relay.pin)[0], &HopOptions::client()).await?)
+}
+
+/// Sends `bytes` on a new stream and expects the relay to end the stream within `limit`
+/// without answering anything but (at most) a refusal.
+async fn stream_is_ended(conn: &quinn::Connection, bytes: &[u8], limit: Duration) -> Result<()> {
+    let (mut send, mut recv) = conn.open_bi().await?;
+    send.write_all(bytes).await?;
+    tokio::time::timeout(limit, async {
+        loop {
+            match recv.read_chunk(4096, true).await {
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => return,
+            }
+        }
+    })
+    .await
+    .context("the relay kept a bad stream open")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_truncated_and_garbage_control_frames_end_their_stream() -> Result<()> {
+    Arena::start()
+        .await?
+        .survive(async |arena| {
+            let conn = quic(&arena).await?;
+            // Oversized: announces 4097 bytes, one more than a control message may have.
+            let mut oversized = vec![0x10, 0x01];
+            oversized.extend(pattern(1, 4097));
+            // Garbage: not a frame at all.
+            let garbage = pattern(2, 300);
+            for _ in 0..50 {
+                stream_is_ended(&conn, &oversized, Duration::from_secs(3)).await?;
+                stream_is_ended(&conn, &garbage, Duration::from_secs(3)).await?;
+            }
+            // Truncated: a Connect frame cut short, then silence: ended by the timeout.
+            let started = Instant::now();
+            let mut cut = Message::Connect { host_id: PublicKey([1; 32]) }.to_vec()?;
+            cut.truncate(10);
+            let conn = quic(&arena).await?;
+            let mut streams = tokio::task::JoinSet::new();
+            for _ in 0..20 {
+                let (conn, cut) = (conn.clone(), cut.clone());
+                streams.spawn(
+                    async move { stream_is_ended(&conn, &cut, Duration::from_secs(HANDSHAKE_TIMEOUT + 2)).await },
+                );
+            }
+            while let Some(result) = streams.join_next().await {
+                result??;
+            }
+            ensure!(started.elapsed() >= Duration::from_secs(HANDSHAKE_TIMEOUT) - Duration::from_millis(200));
+            Ok(())
+        })
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_flood_for_unknown_hosts_gets_refusals() -> Result<()> {
+    Arena::start()
+        .await?
+        .survive(async |arena| {
+            let mut refused = 0;
+            for _ in 0..4 {
+                let conn = quic(&arena).await?;
+                for i in 0..250u8 {
+                    let (mut send, mut recv) = conn.open_bi().await?;
+                    send.write_all(&Message::Connect { host_id: PublicKey([i; 32]) }.to_vec()?).await?;
+                    let mut buf = BytesMut::new();
+                    let answer = tokio::time::timeout(Duration::from_secs(3), async {
+                        loop {
+                            if let Some(m) = Message::decode(&mut buf)? {
+                                return anyhow::Ok(m);
+                            }
+                            match recv.read_chunk(4096, true).await? {
+                                Some(c) => buf.extend_from_slice(&c.bytes),
+                                None => bail!("stream ended without an answer"),
+                            }
+                        }
+                    })
+                    .await??;
+                    ensure!(answer == Message::Refused { reason: RefuseReason::UnknownHost }, "{answer:?}");
+                    refused += 1;
+                }
+            }
+            ensure!(refused == 1_000);
+            Ok(())
+        })
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_open_connections_and_slow_loris_are_cut_at_the_handshake_timeout() -> Result<()> {
+    Arena::start()
+        .await?
+        .survive(async |arena| {
+            let limit = Duration::from_secs(HANDSHAKE_TIMEOUT + 2);
+            // Half-open: TCP connections that never say anything.
+            let mut silent = Vec::new();
+            for _ in 0..200 {
+                silent.push(TcpStream::connect(&arena.relay.addr).await?);
+            }
+            for stream in &mut silent {
+                closed_within(stream, limit).await?;
+            }
+            // Slow loris: a valid TLS hop that sends its first message one byte at a time.
+            let mut loris = Vec::new();
+            for _ in 0..20 {
+                loris.push(tls(&arena, ferry_proto::ALPN).await?);
+            }
+            let frame = Message::Connect { host_id: PublicKey([3; 32]) }.to_vec()?;
+            let started = Instant::now();
+            let mut cut = 0;
+            'bytes: for byte in frame.iter().take(frame.len() - 1) {
+                for stream in &mut loris {
+                    if stream.write_all(&[*byte]).await.is_err() || stream.flush().await.is_err() {
+                        cut += 1;
+                    }
+                }
+                if cut > 0 || started.elapsed() > limit {
+                    break 'bytes;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            for stream in &mut loris {
+                let mut sink = [0u8; 64];
+                tokio::time::timeout(limit, async { while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {} })
+                    .await
+                    .context("a slow-loris connection outlived the handshake timeout")?;
+            }
+            ensure!(
+                started.elapsed() < limit + Duration::from_secs(1),
+                "slow loris held on for {:?}",
+                started.elapsed()
+            );
+            Ok(())
+        })
+        .await
+}
