@@ -2,6 +2,8 @@
 //! processes are killed when their guard drops, and waits are on events with a deadline.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod impair;
+
 use std::process::Stdio;
 use std::time::Duration;
 
