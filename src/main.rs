@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use ferry::local::{LocalStack, echo_service, pattern_digest, send_and_digest, serve_connect};
 use ferry_client::identity::{default_dir, load_or_create_client_key};
 use ferry_client::{Client, HopOptions, Host, HostConfig, HostIdentity, Transport};
+use ferry_link::Congestion;
 use ferry_proto::{PublicKey, RelayAddr, RelayTrust, StaticKey, Ticket};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -65,6 +66,9 @@ enum Command {
         /// MiB to send (and receive back).
         #[arg(long, default_value_t = 256)]
         mib: u64,
+        /// QUIC congestion controller on every hop: bbr or cubic.
+        #[arg(long, default_value = "bbr")]
+        congestion: Congestion,
     },
 }
 
@@ -252,7 +256,7 @@ async fn run(command: Command) -> Result<()> {
             client.close().await;
             result?;
         }
-        Command::Demo { mib } => demo(mib).await?,
+        Command::Demo { mib, congestion } => demo(mib, congestion).await?,
     }
     Ok(())
 }
@@ -289,16 +293,18 @@ async fn host_run(config: HostConfig) -> Result<()> {
     Ok(())
 }
 
-async fn demo(mib: u64) -> Result<()> {
+async fn demo(mib: u64, congestion: Congestion) -> Result<()> {
     let bytes = mib * 1024 * 1024;
     let (service, _echo) = echo_service().await?;
-    let stack = LocalStack::start(service, |_| {}).await?;
+    let stack =
+        LocalStack::start_with(service, |r| r.congestion = congestion, |h| h.options.congestion = congestion).await?;
     println!(
         "relay on {} (pin {}), host registered, echo service on {service}",
         stack.relay.local_addr(),
         stack.relay.pin()
     );
-    let client = Arc::new(stack.client()?);
+    let options = HopOptions { congestion, ..HopOptions::client() };
+    let client = Arc::new(Client::new(stack.ticket.clone(), StaticKey::generate()?, options));
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let local = listener.local_addr()?;
     let connect = tokio::spawn(serve_connect(client.clone(), listener));

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferry_link::Congestion;
 use ferry_proto::RelayAddr;
 use quinn::{IdleTimeout, TransportConfig, VarInt};
 
@@ -28,6 +29,8 @@ pub struct HopOptions {
     pub stream_window: u32,
     /// Most streams the relay may open towards us at once (host: concurrent sessions).
     pub max_incoming_streams: u32,
+    /// QUIC congestion controller (BBR unless told otherwise; see `ferry_link::congestion`).
+    pub congestion: Congestion,
 }
 
 impl HopOptions {
@@ -39,6 +42,7 @@ impl HopOptions {
             connect_timeout: Duration::from_secs(5),
             stream_window: 1 << 20,
             max_incoming_streams: 1024,
+            congestion: Congestion::default(),
         }
     }
 
@@ -50,6 +54,7 @@ impl HopOptions {
             connect_timeout: Duration::from_secs(5),
             stream_window: 1 << 20,
             max_incoming_streams: 0,
+            congestion: Congestion::default(),
         }
     }
 
@@ -63,6 +68,7 @@ impl HopOptions {
             .receive_window(VarInt::from_u64(u64::from(self.stream_window) * 16).unwrap_or(VarInt::MAX))
             .max_concurrent_bidi_streams(VarInt::from_u32(self.max_incoming_streams))
             .max_concurrent_uni_streams(VarInt::from_u32(0));
+        self.congestion.apply(&mut t);
         Ok(t)
     }
 }

@@ -12,12 +12,15 @@
 //!
 //! # Layout
 //! - [`stream`]: [`LinkSend`] and [`LinkRecv`], the two halves of a hop stream.
+//! - [`congestion`]: [`Congestion`], the QUIC congestion controller (BBR by default, and why).
 //! - [`framed`]: [`Framed`], the receive half with its read-ahead buffer, for control
 //!   messages, handshake frames and records in turn.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod congestion;
 pub mod framed;
 pub mod stream;
 
+pub use congestion::Congestion;
 pub use framed::{Framed, FramedError};
 pub use stream::{LinkError, LinkRecv, LinkSend, TlsStream, split_tls};

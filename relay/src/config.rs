@@ -27,6 +27,8 @@ pub struct RelayConfig {
     pub quic: bool,
     /// Serve TLS over TCP, for networks that block UDP.
     pub tcp: bool,
+    /// QUIC congestion controller for what the relay sends.
+    pub congestion: ferry_link::Congestion,
     /// The relay's certificate chain and key.
     pub identity: TlsIdentity,
     /// Most bytes buffered per session per direction; also each stream's QUIC receive
@@ -60,6 +62,7 @@ impl RelayConfig {
             listen,
             quic: true,
             tcp: true,
+            congestion: ferry_link::Congestion::default(),
             identity,
             buffer_per_direction: DEFAULT_BUFFER_PER_DIRECTION,
             handshake_timeout: Duration::from_secs(10),

@@ -51,6 +51,8 @@ pub struct RelaySection {
     pub quic: bool,
     /// Serve TLS over TCP.
     pub tcp: bool,
+    /// QUIC congestion controller: `bbr` (robust to random loss) or `cubic`.
+    pub congestion: String,
     /// PEM certificate chain (with `key`); without it a self-signed one is kept in `state_dir`.
     pub cert: Option<PathBuf>,
     /// PEM private key.
@@ -75,6 +77,7 @@ impl Default for RelaySection {
             listen: DEFAULT_LISTEN.parse().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 4433))),
             quic: true,
             tcp: true,
+            congestion: "bbr".into(),
             cert: None,
             key: None,
             state_dir: None,
@@ -247,6 +250,9 @@ impl FileConfig {
         let r = &self.relay;
         if r.cert.is_some() != r.key.is_some() {
             return Err(("cert", "set both `cert` and `key`, or neither".into()));
+        }
+        if r.congestion.parse::<ferry_link::Congestion>().is_err() {
+            return Err(("congestion", "use `bbr` or `cubic`".into()));
         }
         if !r.quic && !r.tcp {
             return Err(("quic", "enable at least one of `quic` and `tcp`".into()));

@@ -43,5 +43,6 @@ fn transport_config(config: &RelayConfig) -> Result<TransportConfig, Error> {
         .max_idle_timeout(Some(
             IdleTimeout::try_from(config.idle_timeout).map_err(|_| Error::Config("idle timeout too large".into()))?,
         ));
+    config.congestion.apply(&mut t);
     Ok(t)
 }

@@ -154,6 +154,7 @@ fn relay_config(settings: &Settings) -> Result<RelayConfig> {
     let mut config = RelayConfig::new(r.listen, load_identity(file)?);
     config.quic = r.quic;
     config.tcp = r.tcp;
+    config.congestion = r.congestion.parse().map_err(anyhow::Error::msg)?;
     config.buffer_per_direction = usize::try_from(r.buffer_per_direction).context("buffer too large")?;
     config.max_sessions_per_connection = r.max_sessions_per_connection;
     config.handshake_timeout = Duration::from_secs(r.handshake_timeout_secs);
