@@ -161,4 +161,20 @@ mod tests {
         let (verifier, _) = RelayVerifier::start(&[0; 32], &hello).unwrap();
         assert!(verifier.verify(&[0; 64], &key.public()).is_err());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn random_registration_bytes_never_panic(
+            hello in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            proof in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+        ) {
+            let key = StaticKey::from_private([5; 32]);
+            let _ = RelayVerifier::start(&[0; 32], &hello);
+            let (_, good_hello) = HostProver::start(&key, &[0; 32]).unwrap();
+            let (verifier, _) = RelayVerifier::start(&[0; 32], &good_hello).unwrap();
+            proptest::prop_assert!(verifier.verify(&proof, &key.public()).is_err());
+            let (prover, _) = HostProver::start(&key, &[0; 32]).unwrap();
+            let _ = prover.answer(&hello);
+        }
+    }
 }

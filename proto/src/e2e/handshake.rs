@@ -159,4 +159,16 @@ mod tests {
         assert!(matches!(HostHandshake::read(&host, &secret, &hello), Err(Error::ClientRejected)));
         assert!(HostHandshake::read(&host, &secret, &[0; 10]).is_err());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn random_handshake_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)) {
+            let host = StaticKey::from_private([7; 32]);
+            let secret = TicketSecret([1; 32]);
+            let _ = HostHandshake::read(&host, &secret, &bytes);
+            let client = StaticKey::from_private([8; 32]);
+            let (handshake, _) = ClientHandshake::start(&host.public(), &secret, &client).unwrap();
+            let _ = handshake.finish(&bytes);
+        }
+    }
 }
