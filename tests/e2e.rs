@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Result;
-use common::{echo_stack, echo_stack_with};
-use ferry::local::{Pattern, pattern_digest, send_and_digest, serve_connect};
+use common::{echo_stack, echo_stack_with, local_port};
+use ferry::local::{Pattern, pattern_digest, send_and_digest};
 use ferry_client::{Client, Error, HopOptions, Host, HostConfig, HostIdentity};
 use ferry_proto::{CertPin, RefuseReason, RelayAddr, RelayTrust, StaticKey, Ticket, TicketSecret};
 use ferry_relay::{Relay, RelayConfig, TlsIdentity};
@@ -16,14 +16,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const MIB: u64 = 1024 * 1024;
-
-/// A `ferry connect`-style local port for `client`.
-async fn local_port(client: Client) -> Result<std::net::SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(serve_connect(Arc::new(client), listener));
-    Ok(addr)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_mib_each_way_arrive_byte_exact() -> Result<()> {

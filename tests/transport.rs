@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use common::{ferry, wait_for_line};
+use common::{ferry, local_port, wait_for_line};
 use ferry::local::{LocalStack, echo_service, pattern_digest, send_and_digest, serve_connect};
 use ferry_client::{Client, HopOptions, Transport};
 use ferry_proto::StaticKey;
@@ -16,13 +16,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const MIB: u64 = 1024 * 1024;
-
-async fn local_port(client: Client) -> Result<std::net::SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(serve_connect(Arc::new(client), listener));
-    Ok(addr)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_transport_combination_carries_16_mib_each_way() -> Result<()> {

@@ -75,3 +75,11 @@ pub async fn read_message(recv: &mut quinn::RecvStream, buf: &mut BytesMut) -> R
     })
     .await?
 }
+
+/// A `ferry connect`-style local port for `client`: each connection becomes a session.
+pub async fn local_port(client: ferry_client::Client) -> Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(ferry::local::serve_connect(std::sync::Arc::new(client), listener));
+    Ok(addr)
+}
