@@ -739,7 +739,17 @@ async fn start_ferry(service: SocketAddr, transport: Transport) -> Result<Runnin
     let bin = ferry_relay_binary()?;
     let dir = tempfile::tempdir()?;
     let log = std::fs::File::create(dir.path().join("relay.log"))?;
+    // Limits high enough that the harness measures the relay, not its abuse protection
+    // (10,000 sessions through one host; a new TCP connection per session from one IP).
+    let config = dir.path().join("relay.toml");
+    std::fs::write(
+        &config,
+        "[admin]\nenabled = false\n[limits]\nmax_sessions_per_host = 100000\nmax_pending_handshakes = 65536\n\
+         connections_per_minute_per_source = 0\nbuffer_budget = 68719476736\n",
+    )?;
     let mut child = Command::new(&bin)
+        .arg("--config")
+        .arg(&config)
         .args(["--listen", "127.0.0.1:0", "--log", "warn", "--state-dir"])
         .arg(dir.path().join("state"))
         .stdin(Stdio::null())
