@@ -23,4 +23,4 @@ pub mod stream;
 
 pub use congestion::Congestion;
 pub use framed::{Framed, FramedError};
-pub use stream::{LinkError, LinkRecv, LinkSend, TlsReadBuf, TlsStream, split_tls};
+pub use stream::{LinkError, LinkRecv, LinkSend, TlsStream, split_tls};

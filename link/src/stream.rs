@@ -2,7 +2,7 @@
 //!
 //! QUIC hands out received data as `Bytes` chunks and takes `Bytes` to send, so data is
 //! moved, not copied. TLS decrypts into a reused `BytesMut` whose filled part is split off
-//! as `Bytes` (see [`TlsReadBuf`]); rustls copies on encryption in any case.
+//! as `Bytes`; rustls copies on encryption in any case.
 
 use bytes::{Bytes, BytesMut};
 use quinn::{ReadError, RecvStream, SendStream, VarInt, WriteError};
@@ -12,10 +12,8 @@ use tokio::net::TcpStream;
 /// A TLS connection to or from a relay (client or server side).
 pub type TlsStream = tokio_rustls::TlsStream<TcpStream>;
 
-/// Most bytes taken from a hop per read call.
+/// Bytes read from a TLS link per call.
 const TLS_READ: usize = 64 * 1024;
-/// Smallest TLS read buffer: what an idle session holds while it waits.
-const TLS_READ_MIN: usize = 4 * 1024;
 
 /// Why a hop stream failed.
 #[derive(Debug, thiserror::Error)]
@@ -52,46 +50,13 @@ pub enum LinkRecv {
     /// A QUIC stream.
     Quic(RecvStream),
     /// A TLS connection's read half and its decrypt buffer.
-    Tls(ReadHalf<TlsStream>, TlsReadBuf),
-}
-
-/// The decrypt buffer of a TLS link, sized to the traffic: an idle or chatty session holds
-/// 4 KiB, a bulk transfer grows it to 64 KiB (a read that fills it doubles the next one; a
-/// short read halves it), so thousands of idle sessions cost little memory.
-pub struct TlsReadBuf {
-    buf: BytesMut,
-    want: usize,
-}
-
-impl TlsReadBuf {
-    fn new() -> Self {
-        Self { buf: BytesMut::new(), want: TLS_READ_MIN }
-    }
-
-    /// Reads at most the current size from `r`; returns the bytes (empty at end of stream).
-    async fn read(&mut self, r: &mut ReadHalf<TlsStream>) -> Result<Bytes, LinkError> {
-        let mut buf = std::mem::take(&mut self.buf);
-        self.read_into(r, &mut buf).await?;
-        let bytes = buf.split().freeze();
-        self.buf = buf;
-        Ok(bytes)
-    }
-
-    /// Appends at most the current size from `r` to `dst`; returns how many (0 at end).
-    async fn read_into(&mut self, r: &mut ReadHalf<TlsStream>, dst: &mut BytesMut) -> Result<usize, LinkError> {
-        if dst.capacity() - dst.len() < self.want {
-            dst.reserve(self.want);
-        }
-        let n = r.read_buf(&mut bytes::BufMut::limit(&mut *dst, self.want)).await?;
-        self.want = if n == self.want { (self.want * 2).min(TLS_READ) } else { (self.want / 2).max(TLS_READ_MIN) };
-        Ok(n)
-    }
+    Tls(ReadHalf<TlsStream>, BytesMut),
 }
 
 /// Splits a TLS connection into link halves.
 pub fn split_tls(tls: TlsStream) -> (LinkSend, LinkRecv) {
     let (read, write) = tokio::io::split(tls);
-    (LinkSend::Tls(write), LinkRecv::Tls(read, TlsReadBuf::new()))
+    (LinkSend::Tls(write), LinkRecv::Tls(read, BytesMut::new()))
 }
 
 impl LinkSend {
@@ -157,7 +122,10 @@ impl LinkRecv {
                 Ok(None) => Ok(false),
                 Err(e) => Err(read_error(e)),
             },
-            Self::Tls(r, sizing) => Ok(sizing.read_into(r, buf).await? > 0),
+            Self::Tls(r, _) => {
+                buf.reserve(TLS_READ);
+                Ok(r.read_buf(buf).await? > 0)
+            }
         }
     }
 
@@ -167,11 +135,13 @@ impl LinkRecv {
         match self {
             Self::Quic(r) => r.read_chunks(bufs).await.map_err(read_error),
             Self::Tls(r, scratch) => {
-                let bytes = scratch.read(r).await?;
-                if bytes.is_empty() {
+                if scratch.capacity() - scratch.len() < TLS_READ / 4 {
+                    scratch.reserve(TLS_READ);
+                }
+                if r.read_buf(scratch).await? == 0 {
                     return Ok(None);
                 }
-                bufs[0] = bytes;
+                bufs[0] = scratch.split().freeze();
                 Ok(Some(1))
             }
         }
