@@ -238,6 +238,11 @@ impl Relay {
         *self.shared.live.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(Live { policy, limits });
     }
 
+    /// The number of running sessions; await `wait_for` on it instead of polling.
+    pub fn active_sessions(&self) -> watch::Receiver<usize> {
+        self.shared.active_sessions.subscribe()
+    }
+
     /// The metrics in Prometheus text format (what `/metrics` serves).
     pub fn metrics_text(&self) -> String {
         self.shared.metrics.render()
