@@ -90,6 +90,7 @@ async fn downstream<W: AsyncWrite + Unpin>(recv: &mut Framed, mut opener: Opener
                 Record::Fin => {
                     local.flush().await?;
                     local.shutdown().await?;
+                    drain_to_end(recv).await;
                     return Ok(total);
                 }
             }
@@ -102,4 +103,17 @@ async fn downstream<W: AsyncWrite + Unpin>(recv: &mut Framed, mut opener: Opener
             ));
         }
     }
+}
+
+/// After the peer's `Fin`, reads on to the hop's own end of stream (the peer finishes right
+/// behind it). Over TLS this matters: closing a TCP socket with unread bytes in it (the
+/// peer's `close_notify`) sends a reset, which can destroy data still on its way to the
+/// relay. Bounded; anything after `Fin` is dropped (the record layer already refuses it).
+async fn drain_to_end(recv: &mut Framed) {
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while let Ok(true) = recv.fill().await {
+            recv.buf.clear();
+        }
+    })
+    .await;
 }
