@@ -172,7 +172,7 @@ async fn register(config: &HostConfig, relay: &RelayAddr) -> Result<(Arc<RelayHo
         token: config.token.clone().map(RegistrationToken),
         handshake: hello,
     };
-    send.send(&register.to_vec()?).await?;
+    send.send_message(&register).await?;
     let mut recv = Framed::new(recv);
     let challenge = match recv.message(config.handshake_timeout).await? {
         Message::Challenge { handshake } => handshake,
@@ -182,7 +182,7 @@ async fn register(config: &HostConfig, relay: &RelayAddr) -> Result<(Arc<RelayHo
         }
     };
     let proof = prover.answer(&challenge)?;
-    send.send(&Message::Proof { handshake: proof }.to_vec()?).await?;
+    send.send_message(&Message::Proof { handshake: proof }).await?;
     match recv.message(config.handshake_timeout).await? {
         Message::Registered => Ok((Arc::new(hop), Control { send, recv })),
         Message::Refused { reason } => Err(Error::Refused(reason)),
@@ -261,7 +261,7 @@ async fn accept_stream(quic: Option<&quinn::Connection>) -> Result<(quinn::SendS
 /// A TCP relay announced a session: dial back, attach, then serve it.
 async fn attach_session(config: &HostConfig, hop: &RelayHop, session: u64) -> Result<(), Error> {
     let HopStream { mut send, recv, .. } = hop.open_stream().await?;
-    send.send(&Message::Attach { session }.to_vec()?).await?;
+    send.send_message(&Message::Attach { session }).await?;
     serve_session(config, send, Framed::new(recv)).await
 }
 

@@ -65,7 +65,7 @@ pub(crate) async fn serve(
     let Ok((verifier, challenge)) = RelayVerifier::start(&exporter, &hello) else {
         return control::refuse(&mut send, RefuseReason::BadProof, metrics).await;
     };
-    control::write(&mut send, &Message::Challenge { handshake: challenge }).await?;
+    send.send_message(&Message::Challenge { handshake: challenge }).await?;
     let proof = match control.message(shared.config.handshake_timeout).await? {
         Message::Proof { handshake } => handshake,
         _ => return control::refuse(&mut send, RefuseReason::BadProof, metrics).await,
@@ -86,12 +86,12 @@ pub(crate) async fn serve(
     metrics.host_registered();
     debug!("host registered");
     let outcome = async {
-        control::write(&mut send, &Message::Registered).await?;
+        send.send_message(&Message::Registered).await?;
         loop {
             tokio::select! {
                 biased;
                 _ = shared.draining.cancelled() => {
-                    let _ = control::write(&mut send, &Message::GoingAway).await;
+                    let _ = send.send_message(&Message::GoingAway).await;
                     return Ok(());
                 }
                 _ = cancel.cancelled() => return Ok(()),
@@ -100,7 +100,7 @@ pub(crate) async fn serve(
                 // not, ends the registration.
                 _ = control.message_unbounded() => return Ok(()),
                 Some(session) = incoming.recv() => {
-                    control::write(&mut send, &Message::Incoming { session }).await?;
+                    send.send_message(&Message::Incoming { session }).await?;
                 }
             }
         }

@@ -13,7 +13,7 @@
 //! - `pump`: the bounded, zero-copy splice of two streams.
 //! - `registry`: host id → how to reach the host (QUIC connection or TCP control task).
 //! - `attach`: sessions waiting for a TCP host to dial back.
-//! - `control`: writing control messages and refusals.
+//! - `control`: refusals, counted in the metrics.
 //! - [`config`]: [`RelayConfig`] and its defaults; [`config_file`]: the TOML file, checked.
 //! - [`policy`]: open/closed registration, hashed tokens, host rules, tier assignment.
 //! - [`limits`]: buffer budget, per-host sessions, per-source connection rate.

@@ -49,7 +49,7 @@ pub(crate) async fn serve(
     let Some((host_send, host_recv, host_first)) = open_to_host(&shared, host.link, session).await else {
         return control::refuse(&mut client_send, RefuseReason::UnknownHost, metrics).await;
     };
-    control::write(&mut client_send, &Message::Accepted).await?;
+    client_send.send_message(&Message::Accepted).await?;
 
     let _active = shared.session_started();
     let started = Instant::now();
@@ -82,7 +82,7 @@ async fn open_to_host(shared: &Shared, link: HostLink, session: u64) -> Option<(
         HostLink::Quic(conn) => {
             let (send, recv) = conn.open_bi().await.ok()?;
             let mut send = LinkSend::Quic(send);
-            control::write(&mut send, &Message::Incoming { session }).await.ok()?;
+            send.send_message(&Message::Incoming { session }).await.ok()?;
             Some((send, LinkRecv::Quic(recv), Bytes::new()))
         }
         HostLink::Tcp(announce) => {
