@@ -598,9 +598,12 @@ fn raise_nofile() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
+/// `N` distinct free loopback ports for forwarders that take a port number, not a
+/// listener (all held until all are picked, so none repeats).
+fn free_ports<const N: usize>() -> Result<[u16; N]> {
+    let held = (0..N).map(|_| std::net::TcpListener::bind("127.0.0.1:0")).collect::<std::io::Result<Vec<_>>>()?;
+    let ports = held.iter().map(|l| l.local_addr().map(|a| a.port())).collect::<std::io::Result<Vec<_>>>()?;
+    ports.try_into().map_err(|_| anyhow::anyhow!("could not pick {N} ports"))
 }
 
 /// Waits until one echo exchange works through `entry` (the forwarder is ready).
@@ -818,7 +821,7 @@ fn new_client(ticket: &Ticket, transport: Transport) -> Result<Client> {
 
 async fn start_socat(service: SocketAddr) -> Result<Running> {
     let bin = socat_binary()?;
-    let port = free_port()?;
+    let [port] = free_ports()?;
     let child = Command::new(bin)
         .arg(format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,nodelay,backlog=1024"))
         .arg(format!("TCP:{service},nodelay"))
@@ -858,8 +861,7 @@ async fn start_rathole(service: SocketAddr) -> Result<Running> {
     let bin = rathole_binary()?;
     let dir = tempfile::tempdir()?;
     let (private, public) = rathole_keys(&bin).await?;
-    let control = free_port()?;
-    let visitor = free_port()?;
+    let [control, visitor] = free_ports()?;
     let token = "ferry-bench-token";
     let server_toml = format!(
         "[server]\nbind_addr = \"127.0.0.1:{control}\"\n\n\

@@ -217,10 +217,26 @@ async fn wrong_name_expired_and_foreign_ca_certificates_are_refused_by_name() ->
     Ok(())
 }
 
-/// A free loopback TCP port (bound and released: pebble and the challenge listener
-/// need the number before either binds it).
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// `N` distinct free loopback TCP ports for pebble and the challenge listener, which
+/// need the numbers before either binds them. They are drawn below the kernel's
+/// ephemeral range (32768+), so no outgoing connection of a test running alongside can
+/// take one in the gap, and all are held until all are picked, so none repeats.
+fn free_ports<const N: usize>() -> Result<[u16; N]> {
+    use ring::rand::{SecureRandom, SystemRandom};
+    let mut held = Vec::with_capacity(N);
+    for _ in 0..1000 {
+        if held.len() == N {
+            break;
+        }
+        let mut bytes = [0u8; 2];
+        SystemRandom::new().fill(&mut bytes).map_err(|_| anyhow::anyhow!("no randomness"))?;
+        let port = 20_000 + u16::from_le_bytes(bytes) % 12_000;
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            held.push(listener);
+        }
+    }
+    let ports: Vec<u16> = held.iter().map(|l| l.local_addr().map(|a| a.port())).collect::<Result<_, _>>()?;
+    ports.try_into().map_err(|_| anyhow::anyhow!("no {N} free loopback ports in 20000-31999"))
 }
 
 /// pebble (Debian's package, installed by `scripts/test.sh`) on loopback, killed on drop.
@@ -228,12 +244,14 @@ struct Pebble {
     _child: tokio::process::Child,
     directory: String,
     root: std::path::PathBuf,
+    /// Where pebble validates HTTP-01: the challenge listener must bind it.
+    http_port: u16,
 }
 
 /// Starts pebble with its own HTTPS certificate from a fresh CA (whose root the ACME
-/// client is told to trust) and HTTP-01 validation against `http_port` on loopback, or
+/// client is told to trust) and HTTP-01 validation against a free loopback port (`http_port`), or
 /// returns `None` (after saying so) when pebble is not installed.
-async fn start_pebble(dir: &Path, http_port: u16) -> Result<Option<Pebble>> {
+async fn start_pebble(dir: &Path) -> Result<Option<Pebble>> {
     if std::process::Command::new("pebble").arg("-h").output().is_err() {
         eprintln!("SKIPPED: pebble is not installed (scripts/test.sh installs it with apt-get); ACME not tested");
         return Ok(None);
@@ -241,14 +259,14 @@ async fn start_pebble(dir: &Path, http_port: u16) -> Result<Option<Pebble>> {
     let ca = CertAuthority::generate(&CaOptions { name: "pebble test root".into(), ..CaOptions::default() })?;
     let (root, _) = ca.write(&dir.join("pebble-ca"), false)?;
     let (cert, key) = ca.issue(&leaf(&["localhost"], &["127.0.0.1"], 2))?.write(&dir.join("pebble-https"), false)?;
-    let (listen, management) = (free_port()?, free_port()?);
+    let [listen, management, tls, http_port] = free_ports()?;
     let config = format!(
         r#"{{"pebble": {{"listenAddress": "127.0.0.1:{listen}", "managementListenAddress": "127.0.0.1:{management}",
             "certificate": "{}", "privateKey": "{}", "httpPort": {http_port}, "tlsPort": {},
             "ocspResponderURL": "", "externalAccountBindingRequired": false}}}}"#,
         cert.display(),
         key.display(),
-        free_port()?
+        tls
     );
     let config_path = dir.join("pebble.json");
     std::fs::write(&config_path, config)?;
@@ -274,7 +292,7 @@ async fn start_pebble(dir: &Path, http_port: u16) -> Result<Option<Pebble>> {
     if let Some(mut out) = child.stdout.take() {
         tokio::spawn(async move { tokio::io::copy(&mut out, &mut tokio::io::sink()).await });
     }
-    Ok(Some(Pebble { _child: child, directory: format!("https://127.0.0.1:{listen}/dir"), root }))
+    Ok(Some(Pebble { _child: child, directory: format!("https://127.0.0.1:{listen}/dir"), root, http_port }))
 }
 
 /// Issue item 3: a certificate from a real ACME server over HTTP-01 on loopback, served
@@ -285,8 +303,7 @@ async fn acme_certificate_from_pebble_is_served_by_the_relay() -> Result<()> {
     use ferry_relay::acme::{self, AcmeRequest, Challenge};
 
     let dir = tempfile::tempdir()?;
-    let http_port = free_port()?;
-    let Some(pebble) = start_pebble(dir.path(), http_port).await? else {
+    let Some(pebble) = start_pebble(dir.path()).await? else {
         return Ok(());
     };
     let out = dir.path().join("relay");
@@ -295,7 +312,7 @@ async fn acme_certificate_from_pebble_is_served_by_the_relay() -> Result<()> {
         domains: vec!["localhost".into()],
         email: Some("operator@example.org".into()),
         out: out.clone(),
-        challenge: Challenge::Http01(([127, 0, 0, 1], http_port).into()),
+        challenge: Challenge::Http01(([127, 0, 0, 1], pebble.http_port).into()),
         ca_root: Some(pebble.root.clone()),
         alg: KeyAlg::EcdsaP256,
         timeout: Duration::from_secs(30),

@@ -68,16 +68,22 @@ async fn an_http_service_answers_curl_through_ferry_connect() -> Result<()> {
     Pattern::new(80).fill(&mut page);
     std::fs::write(www.join("movie.bin"), &page)?;
 
-    let http_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    // Port 0: the server picks a free port and names it ("Serving HTTP on 127.0.0.1 port N ...").
     let mut http = tokio::process::Command::new("python3")
-        .args(["-m", "http.server", "--bind", "127.0.0.1", &http_port.to_string()])
+        .args(["-u", "-m", "http.server", "--bind", "127.0.0.1", "0"])
         .current_dir(&www)
         .kill_on_drop(true)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .context("python3 is needed for this test")?;
-    wait_for_line(&mut http, "Serving HTTP", Duration::from_secs(10)).await?;
+    let serving = wait_for_line(&mut http, "Serving HTTP", Duration::from_secs(10)).await?;
+    let http_port: u16 = serving
+        .split_whitespace()
+        .skip_while(|word| *word != "port")
+        .nth(1)
+        .and_then(|port| port.parse().ok())
+        .with_context(|| format!("a port in {serving:?}"))?;
 
     let _host = s.host(&format!("127.0.0.1:{http_port}")).await?;
     let ticket = s.ticket().await?;
