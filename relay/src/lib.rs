@@ -28,6 +28,7 @@
 
 pub mod acme;
 mod admin;
+pub mod allocator;
 mod attach;
 pub mod certs;
 pub mod config;
