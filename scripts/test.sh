@@ -4,10 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The end-to-end tests drive a real HTTP server (python3 -m http.server) and client (curl).
+# The end-to-end tests drive a real HTTP server (python3 -m http.server) and client (curl);
+# the network-namespace tests (tests/network.rs) need `ip` and python3 for the link emulator.
 missing=()
 command -v curl >/dev/null || missing+=(curl)
 command -v python3 >/dev/null || missing+=(python3)
+command -v ip >/dev/null || missing+=(iproute2)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing test tools: ${missing[*]}"
   apt-get update -qq && apt-get install -y -qq "${missing[@]}"

@@ -201,3 +201,67 @@ async fn a_client_on_a_network_without_udp_falls_back_to_tcp_within_a_second() -
     relay.done.await??;
     Ok(())
 }
+
+/// Issue 7's fault suite, over TLS/TCP, which the loopback UDP impairment in
+/// `tests/faults.rs` cannot cut: the client's network goes dark for 10 s in the middle of
+/// a session; TCP retransmits, nothing times out (the relay's idle-session timeout is
+/// longer) and the session carries on intact afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_session_rides_out_a_ten_second_blackhole() -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let machines = [Machine::new("relay", &[]), Machine::new("host", &[]), Machine::new("client", &["delay=5"])];
+    let Some(mut lab) = NetLab::start(&machines).await? else {
+        return Ok(());
+    };
+    let relay = start_relay(&lab).await?;
+    let (ticket, stop_host, host_done) = start_host(&lab, &relay, Transport::Tcp).await?;
+
+    let (round_done, mut rounds) = tokio::sync::mpsc::channel::<usize>(1);
+    let (go_on, mut resume) = tokio::sync::mpsc::channel::<()>(1);
+    let session = lab.run_on("client", move || async move {
+        let client = std::sync::Arc::new(
+            Client::new(ticket, StaticKey::generate()?, HopOptions::client()).with_transport(Transport::Tcp),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let local = listener.local_addr()?;
+        tokio::spawn(serve_connect(client, listener));
+        let mut stream = TcpStream::connect(local).await?;
+        let mut pattern = ferry::local::Pattern::new(74);
+        let (mut sent, mut back) = (vec![0u8; MIB as usize], vec![0u8; MIB as usize]);
+        for round in 0..4 {
+            pattern.fill(&mut sent);
+            stream.write_all(&sent).await?;
+            stream.read_exact(&mut back).await?;
+            anyhow::ensure!(sent == back, "round {round} came back altered");
+            round_done.send(round).await?;
+            resume.recv().await.context("the test ended")?;
+        }
+        Ok(())
+    });
+
+    for round in 0..4 {
+        let finished = tokio::time::timeout(Duration::from_secs(60), rounds.recv()).await?;
+        assert_eq!(finished, Some(round), "round {round} did not finish");
+        if round == 1 {
+            // The next round is written into the dark: its bytes wait in TCP's
+            // retransmission queue until the link is back.
+            lab.set("client", &["loss=1"]).await?;
+            go_on.send(()).await?;
+            // The fault itself lasts 10 s; this sleep is the outage, not a synchronisation.
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            lab.set("client", &["loss=0"]).await?;
+        } else {
+            go_on.send(()).await?;
+        }
+    }
+    session.await??;
+    let stats = lab.stats().await?;
+    let client = stats.iter().find(|s| s.name == "client").context("client stats")?;
+    assert!(client.dropped > 0, "the blackhole dropped nothing: {stats:?}");
+
+    let _ = stop_host.send(());
+    host_done.await??;
+    let _ = relay.stop.send(());
+    relay.done.await??;
+    Ok(())
+}
