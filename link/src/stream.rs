@@ -68,13 +68,15 @@ impl LinkSend {
         }
     }
 
-    /// Sends every chunk in `chunks`, in order.
+    /// Sends every chunk in `chunks`, in order, taking them (they are left empty).
     pub async fn write_chunks(&mut self, chunks: &mut [Bytes]) -> Result<(), LinkError> {
         match self {
             Self::Quic(s) => s.write_all_chunks(chunks).await.map_err(write_error),
             Self::Tls(w) => {
-                for chunk in chunks.iter() {
-                    w.write_all(chunk).await?;
+                // Taken, not borrowed, like QUIC does: a written chunk must not pin its
+                // read buffer (64 KiB) while the session waits for its next bytes.
+                for chunk in chunks.iter_mut() {
+                    w.write_all(&std::mem::take(chunk)).await?;
                 }
                 // tokio-rustls buffers plaintext; push the records out now.
                 Ok(w.flush().await?)
