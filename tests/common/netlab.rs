@@ -53,8 +53,9 @@ impl LinkStats {
 }
 
 pub struct NetLab {
-    namespaces: Vec<(&'static str, String, Ipv4Addr)>,
     emulator: Child,
+    // Declared after `emulator`, so dropped after it: the namespaces go last.
+    namespaces: Namespaces,
     commands: ChildStdin,
     output: Lines<BufReader<ChildStdout>>,
 }
@@ -70,17 +71,17 @@ impl NetLab {
             return Ok(None);
         }
         let lab = LABS.fetch_add(1, Ordering::Relaxed);
-        let mut namespaces = Vec::new();
+        // Removed again on drop, also when a step below fails.
+        let mut namespaces = Namespaces(Vec::new());
         let mut args = vec![concat!(env!("CARGO_MANIFEST_DIR"), "/tests/netlab/linkemu.py").to_owned()];
         for (i, machine) in machines.iter().enumerate() {
             let netns = format!("ferry-{}-{lab}-{}", std::process::id(), machine.name);
             let addr = Ipv4Addr::new(10, 201, 0, i as u8 + 1);
             run_ip(&["netns", "add", &netns]).await?;
-            namespaces.push((machine.name, netns.clone(), addr));
+            namespaces.0.push((machine.name, netns.clone(), addr));
             args.extend(["--node".into(), machine.name.into(), netns, addr.to_string()]);
             args.extend(machine.link.iter().cloned());
         }
-        // From here on, dropping `lab` removes the namespaces again.
         let mut emulator = tokio::process::Command::new("python3")
             .args(&args)
             .stdin(Stdio::piped())
@@ -90,7 +91,7 @@ impl NetLab {
             .context("starting tests/netlab/linkemu.py with python3")?;
         let commands = emulator.stdin.take().context("emulator stdin")?;
         let output = BufReader::new(emulator.stdout.take().context("emulator stdout")?).lines();
-        let mut lab = Self { namespaces, emulator, commands, output };
+        let mut lab = Self { emulator, namespaces, commands, output };
         let ready = tokio::time::timeout(Duration::from_secs(10), lab.output.next_line()).await;
         match ready {
             Ok(Ok(Some(line))) if line == "ready" => Ok(Some(lab)),
@@ -100,7 +101,7 @@ impl NetLab {
 
     /// The address of a machine on the lab network.
     pub fn addr(&self, machine: &str) -> Ipv4Addr {
-        self.namespaces.iter().find(|(name, ..)| *name == machine).map(|m| m.2).expect("a machine of this lab")
+        self.namespaces.0.iter().find(|(name, ..)| *name == machine).map(|m| m.2).expect("a machine of this lab")
     }
 
     /// Runs `task` on `machine`: on a thread inside its namespace, on a runtime of its
@@ -112,7 +113,7 @@ impl NetLab {
         T: Send + 'static,
     {
         let netns =
-            self.namespaces.iter().find(|(name, ..)| *name == machine).expect("a machine of this lab").1.clone();
+            self.namespaces.0.iter().find(|(name, ..)| *name == machine).expect("a machine of this lab").1.clone();
         let (done, result) = oneshot::channel();
         std::thread::spawn(move || {
             let outcome = enter(&netns).and_then(|()| {
@@ -136,7 +137,7 @@ impl NetLab {
         self.commands.write_all(b"stats\n").await?;
         self.commands.flush().await?;
         let mut stats = Vec::new();
-        while stats.len() < self.namespaces.len() {
+        while stats.len() < self.namespaces.0.len() {
             let line = self.output.next_line().await?.context("the link emulator exited")?;
             let field = |key: &str| {
                 line.split_whitespace().find_map(|w| w.strip_prefix(key)).and_then(|v| v.parse().ok()).unwrap_or(0)
@@ -156,7 +157,15 @@ impl NetLab {
 impl Drop for NetLab {
     fn drop(&mut self) {
         let _ = self.emulator.start_kill();
-        for (_, netns, _) in &self.namespaces {
+    }
+}
+
+/// The lab's namespaces as (machine, namespace, address); deleted on drop.
+struct Namespaces(Vec<(&'static str, String, Ipv4Addr)>);
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for (_, netns, _) in &self.0 {
             let _ = std::process::Command::new("ip").args(["netns", "del", netns]).status();
         }
     }
