@@ -75,7 +75,7 @@ fn parse_args() -> Result<Opts> {
             }
             "-h" | "--help" => {
                 println!(
-                    "cargo bench --bench soak -- [--sessions N (100000)] [--wave W (2000)] [--clients C (W/500)] [--host-streams S (2W+64)]\n\
+                    "cargo bench --bench soak -- [--sessions N (100000)] [--wave W (2000)] [--clients C (W/500)] [--host-streams S (W+64, at least 1024)]\n\
                      \x20   [--transport quic|tcp (quic)] [--payload BYTES (64)] [--max-minutes M (15)]"
                 );
                 std::process::exit(0);
@@ -91,10 +91,9 @@ fn parse_args() -> Result<Opts> {
         opts.clients = opts.wave.div_ceil(500).max(1);
     }
     if opts.host_streams == 0 {
-        // Twice a wave: the host returns the stream credit of a closed wave's sessions
-        // only some time after they closed (see docs/soak.md), so a wave started at once
-        // would otherwise wait up to the client's 10 s handshake timeout for streams.
-        opts.host_streams = u32::try_from(2 * opts.wave + 64).unwrap_or(u32::MAX).max(1024);
+        // One wave plus a margin: ferry_link::credit keeps that many openable right after
+        // the previous wave closed (quinn returns stream credit in batches).
+        opts.host_streams = u32::try_from(opts.wave + 64).unwrap_or(u32::MAX).max(1024);
     }
     Ok(opts)
 }

@@ -27,7 +27,9 @@ pub struct HopOptions {
     pub connect_timeout: Duration,
     /// Receive window per stream (bytes): how far the peer may run ahead of our reader.
     pub stream_window: u32,
-    /// Most streams the relay may open towards us at once (host: concurrent sessions).
+    /// Streams the relay can always open towards us at once (host: concurrent sessions);
+    /// QUIC's limit is set up to a seventh higher so that quinn's batched credit never
+    /// leaves fewer (`ferry_link::credit`). 0 for a client: the relay opens none.
     pub max_incoming_streams: u32,
     /// QUIC congestion controller (BBR unless told otherwise; see `ferry_link::congestion`).
     pub congestion: Congestion,
@@ -66,7 +68,7 @@ impl HopOptions {
             .max_idle_timeout(Some(idle))
             .stream_receive_window(VarInt::from_u32(self.stream_window))
             .receive_window(VarInt::from_u64(u64::from(self.stream_window) * 16).unwrap_or(VarInt::MAX))
-            .max_concurrent_bidi_streams(VarInt::from_u32(self.max_incoming_streams))
+            .max_concurrent_bidi_streams(ferry_link::credit::stream_limit(self.max_incoming_streams))
             .max_concurrent_uni_streams(VarInt::from_u32(0));
         self.congestion.apply(&mut t);
         Ok(t)

@@ -18,6 +18,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod congestion;
+pub mod credit;
 pub mod framed;
 pub mod stream;
 

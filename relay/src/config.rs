@@ -39,7 +39,9 @@ pub struct RelayConfig {
     pub handshake_timeout: Duration,
     /// A connection silent for this long is closed (peers send keep-alives well within it).
     pub idle_timeout: Duration,
-    /// Most sessions (streams) one client connection may have open at once.
+    /// Sessions (streams) one client connection can always have open at once; QUIC's limit
+    /// is set up to a seventh higher so that quinn's batched credit never leaves fewer
+    /// (`ferry_link::credit`).
     pub max_sessions_per_connection: u32,
     /// Access rules and bandwidth tiers (reloadable).
     pub policy: Policy,

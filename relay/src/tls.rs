@@ -35,7 +35,7 @@ fn transport_config(config: &RelayConfig) -> Result<TransportConfig, Error> {
     let window = config.buffer_per_direction as u64;
     let varint = |v: u64| VarInt::from_u64(v).map_err(|_| Error::Config("window too large".into()));
     let mut t = TransportConfig::default();
-    t.max_concurrent_bidi_streams(VarInt::from_u32(config.max_sessions_per_connection))
+    t.max_concurrent_bidi_streams(ferry_link::credit::stream_limit(config.max_sessions_per_connection))
         .max_concurrent_uni_streams(VarInt::from_u32(0))
         .stream_receive_window(varint(window)?)
         .receive_window(varint(window.saturating_mul(16))?)
