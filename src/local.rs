@@ -77,7 +77,12 @@ pub async fn wait_registered(host: &Host, count: u64) -> Result<()> {
 /// An echo service on `127.0.0.1:0`: every connection gets its bytes back, and its
 /// write side is closed when the reader reaches end of stream (half-close respected).
 pub async fn echo_service() -> Result<(SocketAddr, JoinHandle<()>)> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    echo_service_on(([127, 0, 0, 1], 0).into()).await
+}
+
+/// [`echo_service`] on another address (a test network's own, say).
+pub async fn echo_service_on(bind: SocketAddr) -> Result<(SocketAddr, JoinHandle<()>)> {
+    let listener = TcpListener::bind(bind).await?;
     let addr = listener.local_addr()?;
     let task = tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {

@@ -9,12 +9,13 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use common::local_port;
 use common::netlab::{Machine, NetLab};
-use ferry::local::{echo_service, pattern_digest, send_and_digest, serve_connect, wait_registered};
+use ferry::local::{echo_service, echo_service_on, pattern_digest, send_and_digest, wait_registered};
 use ferry_client::{Client, HopOptions, Host, HostConfig, HostIdentity, Transport};
 use ferry_proto::{RelayAddr, RelayTrust, StaticKey, Ticket};
 use ferry_relay::{Relay, RelayConfig, TlsIdentity};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 const MIB: u64 = 1 << 20;
@@ -86,9 +87,7 @@ async fn client_transfer(
         let client = std::sync::Arc::new(
             Client::new(ticket, StaticKey::generate()?, HopOptions::client()).with_transport(transport),
         );
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let local = listener.local_addr()?;
-        tokio::spawn(serve_connect(client.clone(), listener));
+        let local = local_port(client.clone()).await?;
         let started = Instant::now();
         let (digest, got) =
             tokio::time::timeout(TRANSFER_LIMIT, send_and_digest(TcpStream::connect(local).await?, seed, len))
@@ -133,13 +132,12 @@ async fn sixteen_mib_cross_a_50_ms_link_losing_1_percent_over_quic_and_tcp() -> 
     // The same link without ferry: the client straight to an echo on the relay machine.
     let (ready, bound) = oneshot::channel();
     let relay_ip = lab.addr("relay");
-    let _echo = lab.run_on("relay", move || async move {
-        let listener = TcpListener::bind((relay_ip, 0)).await?;
-        let _ = ready.send(listener.local_addr()?);
-        let (stream, _) = listener.accept().await?;
-        let (mut r, mut w) = stream.into_split();
-        tokio::io::copy(&mut r, &mut w).await?;
-        Ok(tokio::io::AsyncWriteExt::shutdown(&mut w).await?)
+    let (stop_echo, echo_stopped) = oneshot::channel::<()>();
+    let echo_done = lab.run_on("relay", move || async move {
+        let (addr, _echo) = echo_service_on((relay_ip, 0).into()).await?;
+        let _ = ready.send(addr);
+        let _ = echo_stopped.await;
+        Ok(())
     });
     let echo = bound.await?;
     let direct = lab.run_on("client", move || async move {
@@ -149,6 +147,8 @@ async fn sixteen_mib_cross_a_50_ms_link_losing_1_percent_over_quic_and_tcp() -> 
         Ok((result, started.elapsed()))
     });
     let ((digest, got), took) = direct.await??;
+    let _ = stop_echo.send(());
+    echo_done.await??;
     assert_eq!((digest, got), (pattern_digest(72, len), len));
     report.push(format!("direct TCP: {:.1} s, {:.2} Mbit/s", took.as_secs_f64(), mbit_per_s(len, took)));
 
@@ -219,13 +219,8 @@ async fn a_tcp_session_rides_out_a_ten_second_blackhole() -> Result<()> {
     let (round_done, mut rounds) = tokio::sync::mpsc::channel::<usize>(1);
     let (go_on, mut resume) = tokio::sync::mpsc::channel::<()>(1);
     let session = lab.run_on("client", move || async move {
-        let client = std::sync::Arc::new(
-            Client::new(ticket, StaticKey::generate()?, HopOptions::client()).with_transport(Transport::Tcp),
-        );
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let local = listener.local_addr()?;
-        tokio::spawn(serve_connect(client, listener));
-        let mut stream = TcpStream::connect(local).await?;
+        let client = Client::new(ticket, StaticKey::generate()?, HopOptions::client()).with_transport(Transport::Tcp);
+        let mut stream = TcpStream::connect(local_port(client).await?).await?;
         let mut pattern = ferry::local::Pattern::new(74);
         let (mut sent, mut back) = (vec![0u8; MIB as usize], vec![0u8; MIB as usize]);
         for round in 0..4 {

@@ -77,10 +77,11 @@ pub async fn read_message(recv: &mut quinn::RecvStream, buf: &mut BytesMut) -> R
     .await?
 }
 
-/// A `ferry connect`-style local port for `client`: each connection becomes a session.
-pub async fn local_port(client: ferry_client::Client) -> Result<std::net::SocketAddr> {
+/// A `ferry connect`-style local port for `client` (owned, or shared when the test still
+/// asks it things): each connection becomes a session.
+pub async fn local_port(client: impl Into<std::sync::Arc<ferry_client::Client>>) -> Result<std::net::SocketAddr> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    tokio::spawn(ferry::local::serve_connect(std::sync::Arc::new(client), listener));
+    tokio::spawn(ferry::local::serve_connect(client.into(), listener));
     Ok(addr)
 }

@@ -101,7 +101,12 @@ impl NetLab {
 
     /// The address of a machine on the lab network.
     pub fn addr(&self, machine: &str) -> Ipv4Addr {
-        self.namespaces.0.iter().find(|(name, ..)| *name == machine).map(|m| m.2).expect("a machine of this lab")
+        self.machine(machine).2
+    }
+
+    /// (machine, namespace, address) of a machine of this lab.
+    fn machine(&self, machine: &str) -> &(&'static str, String, Ipv4Addr) {
+        self.namespaces.0.iter().find(|(name, ..)| *name == machine).expect("a machine of this lab")
     }
 
     /// Runs `task` on `machine`: on a thread inside its namespace, on a runtime of its
@@ -112,8 +117,7 @@ impl NetLab {
         Fut: Future<Output = Result<T>>,
         T: Send + 'static,
     {
-        let netns =
-            self.namespaces.0.iter().find(|(name, ..)| *name == machine).expect("a machine of this lab").1.clone();
+        let netns = self.machine(machine).1.clone();
         let (done, result) = oneshot::channel();
         std::thread::spawn(move || {
             let outcome = enter(&netns).and_then(|()| {
