@@ -184,9 +184,18 @@ fn check_config(path: &Path) -> Result<()> {
     Ok(())
 }
 
-#[tokio::main]
-async fn main() {
-    if let Err(e) = run(Args::parse()).await {
+fn main() {
+    let args = Args::parse();
+    if args.command.is_none() {
+        // Before the runtime's threads exist: it may replace this process (same pid).
+        ferry_relay::allocator::reexec_with_tunables();
+    }
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+        .and_then(|runtime| runtime.block_on(run(args)));
+    if let Err(e) = result {
         eprintln!("ferry-relay: {e:#}");
         std::process::exit(1);
     }
