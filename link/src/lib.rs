@@ -15,12 +15,15 @@
 //! - [`congestion`]: [`Congestion`], the QUIC congestion controller (BBR by default, and why).
 //! - [`framed`]: [`Framed`], the receive half with its read-ahead buffer, for control
 //!   messages, handshake frames and records in turn.
+//! - [`credit`]: how many streams to allow so that the wanted number stays openable.
+//! - [`udp`]: socket buffers for QUIC's UDP socket (and why they matter).
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod congestion;
 pub mod credit;
 pub mod framed;
 pub mod stream;
+pub mod udp;
 
 pub use congestion::Congestion;
 pub use framed::{Framed, FramedError};

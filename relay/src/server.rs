@@ -21,7 +21,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::attach::PendingAttach;
 use crate::host::{self, HostHop, Registration};
@@ -104,6 +104,21 @@ pub struct Relay {
 }
 
 /// Binds UDP and TCP on one port number (a fresh one when port 0 was asked for).
+/// Enlarges the QUIC socket's buffers; says how to lift the kernel's cap if it applies.
+fn warn_if_small_udp_buffers(socket: &UdpSocket) {
+    use ferry_link::udp::{WANTED_BUFFER, tune_socket};
+    if let Some(granted) = tune_socket(socket).filter(|b| b.capped()) {
+        warn!(
+            recv_kib = granted.recv / 1024,
+            send_kib = granted.send / 1024,
+            "the kernel capped the QUIC socket's buffers below the {} MiB wanted; datagrams that \
+             arrive in bursts get dropped and QUIC slows down. Raise the cap with \
+             `sysctl -w net.core.rmem_max={WANTED_BUFFER} net.core.wmem_max={WANTED_BUFFER}`",
+            WANTED_BUFFER >> 20
+        );
+    }
+}
+
 fn bind_both(listen: SocketAddr, quic: bool, tcp: bool) -> Result<(Option<UdpSocket>, Option<StdTcpListener>), Error> {
     let bind_err = |source| Error::Bind { addr: listen, source };
     for _ in 0..16 {
@@ -134,15 +149,16 @@ impl Relay {
         let bind_err = |source| Error::Bind { addr: config.listen, source };
         let tcp_tls = TlsAcceptor::from(Arc::new(tls::rustls_server_config(&config)?));
         let endpoint = match udp {
-            Some(socket) => Some(
+            Some(socket) => Some({
+                warn_if_small_udp_buffers(&socket);
                 quinn::Endpoint::new(
                     quinn::EndpointConfig::default(),
                     Some(tls::quic_server_config(&config)?),
                     socket,
                     Arc::new(quinn::TokioRuntime),
                 )
-                .map_err(bind_err)?,
-            ),
+                .map_err(bind_err)?
+            }),
             None => None,
         };
         let tcp = match tcp {
