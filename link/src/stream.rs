@@ -7,6 +7,7 @@
 //! read buffer (in a relay that has been busy, a kept 64 KiB buffer is 64 KiB of
 //! resident memory per idle connection, since malloc hands out pages touched before).
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -144,19 +145,39 @@ impl LinkRecv {
         }
     }
 
-    /// Takes the chunks that have arrived (at least one), moving them into `bufs`;
-    /// `Ok(None)` at a clean end of stream.
-    pub async fn read_chunks(&mut self, bufs: &mut [Bytes]) -> Result<Option<usize>, LinkError> {
+    /// Waits for the next chunk and takes it; `Ok(None)` at a clean end of stream. Holds
+    /// no buffer while it waits (QUIC hands over chunks it already holds; TLS reserves its
+    /// read buffer only for a read that finds bytes). Cancel-safe.
+    pub async fn read_chunk(&mut self) -> Result<Option<Bytes>, LinkError> {
         match self {
-            Self::Quic(r) => r.read_chunks(bufs).await.map_err(read_error),
+            Self::Quic(r) => Ok(r.read_chunk(usize::MAX, true).await.map_err(read_error)?.map(|c| c.bytes)),
             Self::Tls(r, scratch) => {
                 if std::future::poll_fn(|cx| poll_read_lazily(r, cx, scratch)).await? == 0 {
                     return Ok(None);
                 }
-                bufs[0] = scratch.split().freeze();
-                Ok(Some(1))
+                Ok(Some(scratch.split().freeze()))
             }
         }
+    }
+
+    /// Appends chunks that have already arrived, without waiting, until `batch` holds
+    /// `max`; returns whether the stream has ended cleanly behind them. Over TLS one read
+    /// already took everything the connection had, so this adds nothing there.
+    pub async fn read_ready(&mut self, batch: &mut Vec<Bytes>, max: usize) -> Result<bool, LinkError> {
+        let Self::Quic(r) = self else { return Ok(false) };
+        std::future::poll_fn(|cx| {
+            while batch.len() < max {
+                // read_chunk is cancel-safe: a poll that finds nothing loses nothing.
+                match std::pin::pin!(r.read_chunk(usize::MAX, true)).poll(cx) {
+                    Poll::Ready(Ok(Some(chunk))) => batch.push(chunk.bytes),
+                    Poll::Ready(Ok(None)) => return Poll::Ready(Ok(true)),
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(read_error(e))),
+                    Poll::Pending => break,
+                }
+            }
+            Poll::Ready(Ok(false))
+        })
+        .await
     }
 
     /// Tells the peer to stop sending (QUIC only; a TLS link is dropped instead).

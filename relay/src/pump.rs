@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Tap;
 use crate::pacing::{Tier, TokenBucket};
 
-/// Chunks taken from the hop per batch.
+/// Most chunks taken from the hop per batch.
 const BATCH: usize = 32;
 
 /// One side of a session: its stream halves and bytes already read past its header.
@@ -110,46 +110,54 @@ struct Direction<'a> {
 
 impl Direction<'_> {
     /// Forwards one direction; returns the bytes forwarded.
+    ///
+    /// While waiting for bytes it holds no buffer and no batch: the batch is allocated
+    /// when the first chunk arrives, filled with whatever else has already arrived, and
+    /// dropped once written (an idle session is the smaller for it).
     async fn run(mut self, mut from: LinkRecv, mut to: LinkSend, first: Bytes) -> u64 {
         let mut total = 0u64;
-        let mut chunks: [Bytes; BATCH] = Default::default();
-        let mut pending = 0;
-        if !first.is_empty() {
-            chunks[0] = first;
-            pending = 1;
-        }
+        let mut first = (!first.is_empty()).then_some(first);
         let result: Result<(), LinkError> = async {
             loop {
-                if pending > 0 {
-                    let mut batch = 0u64;
-                    for chunk in &chunks[..pending] {
-                        if let Some(tap) = &self.tap {
-                            tap(chunk);
+                let chunk = match first.take() {
+                    Some(chunk) => chunk,
+                    None => {
+                        let read = tokio::select! {
+                            biased;
+                            _ = self.session.cancelled() => return Err(LinkError::Lost("session ended".into())),
+                            read = from.read_chunk() => read?,
+                        };
+                        match read {
+                            Some(chunk) => chunk,
+                            None => return to.finish().await,
                         }
-                        batch += chunk.len() as u64;
                     }
-                    total += batch;
-                    self.activity.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
-                    let write = async {
-                        if let Some(bucket) = &mut self.bucket {
-                            bucket.take(batch).await;
-                        }
-                        to.write_chunks(&mut chunks[..pending]).await
-                    };
-                    tokio::select! {
-                        biased;
-                        _ = self.session.cancelled() => return Err(LinkError::Lost("session ended".into())),
-                        written = write => written?,
+                };
+                let mut batch = Vec::with_capacity(BATCH);
+                batch.push(chunk);
+                let ended = from.read_ready(&mut batch, BATCH).await?;
+                let mut size = 0u64;
+                for chunk in &batch {
+                    if let Some(tap) = &self.tap {
+                        tap(chunk);
                     }
+                    size += chunk.len() as u64;
                 }
-                let read = tokio::select! {
+                total += size;
+                self.activity.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+                let write = async {
+                    if let Some(bucket) = &mut self.bucket {
+                        bucket.take(size).await;
+                    }
+                    to.write_chunks(&mut batch).await
+                };
+                tokio::select! {
                     biased;
                     _ = self.session.cancelled() => return Err(LinkError::Lost("session ended".into())),
-                    read = from.read_chunks(&mut chunks) => read?,
-                };
-                match read {
-                    Some(n) => pending = n,
-                    None => return to.finish().await,
+                    written = write => written?,
+                }
+                if ended {
+                    return to.finish().await;
                 }
             }
         }
