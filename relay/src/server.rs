@@ -386,25 +386,41 @@ async fn serve_tcp(
     shared: Arc<Shared>,
     cancel: CancellationToken,
 ) {
+    // Two steps, so that the connection's task does not keep room for the handshake's
+    // state (1.2 KiB) beside the session's for as long as the session runs.
+    if let Some((send, recv, exporter)) = accept_tls(tcp, permit, &shared).await {
+        dispatch(shared, StreamHop::Tcp { exporter }, send, recv, cancel).await;
+    }
+}
+
+/// The TLS handshake of a TCP connection (bounded by the handshake timeout); the hop's
+/// halves and its registration exporter, or `None` if it failed.
+async fn accept_tls(
+    tcp: tokio::net::TcpStream,
+    permit: OwnedSemaphorePermit,
+    shared: &Shared,
+) -> Option<(LinkSend, LinkRecv, [u8; EXPORTER_LEN])> {
     let _ = tcp.set_nodelay(true);
     let started = Instant::now();
     let acceptor = shared.tcp_tls.read().unwrap_or_else(PoisonError::into_inner).clone();
     let tls = match tokio::time::timeout(shared.config.handshake_timeout, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => return debug!(error = %e, "TLS handshake failed"),
+        Ok(Err(e)) => {
+            debug!(error = %e, "TLS handshake failed");
+            return None;
+        }
         Err(_) => {
             shared.metrics.refused("handshake_timeout");
-            return debug!("TLS handshake timed out");
+            debug!("TLS handshake timed out");
+            return None;
         }
     };
     shared.metrics.handshake_seconds(started.elapsed());
     drop(permit);
     let mut exporter = [0u8; EXPORTER_LEN];
-    if tls.get_ref().1.export_keying_material(&mut exporter, REGISTRATION_EXPORTER_LABEL, Some(b"")).is_err() {
-        return;
-    }
+    tls.get_ref().1.export_keying_material(&mut exporter, REGISTRATION_EXPORTER_LABEL, Some(b"")).ok()?;
     let (send, recv) = split_tls(tokio_rustls::TlsStream::Server(tls));
-    dispatch(shared, StreamHop::Tcp { exporter }, send, recv, cancel).await;
+    Some((send, recv, exporter))
 }
 
 /// Reads a stream's first message and hands the stream to the host, session or attach logic.
