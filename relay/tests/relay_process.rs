@@ -150,3 +150,34 @@ async fn sighup_serves_a_new_certificate_without_dropping_sessions_and_sigterm_d
     host.shutdown().await;
     Ok(())
 }
+
+/// The relay restarts itself once with glibc's per-thread cache off (memory goes back after
+/// a burst: docs/soak.md), keeping its pid; an operator's own GLIBC_TUNABLES is left alone.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[tokio::test]
+async fn relay_runs_with_its_glibc_tunables_unless_the_operator_set_some() -> Result<()> {
+    let environ = |relay: &RelayProcess| -> Result<Vec<String>> {
+        let pid = relay.child.id().context("relay pid")?;
+        let raw = std::fs::read(format!("/proc/{pid}/environ"))?;
+        Ok(raw.split(|&b| b == 0).map(|v| String::from_utf8_lossy(v).into_owned()).collect())
+    };
+    let dir = tempfile::tempdir()?;
+    let config = format!(
+        "[relay]\nlisten = \"127.0.0.1:0\"\nstate_dir = {:?}\n[admin]\nenabled = false\n",
+        dir.path().join("state")
+    );
+    // Printing its pin means the relay is serving: any re-execution has happened by then.
+    let relay = RelayProcess::start_with_env(&config, dir.path(), &[], &[("GLIBC_TUNABLES", None)]).await?;
+    let wanted = format!("GLIBC_TUNABLES={}", ferry_relay::allocator::TUNABLES);
+    assert!(environ(&relay)?.contains(&wanted), "the relay runs without {wanted}");
+    drop(relay);
+
+    let own = "GLIBC_TUNABLES=glibc.malloc.arena_max=2";
+    let relay =
+        RelayProcess::start_with_env(&config, dir.path(), &[], &[("GLIBC_TUNABLES", Some("glibc.malloc.arena_max=2"))])
+            .await?;
+    let env = environ(&relay)?;
+    assert!(env.iter().any(|v| v == own), "the operator's setting was replaced: {env:?}");
+    assert!(!env.contains(&wanted));
+    Ok(())
+}

@@ -43,9 +43,26 @@ pub struct RelayProcess {
 
 impl RelayProcess {
     pub async fn start(config: &str, dir: &std::path::Path, extra: &[&str]) -> Result<Self> {
+        Self::start_with_env(config, dir, extra, &[]).await
+    }
+
+    /// `start`, with environment variables set (`Some`) or removed (`None`).
+    pub async fn start_with_env(
+        config: &str,
+        dir: &std::path::Path,
+        extra: &[&str],
+        env: &[(&str, Option<&str>)],
+    ) -> Result<Self> {
         let path = dir.join("relay.toml");
         std::fs::write(&path, config)?;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ferry-relay"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ferry-relay"));
+        for (key, value) in env {
+            match value {
+                Some(value) => command.env(key, value),
+                None => command.env_remove(key),
+            };
+        }
+        let mut child = command
             .arg("--config")
             .arg(&path)
             .args(extra)
