@@ -12,11 +12,12 @@
 //! clean, shorter transfer.
 
 use bytes::BytesMut;
+use ferry_link::stream::poll_read_lazily;
 use ferry_link::{Framed, LinkSend};
 use ferry_proto::codes::RESET_CANCELLED;
 use ferry_proto::e2e::record::{MAX_RECORD_DATA, Record, RecordKind};
 use ferry_proto::e2e::{Opener, Sealer};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::Error;
 
@@ -62,11 +63,14 @@ impl Session {
 }
 
 async fn upstream<R: AsyncRead + Unpin>(local: &mut R, send: &mut LinkSend, mut sealer: Sealer) -> Result<u64, Error> {
-    let mut plain = vec![0u8; MAX_RECORD_DATA];
+    // Allocated for a read that finds bytes, let go of while waiting: a host with a
+    // thousand idle viewers holds no 64 KiB per session here.
+    let mut plain = BytesMut::new();
     let mut out = BytesMut::new();
     let mut total = 0u64;
     loop {
-        let n = local.read(&mut plain).await?;
+        plain.clear();
+        let n = std::future::poll_fn(|cx| poll_read_lazily(local, cx, &mut plain, MAX_RECORD_DATA)).await?;
         let kind = if n == 0 { RecordKind::Fin } else { RecordKind::Data };
         sealer.seal(kind, &plain[..n], &mut out)?;
         send.write_chunks(&mut [out.split().freeze()]).await?;

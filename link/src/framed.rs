@@ -45,8 +45,13 @@ impl Framed {
         Self { recv, buf: BytesMut::new() }
     }
 
-    /// Reads more into the buffer; `Ok(false)` at a clean end of stream.
+    /// Reads more into the buffer; `Ok(false)` at a clean end of stream. An empty buffer
+    /// is let go of first, so a stream waiting between records holds none (a session
+    /// after a bulk transfer would otherwise keep a record's worth, 64 KiB, while idle).
     pub async fn fill(&mut self) -> Result<bool, LinkError> {
+        if self.buf.is_empty() {
+            self.buf = BytesMut::new();
+        }
         self.recv.read_into(&mut self.buf).await
     }
 

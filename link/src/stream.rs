@@ -11,9 +11,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use quinn::{ReadError, RecvStream, SendStream, VarInt, WriteError};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 
 /// A TLS connection to or from a relay (client or server side).
@@ -138,10 +138,7 @@ impl LinkRecv {
                 Ok(None) => Ok(false),
                 Err(e) => Err(read_error(e)),
             },
-            Self::Tls(r, _) => {
-                buf.reserve(TLS_READ);
-                Ok(r.read_buf(buf).await? > 0)
-            }
+            Self::Tls(r, _) => Ok(std::future::poll_fn(|cx| poll_read_lazily(r, cx, buf, TLS_READ)).await? > 0),
         }
     }
 
@@ -152,7 +149,7 @@ impl LinkRecv {
         match self {
             Self::Quic(r) => Ok(r.read_chunk(usize::MAX, true).await.map_err(read_error)?.map(|c| c.bytes)),
             Self::Tls(r, scratch) => {
-                if std::future::poll_fn(|cx| poll_read_lazily(r, cx, scratch)).await? == 0 {
+                if std::future::poll_fn(|cx| poll_read_lazily(r, cx, scratch, TLS_READ)).await? == 0 {
                     return Ok(None);
                 }
                 Ok(Some(scratch.split().freeze()))
@@ -188,20 +185,22 @@ impl LinkRecv {
     }
 }
 
-/// Reads what has arrived into `scratch`, reserving [`TLS_READ`] first when little room
-/// is left; if nothing has arrived, lets go of the buffer (unless it holds unread bytes)
-/// before waiting, so a waiting connection holds no read buffer.
-fn poll_read_lazily(
-    r: &mut ReadHalf<TlsStream>,
+/// Reads at most `max` bytes of what has arrived into `buf`, reserving `max` first when
+/// less than a quarter of it is spare; if nothing has arrived, lets go of the buffer (unless
+/// it holds unread bytes) before waiting, so a waiting reader holds no buffer. For
+/// `poll_fn`; the read is cancel-safe like the reader's own.
+pub fn poll_read_lazily<R: AsyncRead + Unpin>(
+    reader: &mut R,
     cx: &mut Context<'_>,
-    scratch: &mut BytesMut,
+    buf: &mut BytesMut,
+    max: usize,
 ) -> Poll<std::io::Result<usize>> {
-    if scratch.capacity() - scratch.len() < TLS_READ / 4 {
-        scratch.reserve(TLS_READ);
+    if buf.capacity() - buf.len() < max / 4 {
+        buf.reserve(max);
     }
-    let polled = tokio_util::io::poll_read_buf(Pin::new(r), cx, scratch);
-    if polled.is_pending() && scratch.is_empty() {
-        *scratch = BytesMut::new();
+    let polled = tokio_util::io::poll_read_buf(Pin::new(reader), cx, &mut (&mut *buf).limit(max));
+    if polled.is_pending() && buf.is_empty() {
+        *buf = BytesMut::new();
     }
     polled
 }
