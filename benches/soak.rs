@@ -274,9 +274,7 @@ async fn one_session(
 ) -> Result<()> {
     let opened = async {
         let session = tokio::time::timeout(STEP_TIMEOUT, client.open_session()).await.context("open timed out")??;
-        let (app, local) = tokio::io::duplex(16 * 1024);
-        let (r, w) = tokio::io::split(local);
-        let bridge = tokio::spawn(session.bridge(r, w));
+        let (app, bridge) = session.spawn_pipe(16 * 1024);
         let (mut app_r, mut app_w) = tokio::io::split(app);
         let mut data = vec![0u8; payload];
         for (i, b) in data.iter_mut().enumerate() {

@@ -155,9 +155,7 @@ async fn killing_the_host_ends_the_client_session_with_an_error_within_5_s() -> 
     let client = Client::new(ticket, ferry_proto::StaticKey::generate()?, ferry_client::HopOptions::client());
     let session = client.open_session().await?;
 
-    let (app, local) = tokio::io::duplex(64 * 1024);
-    let (local_read, local_write) = tokio::io::split(local);
-    let bridge = tokio::spawn(session.bridge(local_read, local_write));
+    let (app, bridge) = session.spawn_pipe(64 * 1024);
     let (mut app_read, mut app_write) = tokio::io::split(app);
     // Keep data flowing (bounded: at most 1 GiB or until the session breaks).
     tokio::spawn(async move {

@@ -131,9 +131,7 @@ async fn the_relay_only_ever_sees_ciphertext() -> Result<()> {
     let payload: Vec<u8> = marker.iter().copied().cycle().take(256 * 1024).collect();
 
     let session = s.stack.client()?.open_session().await?;
-    let (mut app, local) = tokio::io::duplex(64 * 1024);
-    let (local_read, local_write) = tokio::io::split(local);
-    let bridge = tokio::spawn(session.bridge(local_read, local_write));
+    let (mut app, bridge) = session.spawn_pipe(64 * 1024);
     let (mut app_read, mut app_write) = tokio::io::split(&mut app);
     let (_, echoed) = tokio::try_join!(
         async {

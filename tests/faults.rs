@@ -162,9 +162,7 @@ async fn impaired(link: Arc<Impairment>, options: HopOptions) -> Result<(LocalSt
 /// the first round.
 async fn echo_rounds(client: &Client, rounds: u8, between: impl Future<Output = ()>) -> Result<()> {
     let session = client.open_session().await?;
-    let (app, local) = tokio::io::duplex(256 * 1024);
-    let (r, w) = tokio::io::split(local);
-    let bridge = tokio::spawn(session.bridge(r, w));
+    let (app, bridge) = session.spawn_pipe(256 * 1024);
     let (mut app_r, mut app_w) = tokio::io::split(app);
     let mut between = Some(between);
     for n in 0..rounds {
@@ -253,9 +251,7 @@ async fn sixteen_mib_cross_a_lossy_50_ms_link_intact_over_quic() -> Result<()> {
     let client = Client::new(ticket, StaticKey::generate()?, options).with_transport(Transport::Quic);
 
     let session = client.open_session().await?;
-    let (app, local) = tokio::io::duplex(256 * 1024);
-    let (r, w) = tokio::io::split(local);
-    let bridge = tokio::spawn(session.bridge(r, w));
+    let (app, bridge) = session.spawn_pipe(256 * 1024);
     let (mut app_r, mut app_w) = tokio::io::split(app);
     let mut data = vec![0u8; 16 * MIB];
     Pattern::new(50).fill(&mut data);

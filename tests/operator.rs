@@ -126,9 +126,7 @@ struct StalledReader {
 }
 
 fn stall(session: Session, seed: u64, len: u64) -> StalledReader {
-    let (app, local) = tokio::io::duplex(64 * 1024);
-    let (r, w) = tokio::io::split(local);
-    tokio::spawn(session.bridge(r, w));
+    let (app, _bridge) = session.spawn_pipe(64 * 1024);
     let (mut app_read, mut app_write) = tokio::io::split(app);
     tokio::spawn(async move {
         let mut pattern = Pattern::new(seed);

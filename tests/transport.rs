@@ -73,9 +73,7 @@ async fn a_slow_reader_does_not_hold_up_another_session_on_the_same_quic_connect
     // Session A writes 64 MiB (far more than every buffer on the path) to the echo service and never reads the answer: its windows
     // fill up along the whole path and it stalls.
     let stalled = client.open_session().await?;
-    let (stalled_app, stalled_local) = tokio::io::duplex(64 * 1024);
-    let (r, w) = tokio::io::split(stalled_local);
-    let _a = tokio::spawn(stalled.bridge(r, w));
+    let (stalled_app, _a) = stalled.spawn_pipe(64 * 1024);
     let (_stalled_read, mut stalled_write) = tokio::io::split(stalled_app);
     let stalled_writer = tokio::spawn(async move {
         let chunk = vec![1u8; 64 * 1024];

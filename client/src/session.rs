@@ -62,6 +62,22 @@ impl Session {
     }
 }
 
+impl Session {
+    /// Runs the session in a task of its own against an in-memory pipe of `capacity` bytes
+    /// each way: returns the application's end (bytes written to it go to the peer, the
+    /// peer's bytes can be read from it; shutting down its write side ends this direction)
+    /// and the task, which ends as [`Session::bridge`] does. For embedding ferry in an
+    /// application without a socket in between.
+    pub fn spawn_pipe(
+        self,
+        capacity: usize,
+    ) -> (tokio::io::DuplexStream, tokio::task::JoinHandle<Result<Transferred, Error>>) {
+        let (app, local) = tokio::io::duplex(capacity);
+        let (read, write) = tokio::io::split(local);
+        (app, tokio::spawn(self.bridge(read, write)))
+    }
+}
+
 async fn upstream<R: AsyncRead + Unpin>(local: &mut R, send: &mut LinkSend, mut sealer: Sealer) -> Result<u64, Error> {
     // Allocated for a read that finds bytes, let go of while waiting: a host with a
     // thousand idle viewers holds no 64 KiB per session here.

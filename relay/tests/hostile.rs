@@ -108,9 +108,7 @@ impl Arena {
 async fn honest_session(arena: Arc<Arena>) -> Result<()> {
     let data = pattern(32, HONEST_BYTES);
     let session = arena.client.open_session().await?;
-    let (app, local) = tokio::io::duplex(256 * 1024);
-    let (r, w) = tokio::io::split(local);
-    let bridge = tokio::spawn(session.bridge(r, w));
+    let (app, bridge) = session.spawn_pipe(256 * 1024);
     let (mut app_r, mut app_w) = tokio::io::split(app);
     let sent = data.clone();
     let writer = tokio::spawn(async move {

@@ -104,9 +104,7 @@ async fn sighup_serves_a_new_certificate_without_dropping_sessions_and_sigterm_d
     // A session that keeps streaming across the reload.
     let client = Client::new(ticket(&identity, relay.relays(old_pin)), StaticKey::generate()?, HopOptions::client());
     let session = client.open_session().await?;
-    let (app, local) = tokio::io::duplex(64 * 1024);
-    let (r, w) = tokio::io::split(local);
-    let bridge = tokio::spawn(session.bridge(r, w));
+    let (app, bridge) = session.spawn_pipe(64 * 1024);
     let (mut app_r, mut app_w) = tokio::io::split(app);
     let echo_round = async |app_w: &mut tokio::io::WriteHalf<tokio::io::DuplexStream>,
                             app_r: &mut tokio::io::ReadHalf<tokio::io::DuplexStream>,

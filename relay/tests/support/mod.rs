@@ -147,9 +147,7 @@ pub fn ticket(identity: &HostIdentity, relays: Vec<RelayAddr>) -> Ticket {
 /// One echo session carrying `payload`; returns what came back.
 pub async fn echo_session(client: &Client, payload: &[u8]) -> Result<Vec<u8>> {
     let session = client.open_session().await?;
-    let (mut app, local) = tokio::io::duplex(64 * 1024);
-    let (r, w) = tokio::io::split(local);
-    let bridge = tokio::spawn(session.bridge(r, w));
+    let (mut app, bridge) = session.spawn_pipe(64 * 1024);
     let (mut app_r, mut app_w) = tokio::io::split(&mut app);
     let (_, back) = tokio::try_join!(
         async {
