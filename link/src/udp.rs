@@ -5,7 +5,8 @@
 //! whatever does not fit while the receiver is busy is dropped; every drop is read as
 //! congestion. Measured with the benchmark harness on loopback (`--only ferry-quic`), default
 //! buffers: 34% of all datagrams dropped for "receive buffer full" under BBR (0.4% under
-//! CUBIC); with 4 MiB: 0.02%, and one session's throughput rose from 2.40/2.57 to
+//! CUBIC); with 8 MiB (as the kernel counts it; 4 MiB asked): 0.02%, and one session's
+//! throughput rose from 2.40/2.57 to
 //! 3.16/3.52 Gbit/s (up/down) at 1.83 instead of 2.79 relay CPU-seconds per GB.
 //!
 //! The kernel caps the request at `net.core.rmem_max` / `wmem_max` (often 208 KiB, which
