@@ -103,9 +103,8 @@ pub struct Relay {
     pin: RwLock<CertPin>,
 }
 
-/// Binds UDP and TCP on one port number (a fresh one when port 0 was asked for).
 /// Enlarges the QUIC socket's buffers; says how to lift the kernel's cap if it applies.
-fn warn_if_small_udp_buffers(socket: &UdpSocket) {
+fn enlarge_udp_buffers(socket: &UdpSocket) {
     use ferry_link::udp::{WANTED_BUFFER, tune_socket};
     if let Some(granted) = tune_socket(socket).filter(|b| b.capped()) {
         warn!(
@@ -119,6 +118,7 @@ fn warn_if_small_udp_buffers(socket: &UdpSocket) {
     }
 }
 
+/// Binds UDP and TCP on one port number (a fresh one when port 0 was asked for).
 fn bind_both(listen: SocketAddr, quic: bool, tcp: bool) -> Result<(Option<UdpSocket>, Option<StdTcpListener>), Error> {
     let bind_err = |source| Error::Bind { addr: listen, source };
     for _ in 0..16 {
@@ -150,7 +150,7 @@ impl Relay {
         let tcp_tls = TlsAcceptor::from(Arc::new(tls::rustls_server_config(&config)?));
         let endpoint = match udp {
             Some(socket) => Some({
-                warn_if_small_udp_buffers(&socket);
+                enlarge_udp_buffers(&socket);
                 quinn::Endpoint::new(
                     quinn::EndpointConfig::default(),
                     Some(tls::quic_server_config(&config)?),
