@@ -454,7 +454,7 @@ async fn run() -> Result<bool> {
         opts.payload,
         opts.max_time.as_secs_f64()
     );
-    for var in ["MALLOC_ARENA_MAX", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_"] {
+    for var in ["GLIBC_TUNABLES", "MALLOC_ARENA_MAX", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_"] {
         if let Ok(v) = std::env::var(var) {
             println!("  (relay inherits {var}={v})");
         }
