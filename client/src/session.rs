@@ -60,9 +60,7 @@ impl Session {
             }
         }
     }
-}
 
-impl Session {
     /// Runs the session in a task of its own against an in-memory pipe of `capacity` bytes
     /// each way: returns the application's end (bytes written to it go to the peer, the
     /// peer's bytes can be read from it; shutting down its write side ends this direction)
