@@ -1,11 +1,14 @@
 //! End-to-end benchmark harness: ferry against a direct connection, a plain `socat`
 //! forwarder and rathole with its Noise transport, all on loopback, in one run.
 //!
-//! `cargo build --release && cargo bench --bench e2e [-- --quick]`
+//! `cargo build --release && cargo bench --bench e2e [-- --quick] [--rounds N]`
 //!
-//! Every row is one call to [`measure`] with a [`Kind`]; each kind only says how to
-//! start its forwarder and where clients connect, so the load loops are the same for
-//! all. Relays run as separate processes (the real `ferry-relay` binary, `socat`, the
+//! Every row is one call to [`measure`] per round with a [`Kind`]; each kind only says
+//! how to start its forwarder and where clients connect, so the load loops are the same
+//! for all. Rounds are interleaved (every row once, then every row again) and each cell
+//! shows the median over rounds, so a noisy neighbour on a small machine shifts all rows
+//! alike instead of one; the spread of every row is printed under the table. Idle-session
+//! memory is measured in the first round only (it is steady, and slow to measure). Relays run as separate processes (the real `ferry-relay` binary, `socat`, the
 //! `rathole` server) so their memory and CPU are read from `/proc`. The ferry host and
 //! client run in this process, as the library `ferry host run` / `ferry connect` use.
 //! See `docs/benchmarks.md` for what each column means.
@@ -83,6 +86,8 @@ impl Sizes {
 #[derive(Clone, Debug)]
 struct Opts {
     quick: bool,
+    /// Measure every row this many times, interleaved; cells are medians.
+    rounds: usize,
     /// Also open 10,000 sessions through socat (10,000 forked processes).
     socat_10k: bool,
     /// Only these rows (by name), if given.
@@ -90,23 +95,34 @@ struct Opts {
 }
 
 fn parse_args() -> Opts {
-    let mut opts = Opts { quick: false, socat_10k: false, only: Vec::new() };
+    let mut opts = Opts { quick: false, rounds: 0, socat_10k: false, only: Vec::new() };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => opts.quick = true,
             "--socat-10k" => opts.socat_10k = true,
             "--only" => opts.only.extend(args.next()),
+            "--rounds" => match args.next().and_then(|n| n.parse().ok()) {
+                Some(n) if n > 0 => opts.rounds = n,
+                _ => {
+                    eprintln!("--rounds takes a whole number of at least 1");
+                    std::process::exit(2);
+                }
+            },
             // `cargo bench` passes `--bench`; ignore it and anything unknown.
             "-h" | "--help" => {
                 println!(
-                    "cargo bench --bench e2e -- [--quick] [--socat-10k] [--only ROW]...\n\
-                     rows: direct, ferry-quic, ferry-tcp, socat, rathole-noise"
+                    "cargo bench --bench e2e -- [--quick] [--rounds N] [--socat-10k] [--only ROW]...\n\
+                     rows: direct, ferry-quic, ferry-tcp, socat, rathole-noise\n\
+                     --rounds: measure every row N times, interleaved, and show medians (default 3, 1 with --quick)"
                 );
                 std::process::exit(0);
             }
             _ => {}
         }
+    }
+    if opts.rounds == 0 {
+        opts.rounds = if opts.quick { 1 } else { 3 };
     }
     opts
 }
@@ -164,6 +180,52 @@ struct Row {
     note: Option<String>,
 }
 
+impl Row {
+    /// Each cell's median over `rounds` of one row (the first note, if any, is kept).
+    fn median(rounds: Vec<Row>) -> Row {
+        let first = rounds.first().cloned().unwrap_or_default();
+        let column = |pick: &dyn Fn(&Row) -> &Cell| Cell::median(rounds.iter().map(pick));
+        Row {
+            label: first.label.clone(),
+            up1: column(&|r| &r.up1),
+            down1: column(&|r| &r.down1),
+            up8: column(&|r| &r.up8),
+            down8: column(&|r| &r.down8),
+            p50: column(&|r| &r.p50),
+            p99: column(&|r| &r.p99),
+            setups: column(&|r| &r.setups),
+            // Measured in the first round only.
+            rss: first.rss.clone(),
+            cpu_per_gb: column(&|r| &r.cpu_per_gb),
+            note: rounds.iter().find_map(|r| r.note.clone()),
+        }
+    }
+
+    /// "column lo–hi" for every column that was measured more than once and varied.
+    fn spread(rounds: &[Row]) -> String {
+        let columns: [(&str, fn(&Row) -> &Cell, usize); 8] = [
+            ("up 1", |r| &r.up1, 2),
+            ("down 1", |r| &r.down1, 2),
+            ("up 8", |r| &r.up8, 2),
+            ("down 8", |r| &r.down8, 2),
+            ("p50", |r| &r.p50, 0),
+            ("p99", |r| &r.p99, 0),
+            ("setups/s", |r| &r.setups, 0),
+            ("CPU s/GB", |r| &r.cpu_per_gb, 2),
+        ];
+        columns
+            .iter()
+            .filter_map(|(name, pick, decimals)| {
+                let values: Vec<f64> = rounds.iter().filter_map(|r| pick(r).value()).collect();
+                let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                (values.len() > 1).then(|| format!("{name} {lo:.decimals$}–{hi:.decimals$}"))
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 /// A measured value, or why there is none.
 #[derive(Clone, Debug, Default)]
 enum Cell {
@@ -183,6 +245,30 @@ impl Cell {
                 eprintln!("  {row}: {what} failed: {e:#}");
                 Cell::Failed
             }
+        }
+    }
+
+    /// The median of the measured values (the upper one of an even count); failed if
+    /// nothing was measured but something failed, not applicable if nothing was tried.
+    fn median<'a>(cells: impl Iterator<Item = &'a Cell>) -> Cell {
+        let (mut values, mut fewer, mut failed) = (Vec::new(), None, false);
+        for cell in cells {
+            match cell {
+                Cell::Value(v) => values.push(*v),
+                Cell::Fewer(v, n) => {
+                    values.push(*v);
+                    fewer = Some(*n);
+                }
+                Cell::Failed => failed = true,
+                Cell::NotApplicable => {}
+            }
+        }
+        values.sort_by(f64::total_cmp);
+        match (values.get(values.len() / 2), fewer) {
+            (Some(v), Some(n)) => Cell::Fewer(*v, n),
+            (Some(v), None) => Cell::Value(*v),
+            (None, _) if failed => Cell::Failed,
+            (None, _) => Cell::NotApplicable,
         }
     }
 
@@ -948,7 +1034,8 @@ async fn open_idle(run: &Running, idle: &mut IdleSessions, total: usize) -> Resu
     Ok(())
 }
 
-async fn measure(kind: Kind, service: SocketAddr, sizes: &Sizes, opts: &Opts) -> Row {
+/// Measures one row once; idle-session memory only when `memory` is set.
+async fn measure(kind: Kind, service: SocketAddr, sizes: &Sizes, opts: &Opts, memory: bool) -> Row {
     let mut row =
         Row { label: kind.label().into(), rss: vec![Cell::NotApplicable; sizes.idle.len() + 1], ..Default::default() };
     if !opts.only.is_empty() && !opts.only.iter().any(|o| o == kind.name()) {
@@ -956,7 +1043,7 @@ async fn measure(kind: Kind, service: SocketAddr, sizes: &Sizes, opts: &Opts) ->
         return row;
     }
     let started = Instant::now();
-    println!("{}: starting", kind.label());
+    println!("{}: starting{}", kind.label(), if memory { "" } else { " (memory: first round only)" });
     let mut run = match start(kind, service).await {
         Ok(run) => run,
         Err(e) => {
@@ -970,7 +1057,7 @@ async fn measure(kind: Kind, service: SocketAddr, sizes: &Sizes, opts: &Opts) ->
     let ticks = clock_ticks();
 
     // Memory: right after start (host registered, no session), then with idle sessions.
-    if let Some(pid) = relay_pid {
+    if let Some(pid) = relay_pid.filter(|_| memory) {
         tokio::time::sleep(Duration::from_millis(300)).await;
         row.rss[0] = Cell::of(memory_mib(pid, kind == Kind::Socat), "rss", name);
         let mut idle = IdleSessions::default();
@@ -1237,7 +1324,7 @@ fn main() -> Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
     );
     println!(
-        "transfers: 1 session x {} MiB, {} sessions x {} MiB, each way; {} round trips; {} session setups ({} in flight); idle sessions {:?}",
+        "transfers: 1 session x {} MiB, {} sessions x {} MiB, each way; {} round trips; {} session setups ({} in flight); idle sessions {:?}; {} round(s), interleaved",
         sizes.single / MIB,
         sizes.parallel,
         sizes.per_parallel / MIB,
@@ -1245,17 +1332,34 @@ fn main() -> Result<()> {
         sizes.setups,
         sizes.in_flight,
         sizes.idle,
+        opts.rounds,
     );
-    let rows = runtime.block_on(async {
+    let rounds = runtime.block_on(async {
         let (service, _service_proc, _service_stdin) = start_service().await?;
-        let mut rows = Vec::new();
-        for kind in [Kind::Direct, Kind::FerryQuic, Kind::FerryTcp, Kind::Socat, Kind::RatholeNoise] {
-            rows.push(measure(kind, service, &sizes, &opts).await);
+        let kinds = [Kind::Direct, Kind::FerryQuic, Kind::FerryTcp, Kind::Socat, Kind::RatholeNoise];
+        let mut rounds: Vec<Vec<Row>> = vec![Vec::new(); kinds.len()];
+        for round in 0..opts.rounds {
+            if opts.rounds > 1 {
+                println!("round {} of {}", round + 1, opts.rounds);
+            }
+            for (kind, results) in kinds.iter().zip(&mut rounds) {
+                results.push(measure(*kind, service, &sizes, &opts, round == 0).await);
+            }
         }
-        anyhow::Ok(rows)
+        anyhow::Ok(rounds)
     })?;
+    let rows: Vec<Row> = rounds.iter().cloned().map(Row::median).collect();
     println!();
     print_table(&rows, &sizes);
+    if opts.rounds > 1 {
+        println!("\nmedians of {} rounds; the spread (lowest–highest) per row:", opts.rounds);
+        for (row, results) in rows.iter().zip(&rounds) {
+            let spread = Row::spread(results);
+            if !spread.is_empty() {
+                println!("  {}: {spread}", row.label);
+            }
+        }
+    }
     println!(
         "\nratios (last column) are this row / rathole-noise, per column in order; total {:.0} s",
         started.elapsed().as_secs_f64()
