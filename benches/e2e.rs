@@ -203,7 +203,9 @@ impl Row {
 
     /// "column lo–hi" for every column that was measured more than once and varied.
     fn spread(rounds: &[Row]) -> String {
-        let columns: [(&str, fn(&Row) -> &Cell, usize); 8] = [
+        /// Name, the cell, decimals shown.
+        type Column = (&'static str, fn(&Row) -> &Cell, usize);
+        let columns: [Column; 8] = [
             ("up 1", |r| &r.up1, 2),
             ("down 1", |r| &r.down1, 2),
             ("up 8", |r| &r.up8, 2),
