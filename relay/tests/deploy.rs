@@ -1,5 +1,6 @@
 //! The files in `deploy/`: the example config passes `check-config`, bad configs are refused
-//! with the key and line named, and the systemd unit is well-formed and sandboxed.
+//! with the key and line named, the systemd units are well-formed and sandboxed, and
+//! certificate renewal writes where, and as whom, the relay can read it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -7,6 +8,8 @@ use std::process::{Command, Output};
 const RELAY: &str = env!("CARGO_BIN_EXE_ferry-relay");
 const EXAMPLE_CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/relay.toml");
 const UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/ferry-relay.service");
+const RENEW_UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/ferry-cert-renew.service");
+const SYSUSERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/ferry-relay.sysusers");
 
 fn check_config(path: &Path) -> Output {
     Command::new(RELAY).arg("check-config").arg(path).output().expect("run ferry-relay check-config")
@@ -144,7 +147,8 @@ fn missing_certificate_file_is_refused() {
 
 /// Keys the unit must set, with the value each must have (`None`: any value).
 const REQUIRED_UNIT_KEYS: &[(&str, &str, Option<&str>)] = &[
-    ("Service", "DynamicUser", Some("yes")),
+    ("Service", "User", Some("ferry-relay")),
+    ("Service", "Group", Some("ferry-relay")),
     ("Service", "StateDirectory", Some("ferry-relay")),
     ("Service", "ConfigurationDirectory", Some("ferry")),
     ("Service", "NoNewPrivileges", Some("yes")),
@@ -229,6 +233,42 @@ fn systemd_unit_syntax_and_required_keys() {
     assert!(stop >= drain + 10, "TimeoutStopSec={stop} leaves no room after a {drain}s drain");
 }
 
+/// The value of `[Service] key=` in a unit (the last one, as systemd reads it).
+fn service_value(entries: &[(String, String, String)], key: &str) -> Option<String> {
+    entries.iter().rev().find(|(s, k, _)| s == "Service" && k == key).map(|(_, _, v)| v.clone())
+}
+
+/// Renewal must run as the relay's user and write where the example config points the relay:
+/// a key written by anyone else is one the relay cannot read (it refuses keys other users can
+/// read), and a SIGHUP after renewal would then keep the old certificate until it expired.
+#[test]
+fn renewal_runs_as_the_relay_user_and_writes_where_the_relay_reads() {
+    let relay = parse_unit(&std::fs::read_to_string(UNIT).unwrap());
+    let renew = parse_unit(&std::fs::read_to_string(RENEW_UNIT).unwrap());
+    let user = service_value(&relay, "User").expect("the relay unit names its User=");
+    assert_eq!(service_value(&renew, "User").as_deref(), Some(user.as_str()), "renewal runs as another user");
+    assert_eq!(service_value(&renew, "Group"), service_value(&relay, "Group"), "renewal runs in another group");
+    assert!(service_value(&relay, "DynamicUser").is_none_or(|v| v == "no"), "a dynamic user cannot read renewed keys");
+
+    let example = std::fs::read_to_string(EXAMPLE_CONFIG).unwrap();
+    let cert = example
+        .lines()
+        .find_map(|l| l.trim_start_matches(['#', ' ']).strip_prefix("cert = \""))
+        .and_then(|v| v.strip_suffix('"'))
+        .expect("deploy/relay.toml shows a cert = path");
+    let dir = Path::new(cert).parent().unwrap().to_str().unwrap();
+    let exec = service_value(&renew, "ExecStart").unwrap();
+    assert!(exec.contains(&format!("--cert {cert} ")), "renewal renews {exec}, the example config serves {cert}");
+    let writable = service_value(&renew, "ReadWritePaths").unwrap_or_default();
+    assert!(writable.split_whitespace().any(|p| p == dir), "renewal cannot write {dir} (ReadWritePaths={writable})");
+
+    let sysusers = std::fs::read_to_string(SYSUSERS).unwrap();
+    assert!(
+        sysusers.lines().any(|l| l.split_whitespace().take(2).eq(["u", user.as_str()])),
+        "deploy/ferry-relay.sysusers does not create {user}"
+    );
+}
+
 fn which(program: &str) -> Option<PathBuf> {
     let out = Command::new("which").arg(program).output().ok()?;
     out.status.success().then(|| PathBuf::from(text(&out.stdout).trim()))
@@ -241,13 +281,22 @@ fn systemd_analyze_verify() {
         eprintln!("skipped: systemd-analyze not installed (systemd_unit_syntax_and_required_keys checks the syntax)");
         return;
     };
-    // The installed path of the binary does not exist here: point the unit at the built one,
+    for (file, name) in [(UNIT, "ferry-relay.service"), (RENEW_UNIT, "ferry-cert-renew.service")] {
+        analyze_unit(&analyze, file, name);
+    }
+}
+
+fn analyze_unit(analyze: &Path, file: &str, name: &str) {
+    // The installed paths of the binaries do not exist here: point the unit at the built ones,
     // so the only complaints left are about the unit itself.
-    let unit = std::fs::read_to_string(UNIT).unwrap().replace("/usr/local/bin/ferry-relay", RELAY);
+    let unit = std::fs::read_to_string(file)
+        .unwrap()
+        .replace("/usr/local/bin/ferry-relay", RELAY)
+        .replace("/usr/local/bin/ferry-cert", env!("CARGO_BIN_EXE_ferry-cert"));
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ferry-relay.service");
+    let path = dir.path().join(name);
     std::fs::write(&path, unit).unwrap();
-    let out = Command::new(&analyze).arg("verify").arg(&path).output().expect("run systemd-analyze verify");
+    let out = Command::new(analyze).arg("verify").arg(&path).output().expect("run systemd-analyze verify");
     let stderr = text(&out.stderr);
     // `verify` reports unknown keys, unparsable values and lines without `=` on stderr with
     // the file and line, but still exits 0; anything naming the unit file is a failure.
@@ -256,14 +305,14 @@ fn systemd_analyze_verify() {
         .lines()
         .filter(|l| {
             l.contains(&unit_file)
-                || l.contains("ferry-relay.service:")
+                || l.contains(&format!("{name}:"))
                 || ["Unknown key", "Unknown section", "Failed to parse", "Missing '='", "Invalid"]
                     .iter()
                     .any(|p| l.contains(p))
         })
         .collect();
-    assert!(out.status.success() && problems.is_empty(), "systemd-analyze verify: {}\n{stderr}", out.status);
+    assert!(out.status.success() && problems.is_empty(), "systemd-analyze verify {name}: {}\n{stderr}", out.status);
     if !stderr.trim().is_empty() {
-        eprintln!("systemd-analyze verify (not about the unit):\n{stderr}");
+        eprintln!("systemd-analyze verify {name} (not about the unit):\n{stderr}");
     }
 }
