@@ -380,16 +380,20 @@ async fn tcp_accept_loop(listener: TcpListener, shared: Arc<Shared>, cancel: Can
     }
 }
 
-async fn serve_tcp(
+#[expect(clippy::manual_async_fn, reason = "an `async fn` keeps its arguments twice (pump module docs)")]
+fn serve_tcp(
     tcp: tokio::net::TcpStream,
     permit: OwnedSemaphorePermit,
     shared: Arc<Shared>,
     cancel: CancellationToken,
-) {
-    // Two steps, so that the connection's task does not keep room for the handshake's
-    // state (1.2 KiB) beside the session's for as long as the session runs.
-    if let Some((send, recv, exporter)) = accept_tls(tcp, permit, &shared).await {
-        dispatch(shared, StreamHop::Tcp { exporter }, send, recv, cancel).await;
+) -> impl Future<Output = ()> {
+    // The handshake's state (1.5 KiB) is boxed, so the connection's task keeps no room for
+    // it during the session. Not an `async fn`, which would keep every argument twice (see
+    // the pump's module docs).
+    async move {
+        if let Some((send, recv, exporter)) = Box::pin(accept_tls(tcp, permit, &shared)).await {
+            dispatch(shared, StreamHop::Tcp { exporter }, send, recv, cancel).await;
+        }
     }
 }
 
@@ -424,43 +428,54 @@ async fn accept_tls(
 }
 
 /// Reads a stream's first message and hands the stream to the host, session or attach logic.
-async fn dispatch(shared: Arc<Shared>, hop: StreamHop, send: LinkSend, recv: LinkRecv, cancel: CancellationToken) {
+/// (Not an `async fn`, which would keep every argument twice for the stream's lifetime.)
+fn dispatch(
+    shared: Arc<Shared>,
+    hop: StreamHop,
+    send: LinkSend,
+    recv: LinkRecv,
+    cancel: CancellationToken,
+) -> impl Future<Output = ()> {
     let mut framed = Framed::new(recv);
-    let first = match framed.message(shared.config.handshake_timeout).await {
-        Ok(message) => message,
-        Err(e) => return debug!(error = %e, "stream ended before its first message"),
-    };
-    let outcome = match first {
-        Message::Register { host_id, token, handshake } => {
-            let (host_hop, exporter) = match hop {
-                StreamHop::Quic(conn) => {
-                    let mut exporter = [0u8; EXPORTER_LEN];
-                    if conn.export_keying_material(&mut exporter, REGISTRATION_EXPORTER_LABEL, b"").is_err() {
-                        return;
+    async move {
+        let first = match framed.message(shared.config.handshake_timeout).await {
+            Ok(message) => message,
+            Err(e) => return debug!(error = %e, "stream ended before its first message"),
+        };
+        let outcome = match first {
+            Message::Register { host_id, token, handshake } => {
+                let (host_hop, exporter) = match hop {
+                    StreamHop::Quic(conn) => {
+                        let mut exporter = [0u8; EXPORTER_LEN];
+                        if conn.export_keying_material(&mut exporter, REGISTRATION_EXPORTER_LABEL, b"").is_err() {
+                            return;
+                        }
+                        (HostHop::Quic(conn), exporter)
                     }
-                    (HostHop::Quic(conn), exporter)
-                }
-                StreamHop::Tcp { exporter } => (HostHop::Tcp, exporter),
-            };
-            let token = token.map(|t| t.0);
-            let registration = Registration { host_id, token, hello: handshake, exporter };
-            host::serve(shared, host_hop, send, framed, registration, cancel).await
-        }
-        Message::Connect { host_id } => session::serve(shared, send, framed, host_id, cancel).await,
-        Message::Attach { session } => {
-            let (recv, first) = framed.into_parts();
-            // An unknown or late session: the connection is dropped.
-            let _ = shared.pending.attach(session, (send, recv, first));
-            Ok(())
-        }
-        _ => {
-            if let StreamHop::Quic(conn) = hop {
-                conn.close(CLOSE_PROTOCOL.into(), b"unexpected first message");
+                    StreamHop::Tcp { exporter } => (HostHop::Tcp, exporter),
+                };
+                let token = token.map(|t| t.0);
+                let registration = Registration { host_id, token, hello: handshake, exporter };
+                // Boxed: a host's control stream is one per host, but its future is the largest
+                // of these branches and would otherwise set the size of every session's task.
+                Box::pin(host::serve(shared, host_hop, send, framed, registration, cancel)).await
             }
-            return debug!("unexpected first message");
+            Message::Connect { host_id } => session::serve(shared, send, framed, host_id, cancel).await,
+            Message::Attach { session } => {
+                let (recv, first) = framed.into_parts();
+                // An unknown or late session: the connection is dropped.
+                let _ = shared.pending.attach(session, (send, recv, first));
+                Ok(())
+            }
+            _ => {
+                if let StreamHop::Quic(conn) = hop {
+                    conn.close(CLOSE_PROTOCOL.into(), b"unexpected first message");
+                }
+                return debug!("unexpected first message");
+            }
+        };
+        if let Err(e) = outcome {
+            debug!(error = %e, "stream ended with an error");
         }
-    };
-    if let Err(e) = outcome {
-        debug!(error = %e, "stream ended with an error");
     }
 }

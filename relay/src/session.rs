@@ -8,6 +8,7 @@
 //! first. The one log line per session is written here, at close: a random session
 //! number, duration and bytes each way. Nothing else about a session is ever logged.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,57 +24,62 @@ use crate::registry::HostLink;
 use crate::server::Shared;
 
 /// Serves one client session stream that asked for `host_id`.
-pub(crate) async fn serve(
+#[expect(clippy::manual_async_fn, reason = "an `async fn` keeps its arguments twice (pump module docs)")]
+pub(crate) fn serve(
     shared: Arc<Shared>,
     mut client_send: LinkSend,
     client: Framed,
     host_id: HostId,
     cancel: CancellationToken,
-) -> Result<(), FramedError> {
-    let metrics = &shared.metrics;
-    if shared.draining.is_cancelled() {
-        return control::refuse(&mut client_send, RefuseReason::ShuttingDown, metrics).await;
-    }
-    let Some(host) = shared.registry.lookup(&host_id) else {
-        return control::refuse(&mut client_send, RefuseReason::UnknownHost, metrics).await;
-    };
-    let live = shared.live();
-    let Some(_slot) = host.sessions.try_take(live.limits.max_sessions_per_host) else {
-        return control::refuse(&mut client_send, RefuseReason::HostOverLimit, metrics).await;
-    };
-    let buffers = 2 * shared.config.buffer_per_direction as u64;
-    let Some(_reservation) = shared.budget.try_reserve(buffers, metrics) else {
-        return control::refuse(&mut client_send, RefuseReason::RelayBusy, metrics).await;
-    };
-    let session = random_session_number();
-    let Some((host_send, host_recv, host_first)) = open_to_host(&shared, host.link, session).await else {
-        return control::refuse(&mut client_send, RefuseReason::UnknownHost, metrics).await;
-    };
-    client_send.send_message(&Message::Accepted).await?;
+) -> impl Future<Output = Result<(), FramedError>> {
+    // Not an `async fn`: that would keep every argument twice for the session's lifetime
+    // (see the pump's module docs).
+    async move {
+        let metrics = &shared.metrics;
+        if shared.draining.is_cancelled() {
+            return control::refuse(&mut client_send, RefuseReason::ShuttingDown, metrics).await;
+        }
+        let Some(host) = shared.registry.lookup(&host_id) else {
+            return control::refuse(&mut client_send, RefuseReason::UnknownHost, metrics).await;
+        };
+        let live = shared.live();
+        let Some(_slot) = host.sessions.try_take(live.limits.max_sessions_per_host) else {
+            return control::refuse(&mut client_send, RefuseReason::HostOverLimit, metrics).await;
+        };
+        let buffers = 2 * shared.config.buffer_per_direction as u64;
+        let Some(_reservation) = shared.budget.try_reserve(buffers, metrics) else {
+            return control::refuse(&mut client_send, RefuseReason::RelayBusy, metrics).await;
+        };
+        let session = random_session_number();
+        let Some((host_send, host_recv, host_first)) = open_to_host(&shared, host.link, session).await else {
+            return control::refuse(&mut client_send, RefuseReason::UnknownHost, metrics).await;
+        };
+        client_send.send_message(&Message::Accepted).await?;
 
-    let _active = shared.session_started();
-    let started = Instant::now();
-    let (client_recv, client_first) = client.into_parts();
-    let carried = pump::splice(
-        pump::Side { send: client_send, recv: client_recv, first: client_first },
-        pump::Side { send: host_send, recv: host_recv, first: host_first },
-        pump::Shaping {
-            tier: &host.tier,
-            idle_timeout: live.limits.idle_session_timeout,
-            tap: shared.config.tap.clone(),
-        },
-        &cancel,
-    )
-    .await;
-    metrics.bytes_relayed(carried.client_to_host, carried.host_to_client);
-    info!(
-        session = format_args!("{session:016x}"),
-        duration_ms = started.elapsed().as_millis() as u64,
-        bytes_client_to_host = carried.client_to_host,
-        bytes_host_to_client = carried.host_to_client,
-        "session closed"
-    );
-    Ok(())
+        let _active = shared.session_started();
+        let started = Instant::now();
+        let (client_recv, client_first) = client.into_parts();
+        let carried = pump::splice(
+            pump::Side { send: client_send, recv: client_recv, first: client_first },
+            pump::Side { send: host_send, recv: host_recv, first: host_first },
+            pump::Shaping {
+                tier: &host.tier,
+                idle_timeout: live.limits.idle_session_timeout,
+                tap: shared.config.tap.clone(),
+            },
+            &cancel,
+        )
+        .await;
+        metrics.bytes_relayed(carried.client_to_host, carried.host_to_client);
+        info!(
+            session = format_args!("{session:016x}"),
+            duration_ms = started.elapsed().as_millis() as u64,
+            bytes_client_to_host = carried.client_to_host,
+            bytes_host_to_client = carried.host_to_client,
+            "session closed"
+        );
+        Ok(())
+    }
 }
 
 /// Opens the host's side of a session: a new QUIC stream, or a TCP host's dial-back.
