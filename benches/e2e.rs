@@ -8,7 +8,9 @@
 //! for all. Rounds are interleaved (every row once, then every row again) and each cell
 //! shows the median over rounds, so a noisy neighbour on a small machine shifts all rows
 //! alike instead of one; the spread of every row is printed under the table. Idle-session
-//! memory is measured in the first round only (it is steady, and slow to measure). Relays run as separate processes (the real `ferry-relay` binary, `socat`, the
+//! memory is measured in the first round only (it is steady, and slow to measure).
+//!
+//! Relays run as separate processes (the real `ferry-relay` binary, `socat`, the
 //! `rathole` server) so their memory and CPU are read from `/proc`. The ferry host and
 //! client run in this process, as the library `ferry host run` / `ferry connect` use.
 //! See `docs/benchmarks.md` for what each column means.

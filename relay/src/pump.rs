@@ -21,9 +21,9 @@
 //! twice. So [`splice`] and [`Direction::run`] are plain functions returning an `async move`
 //! block that uses its captures in place, and the two directions are joined once, in one
 //! allocation (`futures_util::future::join`, boxed). Measured with `-Zprint-type-sizes`:
-//! the session's futures went from 3,264 to ~1,900 bytes.
+//! a session's futures went from 4,048 bytes (its task) to 992 (its task) + 1,344 (the two
+//! directions); the relay's memory per idle QUIC session from 6.2 to 4.5 KiB.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

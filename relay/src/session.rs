@@ -8,7 +8,6 @@
 //! first. The one log line per session is written here, at close: a random session
 //! number, duration and bytes each way. Nothing else about a session is ever logged.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
