@@ -78,29 +78,65 @@ impl RelayConfig {
         }
     }
 
-    /// Checks the settings make sense together.
+    /// Checks the settings make sense together; the error names the setting by its key in
+    /// the config file (`deploy/relay.toml`).
     pub fn validate(&self) -> Result<(), Error> {
-        if self.buffer_per_direction < 16 * 1024 {
-            return Err(Error::Config("the buffer per direction must be at least 16 KiB".into()));
+        let core = CoreSettings {
+            quic: self.quic,
+            tcp: self.tcp,
+            buffer_per_direction: self.buffer_per_direction as u64,
+            handshake_timeout: self.handshake_timeout,
+            idle_timeout: self.idle_timeout,
+            max_sessions_per_connection: self.max_sessions_per_connection,
+            limits: &self.limits,
+        };
+        match core.problem() {
+            Some((key, why)) => Err(Error::Config(format!("`{key}`: {why}"))),
+            None => Ok(()),
         }
-        if self.buffer_per_direction > 1 << 30 {
-            return Err(Error::Config("the buffer per direction must be at most 1 GiB".into()));
-        }
-        if self.handshake_timeout.is_zero() || self.idle_timeout.is_zero() {
-            return Err(Error::Config("timeouts must be greater than zero".into()));
-        }
+    }
+}
+
+/// The settings that must make sense together however the configuration was made: checked
+/// by [`RelayConfig::validate`] for library users and by the config file's own check, which
+/// adds the line. One list, so the two cannot drift apart.
+pub(crate) struct CoreSettings<'a> {
+    pub(crate) quic: bool,
+    pub(crate) tcp: bool,
+    pub(crate) buffer_per_direction: u64,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) max_sessions_per_connection: u32,
+    pub(crate) limits: &'a Limits,
+}
+
+impl CoreSettings<'_> {
+    /// The first setting that does not make sense: its config-file key and what is wrong.
+    pub(crate) fn problem(&self) -> Option<(&'static str, String)> {
         if !self.quic && !self.tcp {
-            return Err(Error::Config("enable at least one of QUIC and TCP".into()));
+            return Some(("quic", "enable at least one of `quic` and `tcp`".into()));
         }
-        if self.limits.buffer_budget < 2 * self.buffer_per_direction as u64 {
-            return Err(Error::Config(
-                "the buffer budget must hold at least one session (2 × buffer per direction)".into(),
-            ));
+        if !(16 * 1024..=1 << 30).contains(&self.buffer_per_direction) {
+            return Some(("buffer_per_direction", "must be between 16384 and 1073741824 bytes".into()));
         }
-        if self.max_sessions_per_connection == 0 {
-            return Err(Error::Config("sessions per connection must be at least 1".into()));
+        let l = self.limits;
+        for (key, zero) in [
+            ("handshake_timeout_secs", self.handshake_timeout.is_zero()),
+            ("idle_timeout_secs", self.idle_timeout.is_zero()),
+            ("idle_session_timeout_secs", l.idle_session_timeout.is_zero()),
+            ("max_sessions_per_connection", self.max_sessions_per_connection == 0),
+            ("max_hosts", l.max_hosts == 0),
+            ("max_sessions_per_host", l.max_sessions_per_host == 0),
+            ("max_pending_handshakes", l.max_pending_handshakes == 0),
+        ] {
+            if zero {
+                return Some((key, "must be at least 1".into()));
+            }
         }
-        Ok(())
+        if l.buffer_budget < 2 * self.buffer_per_direction {
+            return Some(("buffer_budget", "must hold at least one session (2 × buffer_per_direction)".into()));
+        }
+        None
     }
 }
 
@@ -117,5 +153,30 @@ impl fmt::Debug for RelayConfig {
             .field("limits", &self.limits)
             .field("admin", &self.admin)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> RelayConfig {
+        let identity = TlsIdentity::self_signed(&["localhost".into()]).unwrap();
+        RelayConfig::new("127.0.0.1:0".parse().unwrap(), identity)
+    }
+
+    #[test]
+    fn validate_names_the_setting_at_fault() {
+        assert!(config().validate().is_ok());
+        let mut c = config();
+        c.max_sessions_per_connection = 0;
+        assert!(c.validate().unwrap_err().to_string().contains("`max_sessions_per_connection`"));
+        let mut c = config();
+        c.limits.max_hosts = 0;
+        assert!(c.validate().unwrap_err().to_string().contains("`max_hosts`: must be at least 1"));
+        let mut c = config();
+        c.buffer_per_direction = 1 << 20;
+        c.limits.buffer_budget = 1 << 20;
+        assert!(c.validate().unwrap_err().to_string().contains("`buffer_budget`"));
     }
 }

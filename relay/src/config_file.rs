@@ -12,7 +12,7 @@ use ferry_proto::HostId;
 use serde::Deserialize;
 
 use crate::Error;
-use crate::config::{DEFAULT_BUFFER_PER_DIRECTION, DEFAULT_LISTEN};
+use crate::config::{CoreSettings, DEFAULT_BUFFER_PER_DIRECTION, DEFAULT_LISTEN};
 use crate::limits::Limits;
 use crate::pacing::{DEFAULT_BURST_BYTES, Tier, parse_rate};
 use crate::policy::{HostRule, Policy, TokenRule};
@@ -254,33 +254,26 @@ impl FileConfig {
         if r.congestion.parse::<ferry_link::Congestion>().is_err() {
             return Err(("congestion", "use `bbr` or `cubic`".into()));
         }
-        if !r.quic && !r.tcp {
-            return Err(("quic", "enable at least one of `quic` and `tcp`".into()));
-        }
-        if !(16 * 1024..=1 << 30).contains(&r.buffer_per_direction) {
-            return Err(("buffer_per_direction", "must be between 16384 and 1073741824 bytes".into()));
-        }
-        for (key, value) in [
-            ("handshake_timeout_secs", r.handshake_timeout_secs),
-            ("idle_timeout_secs", r.idle_timeout_secs),
-            ("idle_session_timeout_secs", self.limits.idle_session_timeout_secs),
-        ] {
-            if value == 0 {
-                return Err((key, "must be at least 1".into()));
-            }
-        }
         let l = &self.limits;
-        for (key, value) in [
-            ("max_hosts", l.max_hosts),
-            ("max_sessions_per_host", l.max_sessions_per_host),
-            ("max_pending_handshakes", l.max_pending_handshakes),
-        ] {
-            if value == 0 {
-                return Err((key, "must be at least 1".into()));
-            }
-        }
-        if l.buffer_budget < 2 * r.buffer_per_direction {
-            return Err(("buffer_budget", "must hold at least one session (2 × buffer_per_direction)".into()));
+        let limits = Limits {
+            max_hosts: l.max_hosts,
+            max_sessions_per_host: l.max_sessions_per_host,
+            max_pending_handshakes: l.max_pending_handshakes,
+            connections_per_minute_per_source: l.connections_per_minute_per_source,
+            buffer_budget: l.buffer_budget,
+            idle_session_timeout: Duration::from_secs(l.idle_session_timeout_secs),
+        };
+        let core = CoreSettings {
+            quic: r.quic,
+            tcp: r.tcp,
+            buffer_per_direction: r.buffer_per_direction,
+            handshake_timeout: Duration::from_secs(r.handshake_timeout_secs),
+            idle_timeout: Duration::from_secs(r.idle_timeout_secs),
+            max_sessions_per_connection: r.max_sessions_per_connection,
+            limits: &limits,
+        };
+        if let Some(problem) = core.problem() {
+            return Err(problem);
         }
         if !crate::log::is_level(&self.log.level) {
             return Err(("level", "use error, warn, info, debug or trace".into()));
@@ -331,14 +324,7 @@ impl FileConfig {
                 tiers,
                 default_tier: self.access.default_tier.clone(),
             },
-            limits: Limits {
-                max_hosts: l.max_hosts,
-                max_sessions_per_host: l.max_sessions_per_host,
-                max_pending_handshakes: l.max_pending_handshakes,
-                connections_per_minute_per_source: l.connections_per_minute_per_source,
-                buffer_budget: l.buffer_budget,
-                idle_session_timeout: Duration::from_secs(l.idle_session_timeout_secs),
-            },
+            limits,
         })
     }
 }
@@ -387,6 +373,23 @@ mod tests {
         assert!(err.contains("`rate` (line 3)"), "{err}");
         let err = FileConfig::parse("[access]\nmode = \"closed\"\n").unwrap_err();
         assert!(err.contains("admits nobody"), "{err}");
+    }
+
+    /// The settings the library's `RelayConfig::validate` refuses are refused here too, with
+    /// their line, not only later when the relay starts (`max_sessions_per_connection = 0`
+    /// used to pass `check-config`).
+    #[test]
+    fn the_file_check_refuses_what_the_library_refuses() {
+        for (text, key) in [
+            ("[relay]\nmax_sessions_per_connection = 0\n", "max_sessions_per_connection"),
+            ("[relay]\nquic = false\ntcp = false\n", "quic"),
+            ("[relay]\nbuffer_per_direction = 1024\n", "buffer_per_direction"),
+            ("[relay]\nidle_timeout_secs = 0\n", "idle_timeout_secs"),
+            ("[limits]\nbuffer_budget = 1000\n", "buffer_budget"),
+        ] {
+            let err = FileConfig::parse(text).unwrap_err();
+            assert!(err.contains(&format!("`{key}` (line")), "{text:?}: {err}");
+        }
     }
 
     #[test]
