@@ -509,7 +509,7 @@ struct IdleSessions {
     streams: Vec<TcpStream>,
     /// ferry: the client end of each session's local pipe, and the bridge tasks.
     pipes: Vec<tokio::io::DuplexStream>,
-    bridges: Vec<JoinHandle<()>>,
+    bridges: Vec<tokio::task::AbortHandle>,
     clients: Vec<Arc<Client>>,
 }
 
@@ -1016,15 +1016,11 @@ async fn open_idle(run: &Running, idle: &mut IdleSessions, total: usize) -> Resu
                 let client = client.clone();
                 tasks.spawn(tokio::time::timeout(Duration::from_secs(10), async move {
                     let session = client.open_session().await?;
-                    let (mut near, far) = tokio::io::duplex(4096);
-                    let (r, w) = tokio::io::split(far);
-                    let bridge = tokio::spawn(async move {
-                        let _ = session.bridge(r, w).await;
-                    });
+                    let (mut near, bridge) = session.spawn_pipe(4096);
                     near.write_all(&[MODE_ECHO, 0x11]).await?;
                     let mut byte = [0u8; 1];
                     near.read_exact(&mut byte).await?;
-                    anyhow::Ok((near, bridge))
+                    anyhow::Ok((near, bridge.abort_handle()))
                 }));
                 want -= 1;
             }
