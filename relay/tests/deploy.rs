@@ -219,10 +219,8 @@ fn systemd_unit_syntax_and_required_keys() {
     }
     // systemd must wait longer than the relay drains for (relay.toml's shutdown_deadline_secs,
     // plus the few seconds the relay takes to close connections afterwards).
-    let stop: u64 = entries
-        .iter()
-        .find(|(_, k, _)| k == "TimeoutStopSec")
-        .and_then(|(_, _, v)| v.trim_end_matches('s').parse().ok())
+    let stop: u64 = service_value(&entries, "TimeoutStopSec")
+        .and_then(|v| v.trim_end_matches('s').parse().ok())
         .expect("TimeoutStopSec in plain seconds");
     let example = std::fs::read_to_string(EXAMPLE_CONFIG).unwrap();
     let drain: u64 = example
