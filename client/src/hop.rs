@@ -95,10 +95,11 @@ pub async fn connect(relay: &RelayAddr, options: &HopOptions) -> Result<quinn::C
     config.transport_config(Arc::new(options.transport()?));
 
     let bind: SocketAddr = if target.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
-    let socket = std::net::UdpSocket::bind(bind).map_err(|e| unreachable(format!("cannot open a UDP socket ({e})")))?;
+    let no_socket = |e: std::io::Error| unreachable(format!("cannot open a UDP socket ({e})"));
+    let socket = std::net::UdpSocket::bind(bind).map_err(no_socket)?;
     ferry_link::udp::tune_socket(&socket);
     let endpoint = quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, Arc::new(quinn::TokioRuntime))
-        .map_err(|e| unreachable(format!("cannot open a UDP socket ({e})")))?;
+        .map_err(no_socket)?;
     let connecting =
         endpoint.connect_with(config, target, server_name(&relay.addr)).map_err(|e| unreachable(e.to_string()))?;
     let conn = match tokio::time::timeout(options.connect_timeout, connecting).await {
