@@ -18,7 +18,7 @@ use ferry_proto::{CertPin, RelayAddr, RelayTrust, StaticKey, Ticket};
 use ferry_relay::certs::ca::{CaOptions, CertAuthority, Issued, LeafOptions};
 use ferry_relay::certs::renew::{RenewOptions, Renewal, renew};
 use ferry_relay::certs::{CERT_FILE, KEY_FILE, KeyAlg};
-use ferry_relay::{Relay, RelayConfig, TlsIdentity};
+use ferry_relay::{Relay, RelayConfig, Reloadable, TlsIdentity};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -148,7 +148,8 @@ async fn ca_pinned_ticket_survives_renewal_and_reload_mid_session() -> Result<()
     };
     assert_ne!(renewed.leaf_pin, issued.leaf_pin, "renewal makes a new key");
     assert_eq!(renewed.ca_pin, ca_pin);
-    let new_pin = relay.set_identity(TlsIdentity::from_files(&cert_path, &key_path)?)?;
+    let new_pin =
+        relay.reload(Reloadable { identity: TlsIdentity::from_files(&cert_path, &key_path)?, ..relay.reloadable() })?;
     assert_eq!(new_pin, renewed.leaf_pin);
 
     // A new client with the same ticket connects to the renewed relay.

@@ -53,7 +53,7 @@ fn relays_of(relay: &Relay) -> Vec<RelayAddr> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closed_mode_refuses_a_host_without_a_token_and_admits_one_with_it() -> Result<()> {
-    let relay = relay_with(|c| c.policy = closed_policy()).await?;
+    let relay = relay_with(|c| c.reloadable.policy = closed_policy()).await?;
     let (service, _echo) = echo_service().await?;
 
     let stranger = Host::spawn(HostConfig::new(HostIdentity::generate()?, relays_of(&relay), service.to_string()));
@@ -79,7 +79,7 @@ async fn closed_mode_refuses_a_host_without_a_token_and_admits_one_with_it() -> 
 async fn a_two_megabit_tier_paces_while_an_unlimited_session_is_not_paced() -> Result<()> {
     let mut policy = closed_policy();
     policy.closed = false;
-    let relay = relay_with(|c| c.policy = policy).await?;
+    let relay = relay_with(|c| c.reloadable.policy = policy).await?;
     let (service, _echo) = echo_service().await?;
 
     let free = HostIdentity::generate()?;
@@ -160,7 +160,7 @@ async fn the_buffer_budget_refuses_new_sessions_and_spares_running_ones() -> Res
     let (service, _echo) = echo_service().await?;
     let stack = LocalStack::start(service, |c| {
         c.buffer_per_direction = MIB as usize;
-        c.limits.buffer_budget = 4 * MIB;
+        c.reloadable.limits.buffer_budget = 4 * MIB;
     })
     .await?;
     let client = stack.client()?;
@@ -192,7 +192,7 @@ async fn the_buffer_budget_refuses_new_sessions_and_spares_running_ones() -> Res
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_flood_from_one_source_is_rate_limited_while_an_honest_host_streams() -> Result<()> {
     let (service, _echo) = echo_service().await?;
-    let stack = LocalStack::start(service, |c| c.limits.connections_per_minute_per_source = 100).await?;
+    let stack = LocalStack::start(service, |c| c.reloadable.limits.connections_per_minute_per_source = 100).await?;
     let relay_addr = stack.relay.local_addr();
 
     // 2,000 TCP connection attempts from 127.0.0.2, bounded in count and time.

@@ -7,7 +7,7 @@ use anyhow::Result;
 use bytes::BytesMut;
 use common::{echo_stack, read_message};
 use ferry_client::hop::{self, HopOptions};
-use ferry_proto::registration::HostProver;
+use ferry_proto::proof::HostProver;
 use ferry_proto::{EXPORTER_LEN, HostId, Message, REGISTRATION_EXPORTER_LABEL, RefuseReason, StaticKey};
 
 struct Attempt {

@@ -16,7 +16,7 @@ use ferry_proto::e2e::HostHandshake;
 use ferry_proto::e2e::handshake::MAX_HANDSHAKE_LEN;
 use ferry_proto::e2e::record::put_frame;
 use ferry_proto::message::RegistrationToken;
-use ferry_proto::registration::HostProver;
+use ferry_proto::proof::HostProver;
 use ferry_proto::{Message, PublicKey, RelayAddr};
 use tokio::net::TcpStream;
 use tokio::sync::watch;

@@ -36,6 +36,14 @@ pub enum Error {
     /// A registration proof did not verify.
     #[error("the registration proof is invalid: {0}")]
     BadProof(&'static str),
+    /// A peer sent a control message that does not belong at this point of the conversation.
+    #[error("the peer sent {got} where {expected} belongs (a broken or incompatible peer)")]
+    Unexpected {
+        /// What the conversation waited for.
+        expected: &'static str,
+        /// What arrived.
+        got: &'static str,
+    },
     /// A record failed authentication: the stream was cut, corrupted or tampered with.
     #[error("an end-to-end record failed authentication: the stream was corrupted or tampered with")]
     RecordAuth,

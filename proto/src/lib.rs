@@ -13,17 +13,23 @@
 //! - [`pin`]: how a client trusts a relay: SHA-256 certificate pins or webpki roots.
 //! - [`ticket`]: the copy-pasteable string that tells a client how to reach a host.
 //! - [`message`]: relay control messages (`Register`, `Connect`, `Refused`, ...) and their framing.
-//! - [`registration`]: the host's Noise `XN` proof that it holds its host key, bound to the hop.
+//! - [`proof`]: the host's Noise `XN` proof that it holds its host key, bound to the hop.
+//! - [`registration`]: the registration conversation (`Register` → `Challenge` → `Proof` →
+//!   `Registered`, then `Incoming`/`GoingAway`), host and relay side, as state machines.
+//! - [`connect`]: the connect conversation (`Connect` → `Accepted`/`Refused`, the host's
+//!   `Incoming`/`Attach`), every side, as state machines.
 //! - [`e2e`]: the client ↔ host Noise `IKpsk2` handshake and the record layer after it.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod codec;
 pub mod codes;
+pub mod connect;
 pub mod e2e;
 mod error;
 pub mod keys;
 pub mod message;
 pub mod pin;
+pub mod proof;
 pub mod registration;
 pub mod ticket;
 

@@ -173,6 +173,22 @@ pub enum Message {
 }
 
 impl Message {
+    /// The message's name, for errors ("the relay sent Accepted where Challenge belongs").
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Register { .. } => "Register",
+            Self::Challenge { .. } => "Challenge",
+            Self::Proof { .. } => "Proof",
+            Self::Registered => "Registered",
+            Self::Connect { .. } => "Connect",
+            Self::Accepted => "Accepted",
+            Self::Refused { .. } => "Refused",
+            Self::Incoming { .. } => "Incoming",
+            Self::GoingAway => "GoingAway",
+            Self::Attach { .. } => "Attach",
+        }
+    }
+
     /// Appends this message's frame to `out`.
     ///
     /// Fails only when a field is too long for the format (a caller bug or a huge token).

@@ -1,24 +1,33 @@
 //! The relay's settings, with the defaults an operator gets when they set nothing.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::Error;
-use crate::certs::TlsIdentity;
 use crate::limits::Limits;
 use crate::policy::Policy;
+use crate::{Error, TlsIdentity};
 
-/// Default listen address: every IPv4 interface, UDP port 4433.
-pub const DEFAULT_LISTEN: &str = "0.0.0.0:4433";
+/// Default listen address: every IPv4 interface, UDP and TCP port 4433.
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 4433);
 /// Default bound on the bytes the relay buffers per session and direction.
 pub const DEFAULT_BUFFER_PER_DIRECTION: usize = 1 << 20;
 
 /// A test-only observer of every byte the pump forwards (see [`RelayConfig::tap`]).
 pub type Tap = Arc<dyn Fn(&[u8]) + Send + Sync>;
 
-/// Everything a relay needs to run.
+/// Default wait for a peer's TLS handshake and first message.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default silence after which a hop connection is closed.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default number of sessions one client connection can always have open.
+pub const DEFAULT_MAX_SESSIONS_PER_CONNECTION: u32 = 1024;
+/// Default wait of a graceful shutdown for running sessions.
+pub const DEFAULT_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Everything a relay needs to run: settings fixed for its lifetime, and the
+/// [`Reloadable`] part that [`crate::Relay::reload`] replaces whole.
 #[derive(Clone)]
 pub struct RelayConfig {
     /// Where to listen: QUIC on UDP and TLS on TCP share this port number.
@@ -29,8 +38,6 @@ pub struct RelayConfig {
     pub tcp: bool,
     /// QUIC congestion controller for what the relay sends.
     pub congestion: ferry_link::Congestion,
-    /// The relay's certificate chain and key.
-    pub identity: TlsIdentity,
     /// Most bytes buffered per session per direction; also each stream's QUIC receive
     /// window, so a sender that outruns its reader is slowed by flow control.
     pub buffer_per_direction: usize,
@@ -43,18 +50,36 @@ pub struct RelayConfig {
     /// is set up to a seventh higher so that quinn's batched credit never leaves fewer
     /// (`ferry_link::credit`).
     pub max_sessions_per_connection: u32,
-    /// Access rules and bandwidth tiers (reloadable).
-    pub policy: Policy,
-    /// Hard limits (reloadable).
-    pub limits: Limits,
     /// Where to serve `/metrics` and `/healthz` (`None`: no admin listener).
     pub admin: Option<SocketAddr>,
     /// How long a graceful shutdown waits for running sessions.
     pub shutdown_deadline: Duration,
+    /// The certificate, access rules, tiers and limits: what a reload replaces.
+    pub reloadable: Reloadable,
     /// Test hook: sees every byte the pump forwards. Used to prove the relay only ever
     /// handles ciphertext; never set by the binaries.
     #[doc(hidden)]
     pub tap: Option<Tap>,
+}
+
+/// The settings a running relay can take anew (SIGHUP): its certificate, access rules and
+/// tiers, and limits. A reload replaces all of them at once; new connections, registrations
+/// and sessions get the new ones, running sessions keep what they started with.
+#[derive(Clone, Debug)]
+pub struct Reloadable {
+    /// The relay's certificate chain and key.
+    pub identity: TlsIdentity,
+    /// Access rules and bandwidth tiers.
+    pub policy: Policy,
+    /// Hard limits.
+    pub limits: Limits,
+}
+
+impl Reloadable {
+    /// `identity` with the default (open) policy and limits.
+    pub fn new(identity: TlsIdentity) -> Self {
+        Self { identity, policy: Policy::default(), limits: Limits::default() }
+    }
 }
 
 impl RelayConfig {
@@ -65,15 +90,13 @@ impl RelayConfig {
             quic: true,
             tcp: true,
             congestion: ferry_link::Congestion::default(),
-            identity,
             buffer_per_direction: DEFAULT_BUFFER_PER_DIRECTION,
-            handshake_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(30),
-            max_sessions_per_connection: 1024,
-            policy: Policy::default(),
-            limits: Limits::default(),
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_sessions_per_connection: DEFAULT_MAX_SESSIONS_PER_CONNECTION,
             admin: None,
-            shutdown_deadline: Duration::from_secs(30),
+            shutdown_deadline: DEFAULT_SHUTDOWN_DEADLINE,
+            reloadable: Reloadable::new(identity),
             tap: None,
         }
     }
@@ -81,45 +104,49 @@ impl RelayConfig {
     /// Checks the settings make sense together; the error names the setting by its key in
     /// the config file (`deploy/relay.toml`).
     pub fn validate(&self) -> Result<(), Error> {
-        let core = CoreSettings {
+        match self.core().problem(&self.reloadable.limits) {
+            Some((key, why)) => Err(Error::Setting { key, why }),
+            None => Ok(()),
+        }
+    }
+
+    /// The fixed settings the limits are checked against.
+    pub(crate) fn core(&self) -> CoreSettings {
+        CoreSettings {
             quic: self.quic,
             tcp: self.tcp,
             buffer_per_direction: self.buffer_per_direction as u64,
             handshake_timeout: self.handshake_timeout,
             idle_timeout: self.idle_timeout,
             max_sessions_per_connection: self.max_sessions_per_connection,
-            limits: &self.limits,
-        };
-        match core.problem() {
-            Some((key, why)) => Err(Error::Config(format!("`{key}`: {why}"))),
-            None => Ok(()),
         }
     }
 }
 
 /// The settings that must make sense together however the configuration was made: checked
-/// by [`RelayConfig::validate`] for library users and by the config file's own check, which
-/// adds the line. One list, so the two cannot drift apart.
-pub(crate) struct CoreSettings<'a> {
+/// by [`RelayConfig::validate`] for library users, by a reload against the running relay's
+/// fixed settings, and by the config file's own check, which adds the line. One list, so
+/// they cannot drift apart.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CoreSettings {
     pub(crate) quic: bool,
     pub(crate) tcp: bool,
     pub(crate) buffer_per_direction: u64,
     pub(crate) handshake_timeout: Duration,
     pub(crate) idle_timeout: Duration,
     pub(crate) max_sessions_per_connection: u32,
-    pub(crate) limits: &'a Limits,
 }
 
-impl CoreSettings<'_> {
-    /// The first setting that does not make sense: its config-file key and what is wrong.
-    pub(crate) fn problem(&self) -> Option<(&'static str, String)> {
+impl CoreSettings {
+    /// The first setting that does not make sense with `limits`: its config-file key and
+    /// what is wrong.
+    pub(crate) fn problem(&self, l: &Limits) -> Option<(&'static str, String)> {
         if !self.quic && !self.tcp {
             return Some(("quic", "enable at least one of `quic` and `tcp`".into()));
         }
         if !(16 * 1024..=1 << 30).contains(&self.buffer_per_direction) {
             return Some(("buffer_per_direction", "must be between 16384 and 1073741824 bytes".into()));
         }
-        let l = self.limits;
         for (key, zero) in [
             ("handshake_timeout_secs", self.handshake_timeout.is_zero()),
             ("idle_timeout_secs", self.idle_timeout.is_zero()),
@@ -150,7 +177,7 @@ impl fmt::Debug for RelayConfig {
             .field("handshake_timeout", &self.handshake_timeout)
             .field("idle_timeout", &self.idle_timeout)
             .field("max_sessions_per_connection", &self.max_sessions_per_connection)
-            .field("limits", &self.limits)
+            .field("limits", &self.reloadable.limits)
             .field("admin", &self.admin)
             .finish_non_exhaustive()
     }
@@ -172,11 +199,11 @@ mod tests {
         c.max_sessions_per_connection = 0;
         assert!(c.validate().unwrap_err().to_string().contains("`max_sessions_per_connection`"));
         let mut c = config();
-        c.limits.max_hosts = 0;
+        c.reloadable.limits.max_hosts = 0;
         assert!(c.validate().unwrap_err().to_string().contains("`max_hosts`: must be at least 1"));
         let mut c = config();
         c.buffer_per_direction = 1 << 20;
-        c.limits.buffer_budget = 1 << 20;
+        c.reloadable.limits.buffer_budget = 1 << 20;
         assert!(c.validate().unwrap_err().to_string().contains("`buffer_budget`"));
     }
 }

@@ -8,14 +8,43 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ferry_link::Congestion;
 use ferry_proto::HostId;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+use toml::de::{DeTable, DeValue};
 
-use crate::Error;
-use crate::config::{CoreSettings, DEFAULT_BUFFER_PER_DIRECTION, DEFAULT_LISTEN};
+use crate::config::{
+    DEFAULT_BUFFER_PER_DIRECTION, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN,
+    DEFAULT_MAX_SESSIONS_PER_CONNECTION, DEFAULT_SHUTDOWN_DEADLINE, Reloadable,
+};
 use crate::limits::Limits;
 use crate::pacing::{DEFAULT_BURST_BYTES, Tier, parse_rate};
 use crate::policy::{HostRule, Policy, TokenRule};
+use crate::{Error, RelayConfig, TlsIdentity};
+
+/// What is wrong with a configuration file's text.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FileError {
+    /// Not valid TOML, an unknown key, or a value of the wrong type (toml's message names
+    /// the line).
+    #[error("{}", one_line(.0))]
+    Syntax(toml::de::Error),
+    /// A setting that does not make sense (with its line when it is in the file).
+    #[error("`{key}`{}: {why}", line.map(|l| format!(" (line {l})")).unwrap_or_default())]
+    Setting {
+        /// The key, as written in the file.
+        key: &'static str,
+        /// The 1-based line of the key, if the file sets it.
+        line: Option<usize>,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+fn one_line(e: &toml::de::Error) -> String {
+    e.to_string().trim_end().replace('\n', " ")
+}
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
@@ -52,7 +81,8 @@ pub struct RelaySection {
     /// Serve TLS over TCP.
     pub tcp: bool,
     /// QUIC congestion controller: `bbr` (robust to random loss) or `cubic`.
-    pub congestion: String,
+    #[serde(deserialize_with = "congestion")]
+    pub congestion: Congestion,
     /// PEM certificate chain (with `key`); without it a self-signed one is kept in `state_dir`.
     pub cert: Option<PathBuf>,
     /// PEM private key.
@@ -71,21 +101,27 @@ pub struct RelaySection {
     pub shutdown_deadline_secs: u64,
 }
 
+/// `congestion = "bbr"`: parsed once, here, so a wrong name is a syntax error with its line.
+fn congestion<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Congestion, D::Error> {
+    let name = String::deserialize(deserializer)?;
+    name.parse().map_err(serde::de::Error::custom)
+}
+
 impl Default for RelaySection {
     fn default() -> Self {
         Self {
-            listen: DEFAULT_LISTEN.parse().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 4433))),
+            listen: DEFAULT_LISTEN,
             quic: true,
             tcp: true,
-            congestion: "bbr".into(),
+            congestion: Congestion::default(),
             cert: None,
             key: None,
             state_dir: None,
             buffer_per_direction: DEFAULT_BUFFER_PER_DIRECTION as u64,
-            max_sessions_per_connection: 1024,
-            handshake_timeout_secs: 10,
-            idle_timeout_secs: 30,
-            shutdown_deadline_secs: 30,
+            max_sessions_per_connection: DEFAULT_MAX_SESSIONS_PER_CONNECTION,
+            handshake_timeout_secs: DEFAULT_HANDSHAKE_TIMEOUT.as_secs(),
+            idle_timeout_secs: DEFAULT_IDLE_TIMEOUT.as_secs(),
+            shutdown_deadline_secs: DEFAULT_SHUTDOWN_DEADLINE.as_secs(),
         }
     }
 }
@@ -228,31 +264,86 @@ pub struct Checked {
     pub limits: Limits,
 }
 
+/// Where in the file a problem is: a path of table keys and array indexes, then the key.
+type Problem = (Vec<Segment>, &'static str, String);
+
+/// One step of a path into the file (`tier`, `1`, ...).
+#[derive(Clone, Copy, Debug)]
+enum Segment {
+    Key(&'static str),
+    Index(usize),
+}
+
 impl FileConfig {
-    /// Reads and parses `path`.
-    pub fn load(path: &Path) -> Result<(Self, Checked), Error> {
+    /// Reads, parses and checks `path`.
+    pub fn load(path: &Path) -> Result<Self, Error> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.to_owned(), source })?;
-        Self::parse(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+        Self::parse(&text).map_err(|source| Error::ConfigFile { path: path.to_owned(), source })
     }
 
-    /// Parses and validates config text.
-    pub fn parse(text: &str) -> Result<(Self, Checked), String> {
-        let file: Self = toml::from_str(text).map_err(|e| e.to_string().trim_end().replace('\n', " "))?;
-        let checked = file.check().map_err(|(key, why)| match line_of(text, key) {
-            Some(line) => format!("`{key}` (line {line}): {why}"),
-            None => format!("`{key}`: {why}"),
-        })?;
-        Ok((file, checked))
+    /// Parses and checks config text; every error names the key and, where the file sets
+    /// it, its line (exact for repeated tables such as the second `[[tier]]`).
+    pub fn parse(text: &str) -> Result<Self, FileError> {
+        let file: Self = toml::from_str(text).map_err(FileError::Syntax)?;
+        file.check().map_err(|(path, key, why)| FileError::Setting { key, line: line_of(text, &path, key), why })?;
+        Ok(file)
     }
 
-    /// Semantic checks; an error names the offending key.
-    fn check(&self) -> Result<Checked, (&'static str, String)> {
+    /// The access rules, tiers and limits this file sets, checked.
+    pub fn checked(&self) -> Result<Checked, FileError> {
+        self.check().map_err(|(_, key, why)| FileError::Setting { key, line: None, why })
+    }
+
+    /// The settings a reload replaces: the certificate this file names (or the state
+    /// directory's self-signed one, made on first use), access rules, tiers and limits.
+    pub fn reloadable(&self) -> Result<Reloadable, Error> {
+        let Checked { policy, limits } = self.check().map_err(|(_, key, why)| Error::Setting { key, why })?;
+        Ok(Reloadable { identity: self.identity()?, policy, limits })
+    }
+
+    /// The whole relay configuration this file (with any overrides applied) describes.
+    pub fn relay_config(&self) -> Result<RelayConfig, Error> {
+        let r = &self.relay;
+        let mut config = RelayConfig::new(r.listen, self.identity()?);
+        config.reloadable = self.reloadable()?;
+        config.quic = r.quic;
+        config.tcp = r.tcp;
+        config.congestion = r.congestion;
+        config.buffer_per_direction = usize::try_from(r.buffer_per_direction)
+            .map_err(|_| Error::Setting { key: "buffer_per_direction", why: "too large for this machine".into() })?;
+        config.max_sessions_per_connection = r.max_sessions_per_connection;
+        config.handshake_timeout = Duration::from_secs(r.handshake_timeout_secs);
+        config.idle_timeout = Duration::from_secs(r.idle_timeout_secs);
+        config.shutdown_deadline = Duration::from_secs(r.shutdown_deadline_secs);
+        config.admin = self.admin.enabled.then_some(self.admin.listen);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The certificate the file names, or the state directory's self-signed one.
+    fn identity(&self) -> Result<TlsIdentity, Error> {
+        match (&self.relay.cert, &self.relay.key) {
+            (Some(cert), Some(key)) => Ok(TlsIdentity::from_files(cert, key)?),
+            _ => {
+                let dir = match &self.relay.state_dir {
+                    Some(dir) => dir.clone(),
+                    None => default_state_dir()?,
+                };
+                let (identity, created) = TlsIdentity::load_or_create(&dir)?;
+                if created {
+                    tracing::info!("created a self-signed certificate in {}", dir.display());
+                }
+                Ok(identity)
+            }
+        }
+    }
+
+    fn check(&self) -> Result<Checked, Problem> {
+        use Segment::{Index, Key};
+        let at = |path: &[Segment], key: &'static str, why: String| (path.to_vec(), key, why);
         let r = &self.relay;
         if r.cert.is_some() != r.key.is_some() {
-            return Err(("cert", "set both `cert` and `key`, or neither".into()));
-        }
-        if r.congestion.parse::<ferry_link::Congestion>().is_err() {
-            return Err(("congestion", "use `bbr` or `cubic`".into()));
+            return Err(at(&[Key("relay")], "cert", "set both `cert` and `key`, or neither".into()));
         }
         let l = &self.limits;
         let limits = Limits {
@@ -263,25 +354,26 @@ impl FileConfig {
             buffer_budget: l.buffer_budget,
             idle_session_timeout: Duration::from_secs(l.idle_session_timeout_secs),
         };
-        let core = CoreSettings {
+        let core = crate::config::CoreSettings {
             quic: r.quic,
             tcp: r.tcp,
             buffer_per_direction: r.buffer_per_direction,
             handshake_timeout: Duration::from_secs(r.handshake_timeout_secs),
             idle_timeout: Duration::from_secs(r.idle_timeout_secs),
             max_sessions_per_connection: r.max_sessions_per_connection,
-            limits: &limits,
         };
-        if let Some(problem) = core.problem() {
-            return Err(problem);
+        if let Some((key, why)) = core.problem(&limits) {
+            let section = if LimitsSection::KEYS.contains(&key) { "limits" } else { "relay" };
+            return Err(at(&[Key(section)], key, why));
         }
         if !crate::log::is_level(&self.log.level) {
-            return Err(("level", "use error, warn, info, debug or trace".into()));
+            return Err(at(&[Key("log")], "level", "use error, warn, info, debug or trace".into()));
         }
 
         let mut tiers = vec![Tier::unlimited()];
-        for t in &self.tiers {
-            let rate = parse_rate(&t.rate).map_err(|e| ("rate", format!("tier `{}`: {e}", t.name)))?;
+        for (i, t) in self.tiers.iter().enumerate() {
+            let rate = parse_rate(&t.rate)
+                .map_err(|e| at(&[Key("tier"), Index(i)], "rate", format!("tier `{}`: {e}", t.name)))?;
             let tier = Tier {
                 name: t.name.clone(),
                 rate_bits_per_sec: rate,
@@ -291,30 +383,36 @@ impl FileConfig {
             tiers.push(tier);
         }
         let known = |name: &str| tiers.iter().any(|t| t.name == name);
+        let access = Key("access");
         if !known(&self.access.default_tier) {
-            return Err(("default_tier", format!("no tier is called `{}`", self.access.default_tier)));
+            return Err(at(&[access], "default_tier", format!("no tier is called `{}`", self.access.default_tier)));
         }
         let mut tokens = Vec::new();
-        for t in &self.access.tokens {
-            let sha256 = parse_hex32(&t.sha256).ok_or((
-                "sha256",
-                format!("token `{}`: expected 64 hex digits (ferry-relay hash-token TOKEN)", t.name),
-            ))?;
+        for (i, t) in self.access.tokens.iter().enumerate() {
+            let here = [access, Key("token"), Index(i)];
+            let sha256 = parse_hex32(&t.sha256).ok_or_else(|| {
+                at(
+                    &here,
+                    "sha256",
+                    format!("token `{}`: expected 64 hex digits (ferry-relay hash-token TOKEN)", t.name),
+                )
+            })?;
             if let Some(tier) = t.tier.as_deref().filter(|n| !known(n)) {
-                return Err(("tier", format!("token `{}`: no tier is called `{tier}`", t.name)));
+                return Err(at(&here, "tier", format!("token `{}`: no tier is called `{tier}`", t.name)));
             }
             tokens.push(TokenRule { name: t.name.clone(), sha256, tier: t.tier.clone() });
         }
         let mut hosts = Vec::new();
-        for h in &self.access.hosts {
-            let id: HostId = h.id.parse().map_err(|e: ferry_proto::Error| ("id", e.to_string()))?;
+        for (i, h) in self.access.hosts.iter().enumerate() {
+            let here = [access, Key("host"), Index(i)];
+            let id: HostId = h.id.parse().map_err(|e: ferry_proto::Error| at(&here, "id", e.to_string()))?;
             if let Some(tier) = h.tier.as_deref().filter(|n| !known(n)) {
-                return Err(("tier", format!("host rule: no tier is called `{tier}`")));
+                return Err(at(&here, "tier", format!("host rule: no tier is called `{tier}`")));
             }
             hosts.push(HostRule { id, tier: h.tier.clone() });
         }
         if self.access.mode == Mode::Closed && tokens.is_empty() && hosts.is_empty() {
-            return Err(("mode", "closed mode with no token and no host rule admits nobody".into()));
+            return Err(at(&[access], "mode", "closed mode with no token and no host rule admits nobody".into()));
         }
         Ok(Checked {
             policy: Policy {
@@ -326,6 +424,33 @@ impl FileConfig {
             },
             limits,
         })
+    }
+}
+
+impl LimitsSection {
+    /// The keys of `[limits]` (the cross-setting check reports keys of both sections).
+    const KEYS: [&'static str; 6] = [
+        "max_hosts",
+        "max_sessions_per_host",
+        "max_pending_handshakes",
+        "connections_per_minute_per_source",
+        "buffer_budget",
+        "idle_session_timeout_secs",
+    ];
+}
+
+/// The state directory's default: `$STATE_DIRECTORY` (systemd), else
+/// `$XDG_STATE_HOME/ferry-relay`, else `~/.local/state/ferry-relay`.
+pub fn default_state_dir() -> Result<PathBuf, Error> {
+    if let Some(dir) = std::env::var_os("STATE_DIRECTORY") {
+        return Ok(PathBuf::from(dir));
+    }
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME") {
+        return Ok(PathBuf::from(dir).join("ferry-relay"));
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => Ok(PathBuf::from(home).join(".local/state/ferry-relay")),
+        None => Err(Error::Setting { key: "state_dir", why: "no HOME to keep it under; pass --state-dir".into() }),
     }
 }
 
@@ -341,14 +466,30 @@ fn parse_hex32(text: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// The 1-based line where `key` is first assigned, for error messages.
-fn line_of(text: &str, key: &str) -> Option<usize> {
-    text.lines()
-        .position(|line| {
-            let line = line.trim_start();
-            line.strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('='))
-        })
-        .map(|i| i + 1)
+/// The 1-based line where the file sets `key` under `path`, read from the parsed document's
+/// spans (so the second `[[tier]]`'s `rate` is found in the second table, not the first);
+/// `None` when the file does not set it (a default or a command-line flag).
+fn line_of(text: &str, path: &[Segment], key: &str) -> Option<usize> {
+    let document = DeTable::parse(text).ok()?;
+    let mut table = document.get_ref();
+    let mut steps = path.iter();
+    while let Some(step) = steps.next() {
+        let Segment::Key(name) = step else { return None };
+        table = match table.get(*name)?.get_ref() {
+            DeValue::Table(t) => t,
+            // An array of tables: the next step says which one.
+            DeValue::Array(items) => match (steps.next(), items) {
+                (Some(Segment::Index(i)), items) => match items.get(*i)?.get_ref() {
+                    DeValue::Table(t) => t,
+                    _ => return None,
+                },
+                _ => return None,
+            },
+            _ => return None,
+        };
+    }
+    let (found, _) = table.get_key_value(key)?;
+    Some(text.get(..found.span().start)?.matches('\n').count() + 1)
 }
 
 #[cfg(test)]
@@ -357,7 +498,8 @@ mod tests {
 
     #[test]
     fn empty_file_is_an_open_relay_with_defaults() {
-        let (file, checked) = FileConfig::parse("").unwrap();
+        let file = FileConfig::parse("").unwrap();
+        let checked = file.checked().unwrap();
         assert_eq!(file.relay.listen.port(), 4433);
         assert!(!checked.policy.closed);
         assert_eq!(checked.limits, Limits::default());
@@ -365,13 +507,13 @@ mod tests {
 
     #[test]
     fn errors_name_the_key_and_line() {
-        let err = FileConfig::parse("[limits]\n\nmax_hosts = 0\n").unwrap_err();
+        let err = FileConfig::parse("[limits]\n\nmax_hosts = 0\n").unwrap_err().to_string();
         assert!(err.contains("`max_hosts` (line 3)"), "{err}");
-        let err = FileConfig::parse("[limits]\nmax_hostz = 3\n").unwrap_err();
+        let err = FileConfig::parse("[limits]\nmax_hostz = 3\n").unwrap_err().to_string();
         assert!(err.contains("max_hostz") && err.contains("line 2"), "{err}");
-        let err = FileConfig::parse("[[tier]]\nname = \"free\"\nrate = \"fast\"\n").unwrap_err();
+        let err = FileConfig::parse("[[tier]]\nname = \"free\"\nrate = \"fast\"\n").unwrap_err().to_string();
         assert!(err.contains("`rate` (line 3)"), "{err}");
-        let err = FileConfig::parse("[access]\nmode = \"closed\"\n").unwrap_err();
+        let err = FileConfig::parse("[access]\nmode = \"closed\"\n").unwrap_err().to_string();
         assert!(err.contains("admits nobody"), "{err}");
     }
 
@@ -387,7 +529,7 @@ mod tests {
             ("[relay]\nidle_timeout_secs = 0\n", "idle_timeout_secs"),
             ("[limits]\nbuffer_budget = 1000\n", "buffer_budget"),
         ] {
-            let err = FileConfig::parse(text).unwrap_err();
+            let err = FileConfig::parse(text).unwrap_err().to_string();
             assert!(err.contains(&format!("`{key}` (line")), "{text:?}: {err}");
         }
     }
@@ -399,11 +541,45 @@ mod tests {
              [[tier]]\nname = \"free\"\nrate = \"2 Mbit/s\"\n[[tier]]\nname = \"plus\"\nrate = \"10 Mbit/s\"\n",
             "ab".repeat(32)
         );
-        let (_, checked) = FileConfig::parse(&text).unwrap();
+        let checked = FileConfig::parse(&text).unwrap().checked().unwrap();
         assert!(checked.policy.closed);
         assert_eq!(checked.policy.tokens[0].sha256, [0xab; 32]);
         assert_eq!(checked.policy.tier("free").unwrap().rate_bits_per_sec, Some(2_000_000));
         let bad = text.replace("tier = \"plus\"", "tier = \"gold\"");
-        assert!(FileConfig::parse(&bad).unwrap_err().contains("gold"));
+        assert!(FileConfig::parse(&bad).unwrap_err().to_string().contains("gold"));
+    }
+
+    /// A wrong value in the second of two repeated tables is reported at its own line, not
+    /// at the first table's key of the same name.
+    #[test]
+    fn repeated_tables_report_their_own_line() {
+        let text = "[[tier]]\nname = \"free\"\nrate = \"2 Mbit/s\"\n\n[[tier]]\nname = \"plus\"\nrate = \"fast\"\n";
+        let err = FileConfig::parse(text).unwrap_err().to_string();
+        assert!(err.contains("`rate` (line 7)"), "{err}");
+        let text = format!(
+            "[access]\nmode = \"closed\"\n[[access.token]]\nname = \"a\"\nsha256 = \"{}\"\n[[access.token]]\nname = \"b\"\nsha256 = \"nothex\"\n",
+            "ab".repeat(32)
+        );
+        let err = FileConfig::parse(&text).unwrap_err().to_string();
+        assert!(err.contains("`sha256` (line 8)") && err.contains("token `b`"), "{err}");
+    }
+
+    /// The file's conversion is the library's: what the binary runs is tested here.
+    #[test]
+    fn the_file_becomes_a_relay_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[relay]\nlisten = \"127.0.0.1:0\"\nstate_dir = {:?}\ncongestion = \"cubic\"\nidle_timeout_secs = 7\n\
+             [admin]\nenabled = false\n[limits]\nmax_pending_handshakes = 5\n",
+            dir.path()
+        );
+        let config = FileConfig::parse(&text).unwrap().relay_config().unwrap();
+        assert_eq!(config.congestion, Congestion::Cubic);
+        assert_eq!(config.idle_timeout, Duration::from_secs(7));
+        assert_eq!(config.admin, None);
+        assert_eq!(config.reloadable.limits.max_pending_handshakes, 5);
+        assert!(dir.path().join("cert.pem").exists(), "the self-signed certificate is made on first use");
+        let err = FileConfig::parse("[relay]\ncongestion = \"reno\"\n").unwrap_err().to_string();
+        assert!(err.contains("reno") && err.contains("line 2"), "{err}");
     }
 }

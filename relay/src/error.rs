@@ -54,4 +54,23 @@ pub enum Error {
     /// An invalid setting.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A setting that does not make sense (alone, or with the others).
+    #[error("invalid configuration: `{key}`: {why}")]
+    Setting {
+        /// The setting's key in the config file (`deploy/relay.toml`).
+        key: &'static str,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The configuration file is not valid.
+    #[error("{}: {source}", path.display())]
+    ConfigFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with the key and line.
+        source: crate::config_file::FileError,
+    },
+    /// rustls offers no TLS 1.3 cipher suite that QUIC can use (a build without one).
+    #[error("no TLS 1.3 cipher suite usable for QUIC: {0}")]
+    QuicCrypto(#[source] quinn::crypto::rustls::NoInitialCipherSuite),
 }

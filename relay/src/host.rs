@@ -9,15 +9,16 @@
 use std::sync::Arc;
 
 use ferry_link::{Framed, FramedError, LinkSend};
-use ferry_proto::registration::RelayVerifier;
-use ferry_proto::{EXPORTER_LEN, HostId, Message, RefuseReason};
+use ferry_proto::registration::{RelayAction, RelayRegistration};
+use ferry_proto::{Message, RefuseReason};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::control;
+use crate::pacing::Tier;
 use crate::registry::{HostHandle, HostLink};
-use crate::server::Shared;
+use crate::state::Shared;
 
 /// Most session announcements queued for one TCP host's control stream.
 const INCOMING_QUEUE: usize = 64;
@@ -30,51 +31,76 @@ pub(crate) enum HostHop {
     Tcp,
 }
 
-/// What the host sent in `Register`.
-pub(crate) struct Registration {
-    pub(crate) host_id: HostId,
-    pub(crate) token: Option<String>,
-    pub(crate) hello: Vec<u8>,
-    /// This hop's TLS exporter value, which the proof must be bound to.
-    pub(crate) exporter: [u8; EXPORTER_LEN],
-}
-
-/// Runs one host's registration until the host or the relay goes away.
+/// Runs one host's registration until the host or the relay goes away. The conversation's
+/// rules are `ferry_proto::registration`'s; this only moves its messages and keeps the
+/// registry.
 pub(crate) async fn serve(
     shared: Arc<Shared>,
     hop: HostHop,
     mut send: LinkSend,
     mut control: Framed,
-    registration: Registration,
+    mut registration: RelayRegistration,
     cancel: CancellationToken,
 ) -> Result<(), FramedError> {
-    let Registration { host_id, token, hello, exporter } = registration;
     let metrics = &shared.metrics;
     let live = shared.live();
-    if shared.draining.is_cancelled() {
-        return control::refuse(&mut send, RefuseReason::ShuttingDown, metrics).await;
-    }
+    let host_id = *registration.host_id();
     // Access rules first: a host that may not register costs no Diffie-Hellman.
-    let tier = match live.policy.admit(&host_id, token.as_deref()) {
-        Ok(tier) => tier,
-        Err(reason) => return control::refuse(&mut send, reason, metrics).await,
+    let admitted = if shared.draining.is_cancelled() {
+        Err(RefuseReason::ShuttingDown)
+    } else {
+        live.rules.policy.admit(&host_id, registration.token()).and_then(|tier| {
+            let full = shared.registry.len() >= live.rules.limits.max_hosts && !shared.registry.contains(&host_id);
+            if full { Err(RefuseReason::RelayBusy) } else { Ok(tier) }
+        })
     };
-    if shared.registry.len() >= live.limits.max_hosts && !shared.registry.contains(&host_id) {
-        return control::refuse(&mut send, RefuseReason::RelayBusy, metrics).await;
+    let mut action = match &admitted {
+        Ok(_) => registration.admit(),
+        Err(reason) => registration.refuse(*reason),
+    };
+    loop {
+        match action {
+            RelayAction::Send(message) => {
+                send.send_message(&message).await?;
+                action = registration.handle(control.message(shared.fixed.handshake_timeout).await?);
+            }
+            RelayAction::Refuse(reason) => {
+                if reason == RefuseReason::BadProof {
+                    debug!("registration refused: bad proof");
+                }
+                return control::refuse(&mut send, reason, metrics).await;
+            }
+            RelayAction::End => return Ok(()),
+            RelayAction::Registered { reply, .. } => {
+                let Ok(tier) = admitted else { return Ok(()) };
+                let registered = Registered { hop, tier, reply };
+                break stay_registered(&shared, registered, send, control, registration, &cancel).await;
+            }
+        }
     }
-    let Ok((verifier, challenge)) = RelayVerifier::start(&exporter, &hello) else {
-        return control::refuse(&mut send, RefuseReason::BadProof, metrics).await;
-    };
-    send.send_message(&Message::Challenge { handshake: challenge }).await?;
-    let proof = match control.message(shared.config.handshake_timeout).await? {
-        Message::Proof { handshake } => handshake,
-        _ => return control::refuse(&mut send, RefuseReason::BadProof, metrics).await,
-    };
-    if verifier.verify(&proof, &host_id).is_err() {
-        debug!("registration refused: bad proof");
-        return control::refuse(&mut send, RefuseReason::BadProof, metrics).await;
-    }
+}
 
+/// A host whose proof verified.
+struct Registered {
+    hop: HostHop,
+    tier: Arc<Tier>,
+    /// The `Registered` message, sent once the host is in the registry (so a client the host
+    /// tells at once finds it).
+    reply: Message,
+}
+
+/// A registered host's control stream: sessions are announced on it (TCP hosts) until the
+/// host, a newer registration of it, or the relay ends it.
+async fn stay_registered(
+    shared: &Shared,
+    registered: Registered,
+    mut send: LinkSend,
+    mut control: Framed,
+    mut registration: RelayRegistration,
+    cancel: &CancellationToken,
+) -> Result<(), FramedError> {
+    let Registered { hop, tier, reply } = registered;
+    let host_id = *registration.host_id();
     let (incoming_tx, mut incoming) = mpsc::channel(INCOMING_QUEUE);
     let link = match &hop {
         HostHop::Quic(conn) => HostLink::Quic(conn.clone()),
@@ -83,15 +109,15 @@ pub(crate) async fn serve(
     let replaced = CancellationToken::new();
     let handle = HostHandle { link, tier, sessions: Arc::default() };
     let generation = shared.registry.register(host_id, handle, replaced.clone());
-    metrics.host_registered();
+    shared.metrics.host_registered();
     debug!("host registered");
     let outcome = async {
-        send.send_message(&Message::Registered).await?;
+        send.send_message(&reply).await?;
         loop {
             tokio::select! {
                 biased;
                 _ = shared.draining.cancelled() => {
-                    let _ = send.send_message(&Message::GoingAway).await;
+                    let _ = send.send_message(&registration.going_away()).await;
                     return Ok(());
                 }
                 _ = cancel.cancelled() => return Ok(()),
@@ -100,14 +126,16 @@ pub(crate) async fn serve(
                 // not, ends the registration.
                 _ = control.message_unbounded() => return Ok(()),
                 Some(session) = incoming.recv() => {
-                    send.send_message(&Message::Incoming { session }).await?;
+                    if let Some(announce) = registration.incoming(session) {
+                        send.send_message(&announce).await?;
+                    }
                 }
             }
         }
     }
     .await;
     shared.registry.unregister(&host_id, generation);
-    metrics.host_unregistered();
+    shared.metrics.host_unregistered();
     debug!("host unregistered");
     outcome
 }

@@ -7,14 +7,21 @@
 //! logs one line per session (duration and byte counts).
 //!
 //! # Layout
-//! - `server`: [`Relay`] — QUIC and TCP listeners on one port, dispatch, reload, shutdown.
-//! - `host`: a host's registration proof and the life of its control stream.
-//! - `session`: pairing a client's `Connect` with a stream to the host; the close log line.
+//! - `server`: [`Relay`] — the handle: start, reload, shutdown (and stop on drop).
+//! - `state`: what every task shares, and the reloadable settings swapped whole.
+//! - `listen`: binding one port for QUIC and TCP, the accept loops, the TLS handshake.
+//! - `handshakes`: the (reloadable) cap on connections in their handshake.
+//! - `dispatch`: a stream's first message decides what it is.
+//! - `host`: a host's registration (the conversation is `ferry_proto::registration`) and
+//!   the life of its control stream.
+//! - `session`: pairing a client's `Connect` (`ferry_proto::connect`) with a stream to the
+//!   host; the close log line.
 //! - `pump`: the bounded, zero-copy splice of two streams.
 //! - `registry`: host id → how to reach the host (QUIC connection or TCP control task).
 //! - `attach`: sessions waiting for a TCP host to dial back.
 //! - `control`: refusals, counted in the metrics.
-//! - [`config`]: [`RelayConfig`] and its defaults; [`config_file`]: the TOML file, checked.
+//! - [`config`]: [`RelayConfig`], its [`Reloadable`] part and the defaults; [`config_file`]:
+//!   the TOML file, checked, and turned into a [`RelayConfig`].
 //! - [`policy`]: open/closed registration, hashed tokens, host rules, tier assignment.
 //! - [`limits`]: buffer budget, per-host sessions, per-source connection rate.
 //! - [`pacing`]: bandwidth tiers and the token bucket that paces sessions.
@@ -34,9 +41,12 @@ pub mod certs;
 pub mod config;
 pub mod config_file;
 mod control;
+mod dispatch;
 mod error;
+mod handshakes;
 mod host;
 pub mod limits;
+mod listen;
 pub mod log;
 mod metrics;
 pub mod pacing;
@@ -45,9 +55,10 @@ mod pump;
 mod registry;
 mod server;
 mod session;
+mod state;
 mod tls;
 
 pub use certs::TlsIdentity;
-pub use config::RelayConfig;
+pub use config::{RelayConfig, Reloadable};
 pub use error::Error;
 pub use server::Relay;

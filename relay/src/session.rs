@@ -13,22 +13,24 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use ferry_link::{Framed, FramedError, LinkRecv, LinkSend};
-use ferry_proto::{HostId, Message, RefuseReason};
+use ferry_proto::RefuseReason;
+use ferry_proto::connect::{self, RelayConnect};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::control;
 use crate::pump;
 use crate::registry::HostLink;
-use crate::server::Shared;
+use crate::state::Shared;
 
-/// Serves one client session stream that asked for `host_id`.
+/// Serves one client session stream that began with `Connect` (the conversation's rules
+/// are `ferry_proto::connect`'s: one answer, `Accepted` or `Refused`).
 #[expect(clippy::manual_async_fn, reason = "an `async fn` keeps its arguments twice (pump module docs)")]
 pub(crate) fn serve(
     shared: Arc<Shared>,
     mut client_send: LinkSend,
     client: Framed,
-    host_id: HostId,
+    connect: RelayConnect,
     cancel: CancellationToken,
 ) -> impl Future<Output = Result<(), FramedError>> {
     // Not an `async fn`: that would keep every argument twice for the session's lifetime
@@ -38,14 +40,14 @@ pub(crate) fn serve(
         if shared.draining.is_cancelled() {
             return control::refuse(&mut client_send, RefuseReason::ShuttingDown, metrics).await;
         }
-        let Some(host) = shared.registry.lookup(&host_id) else {
+        let Some(host) = shared.registry.lookup(connect.host_id()) else {
             return control::refuse(&mut client_send, RefuseReason::UnknownHost, metrics).await;
         };
         let live = shared.live();
-        let Some(_slot) = host.sessions.try_take(live.limits.max_sessions_per_host) else {
+        let Some(_slot) = host.sessions.try_take(live.rules.limits.max_sessions_per_host) else {
             return control::refuse(&mut client_send, RefuseReason::HostOverLimit, metrics).await;
         };
-        let buffers = 2 * shared.config.buffer_per_direction as u64;
+        let buffers = 2 * shared.fixed.buffer_per_direction as u64;
         let Some(_reservation) = shared.budget.try_reserve(buffers, metrics) else {
             return control::refuse(&mut client_send, RefuseReason::RelayBusy, metrics).await;
         };
@@ -53,7 +55,7 @@ pub(crate) fn serve(
         let Some((host_send, host_recv, host_first)) = open_to_host(&shared, host.link, session).await else {
             return control::refuse(&mut client_send, RefuseReason::UnknownHost, metrics).await;
         };
-        client_send.send_message(&Message::Accepted).await?;
+        client_send.send_message(&connect.accept()).await?;
 
         let _active = shared.session_started();
         let started = Instant::now();
@@ -63,8 +65,8 @@ pub(crate) fn serve(
             pump::Side { send: host_send, recv: host_recv, first: host_first },
             pump::Shaping {
                 tier: &host.tier,
-                idle_timeout: live.limits.idle_session_timeout,
-                tap: shared.config.tap.clone(),
+                idle_timeout: live.rules.limits.idle_session_timeout,
+                tap: shared.fixed.tap.clone(),
             },
             &cancel,
         )
@@ -87,7 +89,7 @@ async fn open_to_host(shared: &Shared, link: HostLink, session: u64) -> Option<(
         HostLink::Quic(conn) => {
             let (send, recv) = conn.open_bi().await.ok()?;
             let mut send = LinkSend::Quic(send);
-            send.send_message(&Message::Incoming { session }).await.ok()?;
+            send.send_message(&connect::announce(session)).await.ok()?;
             Some((send, LinkRecv::Quic(recv), Bytes::new()))
         }
         HostLink::Tcp(announce) => {
@@ -96,7 +98,7 @@ async fn open_to_host(shared: &Shared, link: HostLink, session: u64) -> Option<(
                 shared.pending.forget(session);
                 return None;
             }
-            let result = tokio::time::timeout(shared.config.handshake_timeout, attached).await;
+            let result = tokio::time::timeout(shared.fixed.handshake_timeout, attached).await;
             shared.pending.forget(session);
             result.ok()?.ok()
         }

@@ -2,38 +2,43 @@
 //!
 //! TLS 1.3 only, ALPN `ferry/1`, rustls with the ring provider. QUIC flow-control windows
 //! come from the configured per-direction buffer so that memory per session is bounded by
-//! configuration, not by how fast peers send.
+//! configuration, not by how fast peers send. The transport settings are fixed at start;
+//! the certificate is reloadable, so the server configs are made from both.
 
 use std::sync::Arc;
 
 use quinn::{IdleTimeout, TransportConfig, VarInt};
 
-use crate::{Error, RelayConfig};
+use crate::{Error, RelayConfig, TlsIdentity};
 
 /// The rustls server configuration shared by every hop transport.
-pub(crate) fn rustls_server_config(config: &RelayConfig) -> Result<rustls::ServerConfig, Error> {
+pub(crate) fn rustls_server_config(identity: &TlsIdentity) -> Result<rustls::ServerConfig, Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
-        .with_single_cert(config.identity.certs.clone(), config.identity.key.clone_key())?;
+        .with_single_cert(identity.certs.clone(), identity.key.clone_key())?;
     tls.alpn_protocols = vec![ferry_proto::ALPN.to_vec()];
     Ok(tls)
 }
 
-/// The quinn server configuration.
-pub(crate) fn quic_server_config(config: &RelayConfig) -> Result<quinn::ServerConfig, Error> {
-    let tls = rustls_server_config(config)?;
-    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
-        .map_err(|e| Error::Config(format!("no TLS 1.3 cipher suite usable for QUIC: {e}")))?;
+/// The quinn server configuration: `identity` with the fixed `transport`.
+pub(crate) fn quic_server_config(
+    identity: &TlsIdentity,
+    transport: Arc<TransportConfig>,
+) -> Result<quinn::ServerConfig, Error> {
+    let tls = rustls_server_config(identity)?;
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(Error::QuicCrypto)?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    server.transport_config(Arc::new(transport_config(config)?));
+    server.transport_config(transport);
     Ok(server)
 }
 
-fn transport_config(config: &RelayConfig) -> Result<TransportConfig, Error> {
+/// The QUIC transport settings of every connection to this relay.
+pub(crate) fn transport_config(config: &RelayConfig) -> Result<TransportConfig, Error> {
     let window = config.buffer_per_direction as u64;
-    let varint = |v: u64| VarInt::from_u64(v).map_err(|_| Error::Config("window too large".into()));
+    let setting = |key, why: &str| Error::Setting { key, why: why.into() };
+    let varint = |v: u64| VarInt::from_u64(v).map_err(|_| setting("buffer_per_direction", "too large for QUIC"));
     let mut t = TransportConfig::default();
     t.max_concurrent_bidi_streams(ferry_link::credit::stream_limit(config.max_sessions_per_connection))
         .max_concurrent_uni_streams(VarInt::from_u32(0))
@@ -41,7 +46,8 @@ fn transport_config(config: &RelayConfig) -> Result<TransportConfig, Error> {
         .receive_window(varint(window.saturating_mul(16))?)
         .send_window(window.saturating_mul(16))
         .max_idle_timeout(Some(
-            IdleTimeout::try_from(config.idle_timeout).map_err(|_| Error::Config("idle timeout too large".into()))?,
+            IdleTimeout::try_from(config.idle_timeout)
+                .map_err(|_| setting("idle_timeout_secs", "too large for QUIC"))?,
         ));
     config.congestion.apply(&mut t);
     Ok(t)

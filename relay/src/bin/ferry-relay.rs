@@ -6,12 +6,11 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use ferry_relay::config_file::{Checked, FileConfig};
-use ferry_relay::{Relay, RelayConfig, TlsIdentity};
+use ferry_relay::Relay;
+use ferry_relay::config_file::FileConfig;
 
 /// Run a ferry relay: media servers (hosts) connect out to it, remote clients connect
 /// to it, and it forwards their end-to-end encrypted streams without being able to read
@@ -74,17 +73,12 @@ enum Command {
     },
 }
 
-/// The file (or defaults) with the flags applied.
-struct Settings {
-    file: FileConfig,
-    checked: Checked,
-}
-
 impl Args {
-    fn settings(&self) -> Result<Settings> {
-        let (mut file, checked) = match &self.config {
+    /// The file (or the defaults) with the flags applied.
+    fn settings(&self) -> Result<FileConfig> {
+        let mut file = match &self.config {
             Some(path) => FileConfig::load(path)?,
-            None => FileConfig::parse("").map_err(anyhow::Error::msg)?,
+            None => FileConfig::default(),
         };
         let r = &mut file.relay;
         if let Some(listen) = self.listen {
@@ -115,71 +109,25 @@ impl Args {
             }
             file.log.level = level.clone();
         }
-        Ok(Settings { file, checked })
+        Ok(file)
     }
-}
-
-fn default_state_dir() -> Result<PathBuf> {
-    if let Some(dir) = std::env::var_os("STATE_DIRECTORY") {
-        return Ok(PathBuf::from(dir));
-    }
-    if let Some(dir) = std::env::var_os("XDG_STATE_HOME") {
-        return Ok(PathBuf::from(dir).join("ferry-relay"));
-    }
-    let home = std::env::var_os("HOME").context("no HOME; pass --state-dir")?;
-    Ok(PathBuf::from(home).join(".local/state/ferry-relay"))
-}
-
-/// The certificate the settings name, or the state directory's self-signed one.
-fn load_identity(file: &FileConfig) -> Result<TlsIdentity> {
-    match (&file.relay.cert, &file.relay.key) {
-        (Some(cert), Some(key)) => Ok(TlsIdentity::from_files(cert, key)?),
-        _ => {
-            let dir = match &file.relay.state_dir {
-                Some(dir) => dir.clone(),
-                None => default_state_dir()?,
-            };
-            let (identity, created) = TlsIdentity::load_or_create(&dir)?;
-            if created {
-                eprintln!("created a self-signed certificate in {}", dir.display());
-            }
-            Ok(identity)
-        }
-    }
-}
-
-fn relay_config(settings: &Settings) -> Result<RelayConfig> {
-    let (file, checked) = (&settings.file, &settings.checked);
-    let r = &file.relay;
-    let mut config = RelayConfig::new(r.listen, load_identity(file)?);
-    config.quic = r.quic;
-    config.tcp = r.tcp;
-    config.congestion = r.congestion.parse().map_err(anyhow::Error::msg)?;
-    config.buffer_per_direction = usize::try_from(r.buffer_per_direction).context("buffer too large")?;
-    config.max_sessions_per_connection = r.max_sessions_per_connection;
-    config.handshake_timeout = Duration::from_secs(r.handshake_timeout_secs);
-    config.idle_timeout = Duration::from_secs(r.idle_timeout_secs);
-    config.shutdown_deadline = Duration::from_secs(r.shutdown_deadline_secs);
-    config.admin = file.admin.enabled.then_some(file.admin.listen);
-    config.policy = checked.policy.clone();
-    config.limits = checked.limits.clone();
-    Ok(config)
 }
 
 fn check_config(path: &Path) -> Result<()> {
-    let (file, checked) = FileConfig::load(path)?;
+    let file = FileConfig::load(path)?;
     for path in [&file.relay.cert, &file.relay.key].into_iter().flatten() {
         if !path.exists() {
             bail!("{}: `cert`/`key` names {}, which does not exist", path.display(), path.display());
         }
     }
+    let policy = file.checked()?.policy;
     println!(
         "{}: ok ({} mode, {} tier(s), {} token(s), {} host rule(s))",
         path.display(),
-        if checked.policy.closed { "closed" } else { "open" },
-        checked.policy.tiers.len(),
-        checked.policy.tokens.len(),
-        checked.policy.hosts.len()
+        if policy.closed { "closed" } else { "open" },
+        policy.tiers.len(),
+        policy.tokens.len(),
+        policy.hosts.len()
     );
     Ok(())
 }
@@ -214,13 +162,13 @@ async fn run(args: Args) -> Result<()> {
     let settings = args.settings()?;
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(ferry_relay::log::filter_directive(
-            &settings.file.log.level,
+            &settings.log.level,
         ))?)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
-    let config = relay_config(&settings)?;
+    let config = settings.relay_config()?;
     let deadline = config.shutdown_deadline;
     let (quic, tcp) = (config.quic, config.tcp);
     let relay = Relay::spawn(config).await?;
@@ -268,12 +216,8 @@ fn note(line: &str) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
-/// SIGHUP: re-read the file, certificate, access rules, tiers and limits. Listener
-/// settings (address, transports, buffers) need a restart.
+/// SIGHUP: re-read the file, certificate, access rules, tiers and limits, and put them in
+/// force together. Listener settings (address, transports, buffers) need a restart.
 fn reload(args: &Args, relay: &Relay) -> Result<ferry_proto::CertPin> {
-    let settings = args.settings()?;
-    let identity = load_identity(&settings.file)?;
-    let pin = relay.set_identity(identity)?;
-    relay.set_policy(settings.checked.policy, settings.checked.limits);
-    Ok(pin)
+    Ok(relay.reload(args.settings()?.reloadable()?)?)
 }

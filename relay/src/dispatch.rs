@@ -1,0 +1,80 @@
+//! The first message of every hop stream decides what the stream is.
+//!
+//! `Register` makes it a host's control stream (`host.rs`), `Connect` a client session
+//! (`session.rs`), and `Attach` hands a TCP host's dial-back to its waiting session
+//! (`attach.rs`). Anything else closes the stream (and, on QUIC, the connection: the peer
+//! speaks another protocol).
+
+use std::sync::Arc;
+
+use ferry_link::{Framed, LinkRecv, LinkSend};
+use ferry_proto::codes::CLOSE_PROTOCOL;
+use ferry_proto::connect::RelayConnect;
+use ferry_proto::registration::RelayRegistration;
+use ferry_proto::{EXPORTER_LEN, Message, REGISTRATION_EXPORTER_LABEL};
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use crate::host::{self, HostHop};
+use crate::session;
+use crate::state::Shared;
+
+/// Which hop a stream arrived on.
+pub(crate) enum StreamHop {
+    Quic(quinn::Connection),
+    Tcp { exporter: [u8; EXPORTER_LEN] },
+}
+
+/// Reads a stream's first message and hands the stream to the host, session or attach logic.
+/// (Not an `async fn`, which would keep every argument twice for the stream's lifetime.)
+pub(crate) fn dispatch(
+    shared: Arc<Shared>,
+    hop: StreamHop,
+    send: LinkSend,
+    recv: LinkRecv,
+    cancel: CancellationToken,
+) -> impl Future<Output = ()> {
+    let mut framed = Framed::new(recv);
+    async move {
+        let first = match framed.message(shared.fixed.handshake_timeout).await {
+            Ok(message) => message,
+            Err(e) => return debug!(error = %e, "stream ended before its first message"),
+        };
+        let outcome = match first {
+            Message::Register { host_id, token, handshake } => {
+                let (host_hop, exporter) = match hop {
+                    StreamHop::Quic(conn) => {
+                        let mut exporter = [0u8; EXPORTER_LEN];
+                        if conn.export_keying_material(&mut exporter, REGISTRATION_EXPORTER_LABEL, b"").is_err() {
+                            return;
+                        }
+                        (HostHop::Quic(conn), exporter)
+                    }
+                    StreamHop::Tcp { exporter } => (HostHop::Tcp, exporter),
+                };
+                let registration = RelayRegistration::new(host_id, token, handshake, &exporter);
+                // Boxed: a host's control stream is one per host, but its future is the largest
+                // of these branches and would otherwise set the size of every session's task.
+                Box::pin(host::serve(shared, host_hop, send, framed, registration, cancel)).await
+            }
+            Message::Connect { host_id } => {
+                session::serve(shared, send, framed, RelayConnect::new(host_id), cancel).await
+            }
+            Message::Attach { session } => {
+                let (recv, first) = framed.into_parts();
+                // An unknown or late session: the connection is dropped.
+                let _ = shared.pending.attach(session, (send, recv, first));
+                Ok(())
+            }
+            _ => {
+                if let StreamHop::Quic(conn) = hop {
+                    conn.close(CLOSE_PROTOCOL.into(), b"unexpected first message");
+                }
+                return debug!("unexpected first message");
+            }
+        };
+        if let Err(e) = outcome {
+            debug!(error = %e, "stream ended with an error");
+        }
+    }
+}

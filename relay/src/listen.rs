@@ -1,0 +1,196 @@
+//! The relay's sockets and accept loops: QUIC on UDP and TLS on TCP, one port number.
+//!
+//! Each accepted connection passes the per-source rate and the pending-handshake cap
+//! (`Shared::admit_connection`) before anything costly, and its handshake runs in its own
+//! task, never on an accept loop. Every stream a handshaken connection carries goes to
+//! [`crate::dispatch`]. Every task is spawned on the relay's `TaskTracker` and watches its
+//! `CancellationToken`, so shutting the relay down ends them all.
+
+use std::net::{SocketAddr, TcpListener as StdTcpListener, UdpSocket};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferry_link::{LinkRecv, LinkSend, split_tls};
+use ferry_proto::codes::CLOSE_SHUTDOWN;
+use ferry_proto::{EXPORTER_LEN, REGISTRATION_EXPORTER_LABEL};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
+
+use crate::Error;
+use crate::dispatch::{StreamHop, dispatch};
+use crate::handshakes::HandshakeSlot;
+use crate::state::Shared;
+
+/// Enlarges the QUIC socket's buffers; says how to lift the kernel's cap if it applies.
+pub(crate) fn enlarge_udp_buffers(socket: &UdpSocket) {
+    use ferry_link::udp::{WANTED_BUFFER, tune_socket};
+    if let Some(granted) = tune_socket(socket).filter(|b| b.capped()) {
+        warn!(
+            recv_kib = granted.recv / 1024,
+            send_kib = granted.send / 1024,
+            "the kernel capped the QUIC socket's buffers below the {} MiB wanted; datagrams that \
+             arrive in bursts get dropped and QUIC slows down. Raise the cap with \
+             `sysctl -w net.core.rmem_max={WANTED_BUFFER} net.core.wmem_max={WANTED_BUFFER}`",
+            WANTED_BUFFER >> 20
+        );
+    }
+}
+
+/// Binds UDP and TCP on one port number (a fresh one when port 0 was asked for).
+pub(crate) fn bind_both(
+    listen: SocketAddr,
+    quic: bool,
+    tcp: bool,
+) -> Result<(Option<UdpSocket>, Option<StdTcpListener>), Error> {
+    let bind_err = |source| Error::Bind { addr: listen, source };
+    for _ in 0..16 {
+        let udp = quic.then(|| UdpSocket::bind(listen)).transpose().map_err(bind_err)?;
+        let port = match &udp {
+            Some(u) => u.local_addr().map_err(bind_err)?.port(),
+            None => listen.port(),
+        };
+        if !tcp {
+            return Ok((udp, None));
+        }
+        match StdTcpListener::bind(SocketAddr::new(listen.ip(), port)) {
+            Ok(listener) => return Ok((udp, Some(listener))),
+            // The UDP port's TCP twin is taken: with port 0, try another pair.
+            Err(e) if listen.port() == 0 && e.kind() == std::io::ErrorKind::AddrInUse => continue,
+            Err(e) => return Err(bind_err(e)),
+        }
+    }
+    Err(bind_err(std::io::Error::new(std::io::ErrorKind::AddrInUse, "no free port pair for UDP and TCP")))
+}
+
+pub(crate) async fn quic_accept_loop(
+    endpoint: quinn::Endpoint,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let incoming = tokio::select! {
+            biased;
+            _ = shared.draining.cancelled() => return,
+            _ = cancel.cancelled() => return,
+            incoming = endpoint.accept() => incoming,
+        };
+        let Some(incoming) = incoming else { return };
+        let Some(slot) = shared.admit_connection(incoming.remote_address().ip()) else {
+            incoming.refuse();
+            continue;
+        };
+        tracker.spawn(serve_quic(incoming, slot, shared.clone(), cancel.clone(), tracker.clone()));
+    }
+}
+
+async fn serve_quic(
+    incoming: quinn::Incoming,
+    slot: HandshakeSlot,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let started = Instant::now();
+    let conn = match tokio::time::timeout(shared.fixed.handshake_timeout, async { incoming.accept()?.await }).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => return debug!(error = %e, "QUIC handshake failed"),
+        Err(_) => {
+            shared.metrics.refused("handshake_timeout");
+            return debug!("QUIC handshake timed out");
+        }
+    };
+    shared.metrics.handshake_seconds(started.elapsed());
+    drop(slot);
+    loop {
+        let stream = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => {
+                conn.close(CLOSE_SHUTDOWN.into(), b"relay shutting down");
+                return;
+            }
+            stream = conn.accept_bi() => stream,
+        };
+        let Ok((send, recv)) = stream else { return };
+        let hop = StreamHop::Quic(conn.clone());
+        tracker.spawn(dispatch(shared.clone(), hop, LinkSend::Quic(send), LinkRecv::Quic(recv), cancel.clone()));
+    }
+}
+
+pub(crate) async fn tcp_accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = shared.draining.cancelled() => return,
+            _ = cancel.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                // Dropping the socket closes it: over the rate or too many handshakes.
+                if let Some(slot) = shared.admit_connection(peer.ip()) {
+                    tracker.spawn(serve_tcp(tcp, slot, shared.clone(), cancel.clone()));
+                }
+            }
+            // Out of file descriptors or similar: back off briefly instead of spinning.
+            Err(e) => {
+                debug!(error = %e, "TCP accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+#[expect(clippy::manual_async_fn, reason = "an `async fn` keeps its arguments twice (pump module docs)")]
+fn serve_tcp(
+    tcp: tokio::net::TcpStream,
+    slot: HandshakeSlot,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+) -> impl Future<Output = ()> {
+    // The handshake's state (1.5 KiB) is boxed, so the connection's task keeps no room for
+    // it during the session. Not an `async fn`, which would keep every argument twice (see
+    // the pump's module docs).
+    async move {
+        if let Some((send, recv, exporter)) = Box::pin(accept_tls(tcp, slot, &shared)).await {
+            dispatch(shared, StreamHop::Tcp { exporter }, send, recv, cancel).await;
+        }
+    }
+}
+
+/// The TLS handshake of a TCP connection (bounded by the handshake timeout); the hop's
+/// halves and its registration exporter, or `None` if it failed.
+async fn accept_tls(
+    tcp: tokio::net::TcpStream,
+    slot: HandshakeSlot,
+    shared: &Shared,
+) -> Option<(LinkSend, LinkRecv, [u8; EXPORTER_LEN])> {
+    let _ = tcp.set_nodelay(true);
+    let started = Instant::now();
+    let acceptor = shared.live().tcp_tls.clone();
+    let tls = match tokio::time::timeout(shared.fixed.handshake_timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            debug!(error = %e, "TLS handshake failed");
+            return None;
+        }
+        Err(_) => {
+            shared.metrics.refused("handshake_timeout");
+            debug!("TLS handshake timed out");
+            return None;
+        }
+    };
+    shared.metrics.handshake_seconds(started.elapsed());
+    drop(slot);
+    let mut exporter = [0u8; EXPORTER_LEN];
+    tls.get_ref().1.export_keying_material(&mut exporter, REGISTRATION_EXPORTER_LABEL, Some(b"")).ok()?;
+    let (send, recv) = split_tls(tokio_rustls::TlsStream::Server(tls));
+    Some((send, recv, exporter))
+}
