@@ -4,9 +4,14 @@
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A peer announced a control message larger than [`crate::message::MAX_MESSAGE_LEN`].
-    #[error("control message of {0} bytes exceeds the {max} byte limit", max = crate::message::MAX_MESSAGE_LEN)]
-    MessageTooLarge(usize),
+    /// A peer announced a control message larger than the limit.
+    #[error("control message of {len} bytes exceeds the {max} byte limit")]
+    MessageTooLarge {
+        /// The announced length.
+        len: usize,
+        /// The limit ([`MAX_MESSAGE_LEN`](crate::message::MAX_MESSAGE_LEN)).
+        max: usize,
+    },
     /// The bytes do not form a valid control message.
     #[error("malformed control message: {0}")]
     Malformed(&'static str),

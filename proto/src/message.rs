@@ -239,7 +239,7 @@ impl Message {
         let len = out.len() - start - HEADER_LEN;
         if len > MAX_MESSAGE_LEN {
             out.truncate(start);
-            return Err(Error::MessageTooLarge(len));
+            return Err(Error::MessageTooLarge { len, max: MAX_MESSAGE_LEN });
         }
         out[start..start + HEADER_LEN].copy_from_slice(&(len as u16).to_be_bytes());
         Ok(())
@@ -263,7 +263,7 @@ impl Message {
             return Err(Error::Malformed("empty frame"));
         }
         if len > MAX_MESSAGE_LEN {
-            return Err(Error::MessageTooLarge(len));
+            return Err(Error::MessageTooLarge { len, max: MAX_MESSAGE_LEN });
         }
         Ok((buf.len() >= HEADER_LEN + len).then_some(HEADER_LEN + len))
     }
@@ -312,7 +312,11 @@ impl Message {
 }
 
 fn checked_len(bytes: &[u8]) -> Result<&[u8], Error> {
-    if bytes.len() > MAX_MESSAGE_LEN { Err(Error::MessageTooLarge(bytes.len())) } else { Ok(bytes) }
+    if bytes.len() > MAX_MESSAGE_LEN {
+        Err(Error::MessageTooLarge { len: bytes.len(), max: MAX_MESSAGE_LEN })
+    } else {
+        Ok(bytes)
+    }
 }
 
 #[cfg(test)]
@@ -347,7 +351,7 @@ mod tests {
     #[test]
     fn oversized_frames_are_rejected_before_buffering() {
         let mut buf = BytesMut::from(&[0x10, 0x01][..]);
-        assert!(matches!(Message::decode(&mut buf), Err(Error::MessageTooLarge(4097))));
+        assert!(matches!(Message::decode(&mut buf), Err(Error::MessageTooLarge { len: 4097, .. })));
         let mut empty = BytesMut::from(&[0, 0][..]);
         assert!(Message::decode(&mut empty).is_err());
     }

@@ -22,30 +22,6 @@ use crate::pacing::{DEFAULT_BURST_BYTES, Tier, parse_rate};
 use crate::policy::{HostRule, Policy, TokenRule};
 use crate::{Error, RelayConfig, TlsIdentity};
 
-/// What is wrong with a configuration file's text.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum FileError {
-    /// Not valid TOML, an unknown key, or a value of the wrong type (toml's message names
-    /// the line).
-    #[error("{}", one_line(.0))]
-    Syntax(toml::de::Error),
-    /// A setting that does not make sense (with its line when it is in the file).
-    #[error("`{key}`{}: {why}", line.map(|l| format!(" (line {l})")).unwrap_or_default())]
-    Setting {
-        /// The key, as written in the file.
-        key: &'static str,
-        /// The 1-based line of the key, if the file sets it.
-        line: Option<usize>,
-        /// What is wrong.
-        why: String,
-    },
-}
-
-fn one_line(e: &toml::de::Error) -> String {
-    e.to_string().trim_end().replace('\n', " ")
-}
-
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -278,20 +254,20 @@ impl FileConfig {
     /// Reads, parses and checks `path`.
     pub fn load(path: &Path) -> Result<Self, Error> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.to_owned(), source })?;
-        Self::parse(&text).map_err(|source| Error::ConfigFile { path: path.to_owned(), source })
+        Self::parse(&text).map_err(|e| Error::ConfigFile { path: path.to_owned(), source: Box::new(e) })
     }
 
     /// Parses and checks config text; every error names the key and, where the file sets
     /// it, its line (exact for repeated tables such as the second `[[tier]]`).
-    pub fn parse(text: &str) -> Result<Self, FileError> {
-        let file: Self = toml::from_str(text).map_err(FileError::Syntax)?;
-        file.check().map_err(|(path, key, why)| FileError::Setting { key, line: line_of(text, &path, key), why })?;
+    pub fn parse(text: &str) -> Result<Self, Error> {
+        let file: Self = toml::from_str(text).map_err(Error::ConfigSyntax)?;
+        file.check().map_err(|(path, key, why)| Error::ConfigSetting { key, line: line_of(text, &path, key), why })?;
         Ok(file)
     }
 
     /// The access rules, tiers and limits this file sets, checked.
-    pub fn checked(&self) -> Result<Checked, FileError> {
-        self.check().map_err(|(_, key, why)| FileError::Setting { key, line: None, why })
+    pub fn checked(&self) -> Result<Checked, Error> {
+        self.check().map_err(|(_, key, why)| Error::ConfigSetting { key, line: None, why })
     }
 
     /// The settings a reload replaces: the certificate this file names (or the state

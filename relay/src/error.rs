@@ -62,15 +62,35 @@ pub enum Error {
         /// What is wrong with it.
         why: String,
     },
-    /// The configuration file is not valid.
+    /// Configuration text is not valid TOML, has an unknown key, or a value of the wrong type
+    /// (toml's message names the line).
+    #[error("{}", one_line(.0))]
+    ConfigSyntax(toml::de::Error),
+    /// A setting in a configuration file that does not make sense, with its line when the file
+    /// sets it.
+    #[error("`{key}`{}: {why}", line.map(|l| format!(" (line {l})")).unwrap_or_default())]
+    ConfigSetting {
+        /// The key, as written in the file.
+        key: &'static str,
+        /// The 1-based line of the key, if the file sets it.
+        line: Option<usize>,
+        /// What is wrong.
+        why: String,
+    },
+    /// A configuration file is not valid.
     #[error("{}: {source}", path.display())]
     ConfigFile {
         /// The file.
         path: PathBuf,
-        /// What is wrong, with the key and line.
-        source: crate::config_file::FileError,
+        /// What is wrong ([`Error::ConfigSyntax`] or [`Error::ConfigSetting`]).
+        source: Box<Error>,
     },
     /// rustls offers no TLS 1.3 cipher suite that QUIC can use (a build without one).
     #[error("no TLS 1.3 cipher suite usable for QUIC: {0}")]
     QuicCrypto(#[source] quinn::crypto::rustls::NoInitialCipherSuite),
+}
+
+/// toml's multi-line message (with its snippet) as one line, for logs and `check-config`.
+fn one_line(e: &toml::de::Error) -> String {
+    e.to_string().trim_end().replace('\n', " ")
 }
