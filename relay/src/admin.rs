@@ -181,7 +181,7 @@ fn respond(head: &[u8], metrics: &Metrics, healthy: &(dyn Fn() -> bool + Send + 
         "/metrics" => Response {
             status: 200,
             reason: "OK",
-            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            content_type: crate::metrics::CONTENT_TYPE,
             body: metrics.render().into_bytes(),
             allow: false,
         },

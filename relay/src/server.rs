@@ -86,7 +86,7 @@ impl Shared {
         }
         let permit = self.handshakes.clone().try_acquire_owned().ok();
         if permit.is_none() {
-            self.metrics.refused(RefuseReason::RelayBusy.label());
+            self.metrics.refused(RefuseReason::RelayBusy);
         }
         permit
     }
@@ -336,7 +336,7 @@ async fn serve_quic(
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => return debug!(error = %e, "QUIC handshake failed"),
         Err(_) => {
-            shared.metrics.refused("handshake_timeout");
+            shared.metrics.refused(crate::metrics::Refusal::HandshakeTimeout);
             return debug!("QUIC handshake timed out");
         }
     };
@@ -414,7 +414,7 @@ async fn accept_tls(
             return None;
         }
         Err(_) => {
-            shared.metrics.refused("handshake_timeout");
+            shared.metrics.refused(crate::metrics::Refusal::HandshakeTimeout);
             debug!("TLS handshake timed out");
             return None;
         }
