@@ -551,6 +551,27 @@ mod tests {
     }
 
     #[test]
+    fn the_operators_guide_lists_every_metric_and_no_other() {
+        let guide = include_str!("../../docs/operators.md");
+        let section = guide.split("## Metrics and health").nth(1).and_then(|rest| rest.split("\n## ").next());
+        let section = section.expect("docs/operators.md has a metrics section");
+        let listed: BTreeSet<&str> = section
+            .lines()
+            .filter_map(|line| line.strip_prefix("| `ferry_relay_"))
+            .map(|rest| rest.split(['`', '{']).next().unwrap_or_default())
+            .collect();
+        let text = Metrics::default().render();
+        let rendered: BTreeSet<&str> =
+            text.lines().filter_map(|line| line.strip_prefix("# TYPE ferry_relay_")?.split(' ').next()).collect();
+        assert_eq!(listed, rendered);
+        // And the refusal reasons the guide names are the labels.
+        let reasons = section.lines().find(|line| line.contains("`ferry_relay_refused_total")).unwrap();
+        for reason in Refusal::ALL {
+            assert!(reasons.contains(&format!("`{}`", reason.label())), "{reason:?} is not in the guide");
+        }
+    }
+
+    #[test]
     fn gauges_do_not_wrap_below_zero() {
         let metrics = Metrics::default();
         metrics.session_closed();
