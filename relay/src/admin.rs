@@ -1,36 +1,75 @@
 //! The admin listener: `GET /metrics` for Prometheus and `GET /healthz` for load balancers.
 //!
-//! Two fixed pages do not justify an HTTP stack, so this is a deliberately tiny HTTP/1.1
-//! server: it reads one request head (at most [`MAX_REQUEST`] bytes, within
-//! [`READ_TIMEOUT`]), answers and closes. It should listen on a private address; even so,
-//! anything that reaches it is untrusted, so every read and write is bounded in size and time
-//! and the number of connections handled at once is capped. It never logs who connected.
+//! HTTP/1.1 on hyper. The port should be private; even so, anything that reaches it is
+//! untrusted, so everything a client can hold is bounded: connections served at once
+//! ([`MAX_CONNECTIONS`], a semaphore; more wait in the listen backlog), the request head
+//! ([`MAX_HEAD`] bytes, [`MAX_HEADERS`] headers, else `431`), the time to send a head
+//! ([`HEADER_READ_TIMEOUT`], which also bounds an idle kept-alive connection), the time a
+//! request may take from its head to the next ([`REQUEST_TIMEOUT`], so a client that stops
+//! reading its response loses the connection) and the requests per kept-alive connection
+//! ([`MAX_REQUESTS_PER_CONNECTION`]). A failing `accept` is retried with backoff, never in
+//! a spin. Nothing here logs who connected or what they sent.
 
+use std::cell::Cell;
+use std::convert::Infallible;
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::metrics::Metrics;
+use crate::metrics::{self, Metrics};
 
-/// Longest wait for a whole request head, and for a response to be written.
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for a complete request head: from the connection, or from the previous
+/// response on a kept-alive connection (so it is also the keep-alive idle timeout).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a request may take from its head being read until the next request (or the
+/// end of the connection): answering is instant, so what this bounds is a client that
+/// does not read the response.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest request head accepted; anything larger gets `431` and the connection is closed.
-const MAX_REQUEST: usize = 8 * 1024;
-/// Admin connections handled at once; more wait in the listen backlog.
-const MAX_CONNECTIONS: usize = 64;
-/// How much of a refused oversized request is read and discarded, so the close is a clean
-/// FIN the client can read the `431` before, not a reset that destroys it.
+/// (8 KiB is also the smallest buffer hyper accepts.)
+const MAX_HEAD: usize = 8 * 1024;
+/// Most header lines in a request head.
+const MAX_HEADERS: usize = 64;
+/// Requests served on one kept-alive connection; the last response says `Connection: close`.
+const MAX_REQUESTS_PER_CONNECTION: u32 = 100;
+/// Admin connections served at once; more wait in the listen backlog. Each is cheap (a
+/// task and an 8 KiB buffer) and short-lived (the timeouts above), so the cap is set well
+/// above what scrapers and health checks need, to leave room for them beside idle sockets.
+const MAX_CONNECTIONS: usize = 1024;
+/// How much of a request left unread after a parse error is read and discarded, so the
+/// close is a clean FIN the client can read the `400`/`431` before, not a reset that
+/// destroys it.
 const MAX_DRAIN: usize = 64 * 1024;
-/// Pause after a failed `accept` (say, out of file descriptors) before trying again.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest time spent on that discarding.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long, once the relay shuts down, a request in flight may take to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+/// First pause after a failed `accept` (say, out of file descriptors); it doubles while
+/// `accept` keeps failing, up to [`MAX_ACCEPT_BACKOFF`].
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+/// Longest pause between `accept` attempts.
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Whether `/healthz` reports the relay as serving.
+type Healthy = dyn Fn() -> bool + Send + Sync;
 
 /// Serves `/metrics` and `/healthz` on `listener` until `cancel` fires, then waits for the
-/// connections in flight (each bounded by its timeouts) to finish.
+/// connections in flight (each bounded by [`SHUTDOWN_GRACE`]) to finish.
 ///
 /// `healthy` says whether to answer `/healthz` with `200` or `503` (for example, `false` once
 /// a graceful shutdown has begun, so load balancers stop sending new clients).
@@ -40,9 +79,20 @@ pub(crate) async fn serve(
     healthy: impl Fn() -> bool + Send + Sync + 'static,
     cancel: CancellationToken,
 ) {
-    let healthy: Arc<dyn Fn() -> bool + Send + Sync> = Arc::new(healthy);
+    let healthy: Arc<Healthy> = Arc::new(healthy);
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEAD)
+        .max_headers(MAX_HEADERS)
+        .keep_alive(true)
+        // `Content-Type`, not `content-type`: what this port has always sent, and what
+        // naive scripts grep for.
+        .title_case_headers(true);
+    let http = Arc::new(http);
     let tracker = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut backoff = ACCEPT_BACKOFF;
     loop {
         let permit = tokio::select! {
             biased;
@@ -63,20 +113,17 @@ pub(crate) async fn serve(
                     tokio::select! {
                         biased;
                         () = cancel.cancelled() => break,
-                        () = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
+                        () = tokio::time::sleep(backoff) => {}
                     }
+                    backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
+                    continue;
                 }
             },
         };
-        let metrics = metrics.clone();
-        let healthy = healthy.clone();
-        let cancel = cancel.clone();
+        backoff = ACCEPT_BACKOFF;
+        let (metrics, healthy, http, cancel) = (metrics.clone(), healthy.clone(), http.clone(), cancel.clone());
         tracker.spawn(async move {
-            tokio::select! {
-                biased;
-                () = cancel.cancelled() => {}
-                () = handle(stream, &metrics, healthy.as_ref()) => {}
-            }
+            handle(stream, &http, &metrics, healthy.as_ref(), &cancel).await;
             drop(permit);
         });
     }
@@ -84,69 +131,65 @@ pub(crate) async fn serve(
     tracker.wait().await;
 }
 
-/// Answers one request on `stream` and closes it.
-async fn handle(mut stream: TcpStream, metrics: &Metrics, healthy: &(dyn Fn() -> bool + Send + Sync)) {
-    let response = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
-        Err(_elapsed) => {
-            tracing::debug!("admin request timed out");
-            return;
+/// Serves one connection until the client closes it, a limit ends it or `cancel` fires.
+async fn handle(
+    mut stream: TcpStream,
+    http: &http1::Builder,
+    metrics: &Metrics,
+    healthy: &Healthy,
+    cancel: &CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    // When the request being served must be done (`None` between requests).
+    let (deadline_tx, mut deadline_rx) = watch::channel(None::<Instant>);
+    let served = Cell::new(0u32);
+    let service = service_fn(move |request: Request<Incoming>| {
+        deadline_tx.send_replace(Some(Instant::now() + REQUEST_TIMEOUT));
+        served.set(served.get() + 1);
+        let mut response = respond(&request, metrics, healthy);
+        if served.get() >= MAX_REQUESTS_PER_CONNECTION {
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        Ok(Err(error)) => {
-            tracing::debug!(%error, "admin request unreadable");
-            return;
+        std::future::ready(Ok::<_, Infallible>(response))
+    });
+    // Borrowing the stream keeps it ours once hyper is done, to drain it after an error.
+    let mut connection = pin!(http.serve_connection(TokioIo::new(&mut stream), service));
+    let mut grace = None;
+    let outcome = loop {
+        let deadline = match (*deadline_rx.borrow_and_update(), grace) {
+            (Some(request), Some(grace)) => Some(std::cmp::min(request, grace)),
+            (request, grace) => request.or(grace),
+        };
+        tokio::select! {
+            biased;
+            () = cancel.cancelled(), if grace.is_none() => {
+                // Idle connections close now; a request in flight gets a moment to finish.
+                connection.as_mut().graceful_shutdown();
+                grace = Some(Instant::now() + SHUTDOWN_GRACE);
+            }
+            outcome = connection.as_mut() => break Some(outcome),
+            Ok(()) = deadline_rx.changed() => {}
+            () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => break None,
         }
-        Ok(Ok(Head::TooLarge)) => Response::text(431, "Request Header Fields Too Large", "request too large\n"),
-        Ok(Ok(Head::Complete(head))) => respond(&head, metrics, healthy),
     };
-    let too_large = response.status == 431;
-    let written = tokio::time::timeout(READ_TIMEOUT, async {
-        stream.write_all(&response.encode()).await?;
-        stream.shutdown().await
-    })
-    .await;
-    if !matches!(written, Ok(Ok(()))) {
-        tracing::debug!("admin response not delivered");
+    match outcome {
+        None => tracing::debug!("admin connection timed out"),
+        Some(Ok(())) => {}
+        Some(Err(error)) if error.is_parse() || error.is_parse_too_large() => {
+            tracing::debug!("admin request unreadable");
+            // hyper has answered `400` or `431`; unread bytes at close would make the kernel
+            // send a reset, which can discard that answer before the client reads it.
+            let _ = tokio::time::timeout(DRAIN_TIMEOUT, finish_and_drain(&mut stream)).await;
+        }
+        Some(Err(error)) => tracing::debug!(%error, "admin connection failed"),
+    }
+}
+
+/// Ends the write side, then reads and discards what the client still sends (bounded).
+async fn finish_and_drain(stream: &mut TcpStream) {
+    if stream.shutdown().await.is_err() {
         return;
     }
-    if too_large {
-        // Unread bytes at close make the kernel send a reset, which can discard the 431 the
-        // client has not read yet; read the rest of the request (bounded) first.
-        let _ = tokio::time::timeout(Duration::from_secs(1), drain(&mut stream)).await;
-    }
-}
-
-/// A request head as read from the socket.
-enum Head {
-    /// Everything up to and including the blank line that ends the head.
-    Complete(Vec<u8>),
-    /// The head did not end within [`MAX_REQUEST`] bytes.
-    TooLarge,
-}
-
-/// Reads until the blank line that ends a request head, at most [`MAX_REQUEST`] bytes.
-async fn read_head(stream: &mut TcpStream) -> std::io::Result<Head> {
-    let mut head = Vec::with_capacity(1024);
-    const CHUNK: usize = 1024;
-    let mut chunk = [0u8; CHUNK];
-    loop {
-        let room = MAX_REQUEST - head.len();
-        if room == 0 {
-            return Ok(Head::TooLarge);
-        }
-        let read = stream.read(&mut chunk[..room.min(CHUNK)]).await?;
-        if read == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        // Look for the end only where it can be: in the new bytes and the three before them.
-        let from = head.len().saturating_sub(3);
-        head.extend_from_slice(&chunk[..read]);
-        if head[from..].windows(4).any(|window| window == b"\r\n\r\n") {
-            return Ok(Head::Complete(head));
-        }
-    }
-}
-
-async fn drain(stream: &mut TcpStream) {
     let mut chunk = [0u8; 4096];
     let mut total = 0;
     while total < MAX_DRAIN {
@@ -157,76 +200,41 @@ async fn drain(stream: &mut TcpStream) {
     }
 }
 
-/// The answer to a request head.
-fn respond(head: &[u8], metrics: &Metrics, healthy: &(dyn Fn() -> bool + Send + Sync)) -> Response {
-    let Some(request_line) = head.split(|byte| *byte == b'\n').next() else {
-        return Response::text(400, "Bad Request", "bad request\n");
-    };
-    let request_line = String::from_utf8_lossy(request_line);
-    let mut parts = request_line.trim_end_matches('\r').split(' ');
-    let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Response::text(400, "Bad Request", "bad request\n");
-    };
-    if !version.starts_with("HTTP/1.") {
-        return Response::text(505, "HTTP Version Not Supported", "HTTP/1.x only\n");
-    }
-    let path = target.split_once('?').map_or(target, |(path, _query)| path);
-    let mut response = match path {
-        "/metrics" | "/healthz" if method != "GET" && method != "HEAD" => {
-            let mut response = Response::text(405, "Method Not Allowed", "method not allowed\n");
-            response.allow = true;
-            response
+/// The answer to one request.
+fn respond(request: &Request<Incoming>, metrics: &Metrics, healthy: &Healthy) -> Response<Full<Bytes>> {
+    let reads = matches!(*request.method(), Method::GET | Method::HEAD);
+    // The route is logged by name, never the path a client sent.
+    let (route, status, content_type, body) = match request.uri().path() {
+        "/metrics" | "/healthz" if !reads => {
+            let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+            response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            tracing::debug!(method = %request.method(), status = 405, "admin request");
+            return response;
         }
-        "/metrics" => Response {
-            status: 200,
-            reason: "OK",
-            content_type: "text/plain; version=0.0.4; charset=utf-8",
-            body: metrics.render().into_bytes(),
-            allow: false,
-        },
-        "/healthz" if healthy() => Response::text(200, "OK", "ok\n"),
-        "/healthz" => Response::text(503, "Service Unavailable", "shutting down\n"),
-        _ => Response::text(404, "Not Found", "not found\n"),
+        "/metrics" => ("metrics", StatusCode::OK, metrics::CONTENT_TYPE, Bytes::from(metrics.render())),
+        "/healthz" if healthy() => ("healthz", StatusCode::OK, TEXT, Bytes::from_static(b"ok\n")),
+        "/healthz" => ("healthz", StatusCode::SERVICE_UNAVAILABLE, TEXT, Bytes::from_static(b"shutting down\n")),
+        _ => ("other", StatusCode::NOT_FOUND, TEXT, Bytes::from_static(b"not found\n")),
     };
-    if method == "HEAD" {
-        response.body.clear();
-    }
-    tracing::debug!(method, path, status = response.status, "admin request");
+    tracing::debug!(method = %request.method(), route, status = status.as_u16(), "admin request");
+    // For `HEAD`, hyper sends these headers (the body's length included) and no body.
+    with_body(status, content_type, body)
+}
+
+/// The `Content-Type` of plain-text answers.
+const TEXT: &str = "text/plain; charset=utf-8";
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    with_body(status, TEXT, Bytes::from_static(body.as_bytes()))
+}
+
+fn with_body(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
-}
-
-/// A complete response; always followed by closing the connection.
-struct Response {
-    status: u16,
-    reason: &'static str,
-    content_type: &'static str,
-    body: Vec<u8>,
-    /// Whether to add `Allow: GET, HEAD` (on `405`).
-    allow: bool,
-}
-
-impl Response {
-    fn text(status: u16, reason: &'static str, body: &str) -> Self {
-        Self { status, reason, content_type: "text/plain; charset=utf-8", body: body.as_bytes().to_vec(), allow: false }
-    }
-
-    fn encode(&self) -> Vec<u8> {
-        let allow = if self.allow { "Allow: GET, HEAD\r\n" } else { "" };
-        // A HEAD response's length is that of the GET body; ours is cleared, so for HEAD the
-        // length is 0, which clients accept since they read no body either way.
-        let head = format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n{allow}Connection: close\r\n\r\n",
-            self.status,
-            self.reason,
-            self.content_type,
-            self.body.len(),
-        );
-        let mut bytes = Vec::with_capacity(head.len() + self.body.len());
-        bytes.extend_from_slice(head.as_bytes());
-        bytes.extend_from_slice(&self.body);
-        bytes
-    }
 }
 
 #[cfg(test)]
@@ -265,8 +273,9 @@ mod tests {
         (status.to_owned(), headers.to_owned(), body.to_owned())
     }
 
+    /// One request on its own connection; `Connection: close` so the response ends at EOF.
     async fn get(addr: SocketAddr, path: &str) -> (String, String, String) {
-        fetch(addr, format!("GET {path} HTTP/1.1\r\nHost: relay\r\n\r\n").as_bytes()).await
+        fetch(addr, format!("GET {path} HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n").as_bytes()).await
     }
 
     #[tokio::test]
@@ -296,7 +305,8 @@ mod tests {
         assert_eq!(status, "HTTP/1.1 404 Not Found");
         assert!(headers.contains("Connection: close"), "{headers}");
 
-        let (status, headers, _) = fetch(admin.addr, b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n").await;
+        let (status, headers, _) =
+            fetch(admin.addr, b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
         assert_eq!(status, "HTTP/1.1 405 Method Not Allowed");
         assert!(headers.contains("Allow: GET, HEAD"), "{headers}");
 
@@ -315,7 +325,7 @@ mod tests {
     async fn oversized_request_gets_431_and_is_closed() {
         let admin = start(Arc::new(Metrics::default())).await;
         let mut request = b"GET /metrics HTTP/1.1\r\nX-Padding: ".to_vec();
-        request.resize(MAX_REQUEST + 1024, b'a');
+        request.resize(MAX_HEAD + 1024, b'a');
         request.extend_from_slice(b"\r\n\r\n");
         let (status, headers, _) = fetch(admin.addr, &request).await;
         assert_eq!(status, "HTTP/1.1 431 Request Header Fields Too Large");
@@ -332,7 +342,7 @@ mod tests {
     async fn a_request_split_across_reads_is_answered() {
         let admin = start(Arc::new(Metrics::default())).await;
         let mut stream = TcpStream::connect(admin.addr).await.unwrap();
-        for piece in [&b"GET /hea"[..], b"lthz HTTP/1.1\r\n", b"Host: x\r", b"\n\r", b"\n"] {
+        for piece in [&b"GET /hea"[..], b"lthz HTTP/1.1\r\n", b"Host: x\r", b"\nConnection: close\r", b"\n\r", b"\n"] {
             stream.write_all(piece).await.unwrap();
             stream.flush().await.unwrap();
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -341,6 +351,60 @@ mod tests {
         stream.read_to_string(&mut response).await.unwrap();
         assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
         assert!(response.ends_with("\r\n\r\nok\n"), "{response}");
+        admin.cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(5), admin.task).await.unwrap().unwrap();
+    }
+
+    /// Reads one response (head and `Content-Length` body) from a kept-alive connection.
+    async fn read_response(stream: &mut tokio::io::BufReader<TcpStream>) -> (String, String) {
+        use tokio::io::AsyncBufReadExt;
+        let mut head = String::new();
+        while !head.ends_with("\r\n\r\n") {
+            let read = stream.read_line(&mut head).await.unwrap();
+            assert!(read > 0, "the connection closed mid-response: {head}");
+        }
+        let length = head
+            .lines()
+            .find_map(|line| line.strip_prefix("Content-Length: "))
+            .map_or(0, |length| length.parse().unwrap());
+        let mut body = vec![0; length];
+        stream.read_exact(&mut body).await.unwrap();
+        (head, String::from_utf8(body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_kept_alive_connection_serves_a_bounded_number_of_requests() {
+        let metrics = Arc::new(Metrics::default());
+        let admin = start(metrics.clone()).await;
+        let mut stream = tokio::io::BufReader::new(TcpStream::connect(admin.addr).await.unwrap());
+        for served in 1..=MAX_REQUESTS_PER_CONNECTION {
+            let path = if served % 2 == 0 { "/metrics" } else { "/healthz" };
+            let request = format!("GET {path} HTTP/1.1\r\nHost: relay\r\n\r\n");
+            stream.get_mut().write_all(request.as_bytes()).await.unwrap();
+            let (head, body) = tokio::time::timeout(Duration::from_secs(5), read_response(&mut stream)).await.unwrap();
+            assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+            assert!(body == "ok\n" || body.contains("\nferry_relay_sessions_active 0\n"), "{body}");
+            let last = served == MAX_REQUESTS_PER_CONNECTION;
+            assert_eq!(head.contains("\r\nConnection: close\r\n"), last, "request {served}: {head}");
+        }
+        // After the last one the server closes the connection.
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await.unwrap().unwrap();
+        assert!(rest.is_empty());
+        admin.cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(5), admin.task).await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn head_gets_the_headers_of_get_and_no_body() {
+        let admin = start(Arc::new(Metrics::default())).await;
+        let (_, get_headers, get_body) = get(admin.addr, "/metrics").await;
+        let (status, headers, body) =
+            fetch(admin.addr, b"HEAD /metrics HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n").await;
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        assert!(body.is_empty(), "{body}");
+        assert!(headers.contains(&format!("Content-Length: {}", get_body.len())), "{headers}");
+        assert!(get_headers.contains(&format!("Content-Length: {}", get_body.len())), "{get_headers}");
         admin.cancel.cancel();
         tokio::time::timeout(Duration::from_secs(5), admin.task).await.unwrap().unwrap();
     }

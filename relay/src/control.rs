@@ -8,7 +8,7 @@ use crate::metrics::Metrics;
 
 /// Tells the peer why it is turned away (and the metrics) and ends the stream.
 pub(crate) async fn refuse(send: &mut LinkSend, reason: RefuseReason, metrics: &Metrics) -> Result<(), FramedError> {
-    metrics.refused(reason.label());
+    metrics.refused(reason);
     send.send_message(&Message::Refused { reason }).await?;
     send.finish().await?;
     Ok(())

@@ -3,18 +3,26 @@
 //! - [`BufferBudget`]: the sum of all pump buffers. Each session reserves its two
 //!   directions' buffers up front; when the budget is spent new sessions are refused as
 //!   busy and running ones are untouched.
-//! - [`SourceRate`]: new connections per source address per minute, a token bucket per
-//!   address kept in memory only (never logged), pruned so the map stays bounded.
+//! - [`SourceRate`]: new connections per source address per minute, on governor's keyed
+//!   rate limiter; addresses are kept in memory only (never logged), swept on a schedule
+//!   and capped in number, so the map stays bounded.
 //! - [`SessionCount`]: sessions per host.
 //!
 //! Pending handshakes are bounded by a semaphore in `server.rs`.
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::num::NonZeroU32;
+use std::ops::Add;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-use dashmap::DashMap;
+use governor::clock::{Clock, Reference};
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use governor::state::StateStore;
+use governor::state::keyed::{DashMapStateStore, ShrinkableKeyedStateStore};
+use governor::{Quota, RateLimiter};
 use tokio::time::Instant;
 
 use crate::metrics::Metrics;
@@ -111,49 +119,186 @@ impl Drop for SessionSlot {
     }
 }
 
-/// Most source addresses tracked at once; beyond it, stale entries are pruned first and
-/// then unknown sources share one bucket, so memory stays bounded under a spoofed flood.
+/// Most source addresses tracked at once. Past it, a source not yet tracked shares one
+/// bucket with every other such source, so a flood of forged addresses cannot grow memory
+/// without bound (about 50 bytes an address: a few MiB at most).
 const MAX_SOURCES: usize = 100_000;
 
-/// New-connection rate per source address.
-#[derive(Default)]
+/// How often the map is swept of sources whose bucket has refilled (the limiter treats
+/// them exactly as sources it has never seen). A bucket refills within a minute, so an
+/// address is forgotten at most about 70 s after its last connection.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+
+/// The shared bucket of untracked sources once [`MAX_SOURCES`] are tracked; `::` never
+/// connects, so it cannot be confused with a real source.
+const OVERFLOW: IpAddr = IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
+
+/// New-connection rate per source address: a governor keyed rate limiter (GCRA, which
+/// admits a burst of `per_minute` and then one connection every `60 s / per_minute`,
+/// the token bucket this used to hand-roll).
+///
+/// Addresses live only in memory, are never logged, and are swept on a schedule
+/// ([`SWEEP_EVERY`]); their number is capped by [`MAX_SOURCES`].
 pub(crate) struct SourceRate {
-    buckets: DashMap<IpAddr, (f64, Instant)>,
+    /// The limiter for the rate it was built for; rebuilt when a reload changes the rate
+    /// (governor's quota is fixed per limiter), which gives every source a fresh burst.
+    current: RwLock<Option<Arc<Keyed>>>,
+    /// The source cap, [`MAX_SOURCES`] except in tests.
+    max_sources: usize,
+}
+
+/// A limiter and when its map was last swept.
+struct Keyed {
+    per_minute: NonZeroU32,
+    limiter: RateLimiter<IpAddr, Sources, TokioClock, NoOpMiddleware<TokioInstant>>,
+    /// Taken with `try_lock` by whichever connection finds a sweep due; the others skip it.
+    last_sweep: Mutex<Instant>,
+}
+
+impl Default for SourceRate {
+    fn default() -> Self {
+        Self::with_max_sources(MAX_SOURCES)
+    }
 }
 
 impl SourceRate {
+    fn with_max_sources(max_sources: usize) -> Self {
+        Self { current: RwLock::new(None), max_sources }
+    }
+
     /// Whether a new connection from `ip` is allowed now, at `per_minute` (0 = always).
     pub(crate) fn allow(&self, ip: IpAddr, per_minute: u32) -> bool {
-        if per_minute == 0 {
+        let Some(per_minute) = NonZeroU32::new(per_minute) else {
             return true;
-        }
-        let now = Instant::now();
-        if self.buckets.len() >= MAX_SOURCES && !self.buckets.contains_key(&ip) {
-            self.prune(now);
-        }
-        let key = if self.buckets.len() >= MAX_SOURCES && !self.buckets.contains_key(&ip) {
-            IpAddr::from([0u8; 16])
-        } else {
-            ip
         };
-        let burst = f64::from(per_minute);
-        let per_sec = burst / 60.0;
-        let mut entry = self.buckets.entry(key).or_insert((burst, now));
-        let (tokens, last) = *entry;
-        let refilled = (tokens + now.duration_since(last).as_secs_f64() * per_sec).min(burst);
-        if refilled >= 1.0 {
-            *entry = (refilled - 1.0, now);
-            true
-        } else {
-            *entry = (refilled, now);
-            false
+        let keyed = self.keyed(per_minute);
+        keyed.sweep_if_due();
+        keyed.limiter.check_key(&ip).is_ok()
+    }
+
+    /// The limiter for `per_minute`, built anew if the rate changed.
+    fn keyed(&self, per_minute: NonZeroU32) -> Arc<Keyed> {
+        let current = self.current.read().unwrap_or_else(PoisonError::into_inner).clone();
+        match current {
+            Some(keyed) if keyed.per_minute == per_minute => keyed,
+            _ => {
+                let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
+                match &*current {
+                    // Another connection rebuilt it first.
+                    Some(keyed) if keyed.per_minute == per_minute => keyed.clone(),
+                    _ => {
+                        let keyed = Arc::new(Keyed::new(per_minute, self.max_sources));
+                        *current = Some(keyed.clone());
+                        keyed
+                    }
+                }
+            }
         }
     }
 
-    /// Drops sources not seen for a minute: their buckets have refilled completely, so
-    /// forgetting them changes nothing.
-    pub(crate) fn prune(&self, now: Instant) {
-        self.buckets.retain(|_, (_, last)| now.duration_since(*last) < Duration::from_secs(60));
+    /// How many sources are tracked now.
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
+        self.current.read().unwrap_or_else(PoisonError::into_inner).as_ref().map_or(0, |keyed| keyed.limiter.len())
+    }
+}
+
+impl Keyed {
+    fn new(per_minute: NonZeroU32, max_sources: usize) -> Self {
+        let sources = Sources { map: DashMapStateStore::default(), max_sources };
+        Self {
+            per_minute,
+            limiter: RateLimiter::new(Quota::per_minute(per_minute), sources, TokioClock),
+            last_sweep: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Forgets the sources the limiter no longer needs, if [`SWEEP_EVERY`] has passed.
+    fn sweep_if_due(&self) {
+        let Ok(mut last_sweep) = self.last_sweep.try_lock() else {
+            return;
+        };
+        let now = Instant::now();
+        if now.duration_since(*last_sweep) >= SWEEP_EVERY {
+            *last_sweep = now;
+            self.limiter.retain_recent();
+            self.limiter.shrink_to_fit();
+        }
+    }
+}
+
+/// The limiter's state: governor's DashMap store with a cap on its size.
+struct Sources {
+    map: DashMapStateStore<IpAddr>,
+    max_sources: usize,
+}
+
+impl StateStore for Sources {
+    type Key = IpAddr;
+
+    fn measure_and_replace<T, F, E>(&self, key: &IpAddr, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        // Racing connections can each add one source past the cap: the map stays within
+        // the cap plus the number of connections accepted at once.
+        let key = if self.map.len() >= self.max_sources && !self.map.contains_key(key) { &OVERFLOW } else { key };
+        self.map.measure_and_replace(key, f)
+    }
+}
+
+impl ShrinkableKeyedStateStore<IpAddr> for Sources {
+    fn retain_recent(&self, drop_below: Nanos) {
+        self.map.retain_recent(drop_below);
+    }
+
+    fn shrink_to_fit(&self) {
+        ShrinkableKeyedStateStore::shrink_to_fit(&self.map);
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// Governor's clock reading tokio's: the limiter then runs on the same clock as every
+/// other timer in the relay, and paused time drives it in tests.
+#[derive(Clone, Copy, Debug, Default)]
+struct TokioClock;
+
+/// An instant of [`TokioClock`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct TokioInstant(Instant);
+
+impl Clock for TokioClock {
+    type Instant = TokioInstant;
+
+    fn now(&self) -> TokioInstant {
+        TokioInstant(Instant::now())
+    }
+}
+
+impl Add<Nanos> for TokioInstant {
+    type Output = Self;
+
+    fn add(self, nanos: Nanos) -> Self {
+        // Governor adds at most a bucket's refill time to a recent instant; saturate at the
+        // instant itself rather than panic should an overflow ever be asked for.
+        Self(self.0.checked_add(Duration::from(nanos)).unwrap_or(self.0))
+    }
+}
+
+impl Reference for TokioInstant {
+    fn duration_since(&self, earlier: Self) -> Nanos {
+        self.0.saturating_duration_since(earlier.0).into()
+    }
+
+    fn saturating_sub(&self, nanos: Nanos) -> Self {
+        Self(self.0.checked_sub(Duration::from(nanos)).unwrap_or(self.0))
     }
 }
 
@@ -195,5 +340,56 @@ mod tests {
         tokio::time::advance(Duration::from_secs(1)).await;
         assert!(rate.allow(a, 60), "one token per second refills");
         assert!(!rate.allow(a, 60));
+    }
+
+    #[test]
+    fn zero_is_unlimited_and_tracks_nobody() {
+        let rate = SourceRate::default();
+        let a: IpAddr = [127, 0, 0, 2].into();
+        assert!((0..10_000).all(|_| rate.allow(a, 0)));
+        assert_eq!(rate.tracked(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_applies_the_new_rate() {
+        let rate = SourceRate::default();
+        let a: IpAddr = [127, 0, 0, 2].into();
+        assert_eq!((0..100).filter(|_| rate.allow(a, 10)).count(), 10);
+        assert_eq!((0..100).filter(|_| rate.allow(a, 30)).count(), 30, "a new rate starts with its own burst");
+        assert!((0..100).all(|_| rate.allow(a, 0)), "0 switches the limit off");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flood_of_forged_sources_cannot_grow_the_map() {
+        let rate = SourceRate::with_max_sources(1_000);
+        let honest: IpAddr = [127, 0, 0, 1].into();
+        assert!(rate.allow(honest, 60));
+        let forged = |n: u32| IpAddr::from(std::net::Ipv6Addr::from(0x2001_0db8_u128 << 96 | u128::from(n)));
+        let allowed = (0..5_000).filter(|&n| rate.allow(forged(n), 60)).count();
+        assert!(rate.tracked() <= 1_001, "{} sources tracked", rate.tracked());
+        // 999 forged sources got buckets of their own (one connection each); the other
+        // 4,001 shared one bucket, which let its burst of 60 through.
+        assert_eq!(allowed, 999 + 60);
+        // A source tracked before the flood keeps its own bucket.
+        assert!(rate.allow(honest, 60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sources_are_forgotten_once_their_bucket_has_refilled() {
+        let rate = SourceRate::default();
+        let source = |n: u32| IpAddr::from([10, 0, (n >> 8) as u8, n as u8]);
+        for n in 0..500 {
+            assert!(rate.allow(source(n), 60));
+        }
+        assert_eq!(rate.tracked(), 500);
+        // Within the sweep interval nothing is forgotten, even though these buckets have
+        // refilled after a second.
+        tokio::time::advance(SWEEP_EVERY / 2).await;
+        assert!(rate.allow(source(0), 60));
+        assert_eq!(rate.tracked(), 500);
+        // The next sweep drops every refilled bucket; only the source just seen is left.
+        tokio::time::advance(SWEEP_EVERY).await;
+        assert!(rate.allow(source(1), 60));
+        assert_eq!(rate.tracked(), 1);
     }
 }

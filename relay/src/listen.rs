@@ -21,6 +21,7 @@ use tracing::{debug, warn};
 use crate::Error;
 use crate::dispatch::{StreamHop, dispatch};
 use crate::handshakes::HandshakeSlot;
+use crate::metrics::Refusal;
 use crate::state::Shared;
 
 /// Enlarges the QUIC socket's buffers; says how to lift the kernel's cap if it applies.
@@ -98,7 +99,7 @@ async fn serve_quic(
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => return debug!(error = %e, "QUIC handshake failed"),
         Err(_) => {
-            shared.metrics.refused("handshake_timeout");
+            shared.metrics.refused(Refusal::HandshakeTimeout);
             return debug!("QUIC handshake timed out");
         }
     };
@@ -182,7 +183,7 @@ async fn accept_tls(
             return None;
         }
         Err(_) => {
-            shared.metrics.refused("handshake_timeout");
+            shared.metrics.refused(Refusal::HandshakeTimeout);
             debug!("TLS handshake timed out");
             return None;
         }

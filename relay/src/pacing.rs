@@ -9,7 +9,10 @@
 //! `elapsed` nanoseconds at `rate` bytes per second is the exact product `elapsed × rate`:
 //! no float drift accumulates over a long session, and waits are rounded up by at most
 //! one nanosecond. A chunk larger than the burst is allowed (debt model): it waits for the
-//! whole deficit, so big chunks are paced as exactly as small ones.
+//! whole deficit, so big chunks are paced as exactly as small ones. The bucket stays
+//! hand-written (the per-source connection rate uses governor) because governor's GCRA has
+//! no debt: it refuses a request larger than its burst outright (`InsufficientCapacity`),
+//! so pacing chunks of any size on it would mean splitting them.
 //!
 //! The arithmetic (`TokenBucket::ready_at`, `TokenBucket::consume`) takes `now` as an
 //! argument, so it is tested with made-up instants; only `TokenBucket::take` touches the

@@ -129,7 +129,7 @@ impl Shared {
         }
         let slot = self.handshakes.try_enter(limits.max_pending_handshakes);
         if slot.is_none() {
-            self.metrics.refused(RefuseReason::RelayBusy.label());
+            self.metrics.refused(RefuseReason::RelayBusy);
         }
         slot
     }
