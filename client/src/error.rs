@@ -1,22 +1,25 @@
 //! The client library's error type: every variant reads as a one-line explanation a
-//! person can act on.
+//! person can act on, and keeps what caused it as its source, so that the whole story
+//! ([`Error::report`], or `{:#}` in anyhow) is there for whoever needs it.
 
 use std::io;
 use std::path::PathBuf;
 
+use ferry_link::{FramedError, LinkError};
 use ferry_proto::{CertPin, RefuseReason};
 
 /// What can go wrong while hosting or connecting.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The relay could not be reached or the hop failed.
-    #[error("cannot reach the relay at {addr}: {reason}")]
+    /// The relay could not be reached or the hop could not be set up.
+    #[error("cannot reach the relay at {addr}")]
     RelayUnreachable {
         /// The relay address from the ticket or flags.
         addr: String,
         /// What went wrong.
-        reason: String,
+        #[source]
+        source: LinkError,
     },
     /// The relay's certificate does not match the pin.
     #[error(
@@ -68,9 +71,39 @@ pub enum Error {
     /// The host ended the session before it started, with a reason.
     #[error("the host refused the session: {0}")]
     HostRefused(&'static str),
-    /// The session or the relay connection ended abnormally.
+    /// The session or the relay connection ended abnormally, for a reason ferry can name.
     #[error("the session was cut: {0}")]
-    Cut(String),
+    Cut(&'static str),
+    /// The relay closed the connection with a code this version does not know.
+    #[error("the session was cut: the relay closed the connection (code {code:#x})")]
+    RelayClosed {
+        /// The QUIC application close code.
+        code: u32,
+    },
+    /// The other end reset the stream with a code this version does not know.
+    #[error("the session was cut: the other end reset the stream (code {code:#x})")]
+    StreamReset {
+        /// The QUIC reset code.
+        code: u32,
+    },
+    /// The hop under the session failed (lost, timed out, a TLS connection cut).
+    #[error("the session was cut")]
+    Hop(#[source] LinkError),
+    /// A stream to the relay failed while a message or frame was being read.
+    #[error("the session was cut")]
+    Stream(#[source] FramedError),
+    /// The session was cancelled by its owner (see [`crate::Session::bridge`]).
+    #[error("the session was cancelled")]
+    Cancelled,
+    /// The local listener of [`crate::Client::serve`] failed in a way retrying cannot fix.
+    #[error("cannot accept local connections")]
+    Accept(#[source] io::Error),
+    /// Not the name of a hop transport.
+    #[error("unknown transport `{name}` (use quic, tcp or auto)")]
+    UnknownTransport {
+        /// What was given.
+        name: String,
+    },
     /// A peer did not answer in time.
     #[error("timed out: {0}")]
     Timeout(&'static str),
@@ -91,6 +124,19 @@ pub enum Error {
 }
 
 impl Error {
+    /// This error and every cause under it on one line, `: `-separated (what a person
+    /// should read; `to_string()` gives the first part only).
+    pub fn report(&self) -> String {
+        let mut text = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(e) = cause {
+            text.push_str(": ");
+            text.push_str(&e.to_string());
+            cause = e.source();
+        }
+        text
+    }
+
     /// Whether this is a refusal of the relay's certificate (wrong pin, expired, wrong
     /// name, untrusted): retrying the same relay over another transport cannot help, and
     /// the user must see it.
@@ -104,5 +150,24 @@ impl Error {
                 | Self::RelayCertNotFromPinnedCa { .. }
                 | Self::RelayCertUntrusted { .. }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_carries_the_causes_on_one_line() {
+        let e = Error::RelayUnreachable {
+            addr: "relay.test:4433".into(),
+            source: LinkError::Tcp(io::Error::other("refused")),
+        };
+        assert_eq!(e.to_string(), "cannot reach the relay at relay.test:4433");
+        assert_eq!(e.report(), "cannot reach the relay at relay.test:4433: TCP connection failed: refused");
+        assert!(matches!(
+            std::error::Error::source(&e).and_then(|s| s.downcast_ref::<LinkError>()),
+            Some(LinkError::Tcp(_))
+        ));
     }
 }

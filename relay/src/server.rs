@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use ferry_link::{Framed, LinkRecv, LinkSend, split_tls};
 use ferry_proto::codes::{CLOSE_PROTOCOL, CLOSE_SHUTDOWN};
-use ferry_proto::{CertPin, EXPORTER_LEN, Message, REGISTRATION_EXPORTER_LABEL, RefuseReason};
+use ferry_proto::{CertPin, EXPORTER_LEN, Message, RefuseReason};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
@@ -275,6 +275,12 @@ impl Relay {
         self.shared.registry.watch_registrations()
     }
 
+    /// How many hosts are registered, as it changes (the awaitable twin of
+    /// [`Relay::registered_hosts`]): tests await an unregistration on it.
+    pub fn registered_hosts_watch(&self) -> watch::Receiver<usize> {
+        self.shared.registry.watch_count()
+    }
+
     /// Graceful shutdown: stops accepting connections, registrations and sessions, tells
     /// hosts the relay is going away, lets running sessions finish for up to `deadline`,
     /// then ends whatever is left (peers see "the relay is shutting down") and waits for
@@ -421,9 +427,9 @@ async fn accept_tls(
     };
     shared.metrics.handshake_seconds(started.elapsed());
     drop(permit);
-    let mut exporter = [0u8; EXPORTER_LEN];
-    tls.get_ref().1.export_keying_material(&mut exporter, REGISTRATION_EXPORTER_LABEL, Some(b"")).ok()?;
-    let (send, recv) = split_tls(tokio_rustls::TlsStream::Server(tls));
+    let tls = tokio_rustls::TlsStream::Server(tls);
+    let exporter = ferry_link::exporter::tls(&tls).ok()?;
+    let (send, recv) = split_tls(tls);
     Some((send, recv, exporter))
 }
 
@@ -446,10 +452,7 @@ fn dispatch(
             Message::Register { host_id, token, handshake } => {
                 let (host_hop, exporter) = match hop {
                     StreamHop::Quic(conn) => {
-                        let mut exporter = [0u8; EXPORTER_LEN];
-                        if conn.export_keying_material(&mut exporter, REGISTRATION_EXPORTER_LABEL, b"").is_err() {
-                            return;
-                        }
+                        let Ok(exporter) = ferry_link::exporter::quic(&conn) else { return };
                         (HostHop::Quic(conn), exporter)
                     }
                     StreamHop::Tcp { exporter } => (HostHop::Tcp, exporter),

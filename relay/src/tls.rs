@@ -6,7 +6,8 @@
 
 use std::sync::Arc;
 
-use quinn::{IdleTimeout, TransportConfig, VarInt};
+use ferry_link::TransportSettings;
+use quinn::TransportConfig;
 
 use crate::{Error, RelayConfig};
 
@@ -33,16 +34,14 @@ pub(crate) fn quic_server_config(config: &RelayConfig) -> Result<quinn::ServerCo
 
 fn transport_config(config: &RelayConfig) -> Result<TransportConfig, Error> {
     let window = config.buffer_per_direction as u64;
-    let varint = |v: u64| VarInt::from_u64(v).map_err(|_| Error::Config("window too large".into()));
-    let mut t = TransportConfig::default();
-    t.max_concurrent_bidi_streams(ferry_link::credit::stream_limit(config.max_sessions_per_connection))
-        .max_concurrent_uni_streams(VarInt::from_u32(0))
-        .stream_receive_window(varint(window)?)
-        .receive_window(varint(window.saturating_mul(16))?)
-        .send_window(window.saturating_mul(16))
-        .max_idle_timeout(Some(
-            IdleTimeout::try_from(config.idle_timeout).map_err(|_| Error::Config("idle timeout too large".into()))?,
-        ));
-    config.congestion.apply(&mut t);
-    Ok(t)
+    TransportSettings {
+        stream_window: window,
+        send_window: Some(window.saturating_mul(ferry_link::transport::CONNECTION_WINDOWS)),
+        incoming_streams: config.max_sessions_per_connection,
+        idle_timeout: config.idle_timeout,
+        keep_alive: None,
+        congestion: config.congestion,
+    }
+    .build()
+    .map_err(|e| Error::Config(e.to_string()))
 }
