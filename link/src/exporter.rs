@@ -32,6 +32,6 @@ pub fn tls(tls: &TlsStream) -> Result<[u8; EXPORTER_LEN], LinkError> {
             s.get_ref().1.export_keying_material(&mut exporter, REGISTRATION_EXPORTER_LABEL, context)
         }
     };
-    exported.map_err(|e| LinkError::Exporter(Some(e)))?;
+    exported.map_err(|e| LinkError::Exporter(Some(Box::new(e))))?;
     Ok(exporter)
 }

@@ -24,7 +24,7 @@ pub async fn connect(relay: &RelayAddr, options: &HopOptions) -> Result<quinn::C
     let endpoint = ferry_link::udp::client_endpoint(target).map_err(unreachable)?;
     let connecting = endpoint
         .connect_with(config, target, server_name(&relay.addr))
-        .map_err(|e| unreachable(LinkError::Connect(e)))?;
+        .map_err(|e| unreachable(LinkError::Connect(Box::new(e))))?;
     match tokio::time::timeout(options.connect_timeout, connecting).await {
         Ok(Ok(conn)) => Ok(conn),
         // A refused certificate reads as a TLS failure; the verifier left the reason.
