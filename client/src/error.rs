@@ -107,13 +107,47 @@ pub enum Error {
     /// A peer did not answer in time.
     #[error("timed out: {0}")]
     Timeout(&'static str),
-    /// A key or identity file problem.
+    /// A key or identity file could not be read or written.
     #[error("{path}: {what}")]
     KeyFile {
         /// The file.
         path: PathBuf,
-        /// What is wrong.
-        what: String,
+        /// What failed ("cannot read", "cannot create", ...).
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// A key file other users can read: refused, since whoever reads it is this host.
+    #[error("{path}: is readable by other users (mode {mode:o}); run `chmod 600 {path}`")]
+    KeyFileExposed {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// Refused to replace an existing key file.
+    #[error("{path}: already exists; refusing to overwrite a key")]
+    KeyFileExists {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A key file without the line it must have.
+    #[error("{path}: no `{field} = ...` line")]
+    KeyFileMissing {
+        /// The file.
+        path: PathBuf,
+        /// The missing field.
+        field: &'static str,
+    },
+    /// A key file whose key does not parse.
+    #[error("{path}: invalid key")]
+    KeyFileInvalid {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: ferry_proto::Error,
     },
     /// A wire-format or handshake error (its text says which).
     #[error(transparent)]
