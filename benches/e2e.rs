@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use ferry::local::{Pattern, serve_connect, wait_registered};
+use ferry::local::{Pattern, wait_registered};
 use ferry_client::{Client, HopOptions, Host, HostConfig, HostIdentity, Transport};
 use ferry_proto::{RelayAddr, RelayTrust, StaticKey, Ticket};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -892,7 +892,10 @@ async fn start_ferry(service: SocketAddr, transport: Transport) -> Result<Runnin
     client.warm_up().await?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let entry = listener.local_addr()?;
-    let connect = tokio::spawn(serve_connect(client.clone(), listener));
+    let connect = tokio::spawn({
+        let client = client.clone();
+        async move { drop(client.serve(listener, tokio_util::sync::CancellationToken::new()).await) }
+    });
     Ok(Running {
         entry,
         relay: Some(relay),

@@ -173,26 +173,6 @@ pub async fn send_and_digest(stream: TcpStream, seed: u64, len: u64) -> Result<(
     Ok(received)
 }
 
-/// A client-side local listener like `ferry connect`: every accepted TCP connection
-/// becomes one end-to-end session through `client`.
-pub async fn serve_connect(client: std::sync::Arc<Client>, listener: TcpListener) {
-    while let Ok((stream, _)) = listener.accept().await {
-        let client = client.clone();
-        tokio::spawn(async move {
-            let _ = stream.set_nodelay(true);
-            match client.open_session().await {
-                Ok(session) => {
-                    let (r, w) = stream.into_split();
-                    if let Err(e) = session.bridge(r, w).await {
-                        eprintln!("ferry: session ended with an error: {e}");
-                    }
-                }
-                Err(e) => eprintln!("ferry: cannot open a session: {e}"),
-            }
-        });
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use ferry::local::{LocalStack, echo_service, pattern_digest, send_and_digest, serve_connect};
+use ferry::local::{LocalStack, echo_service, pattern_digest, send_and_digest};
 use ferry_client::identity::{default_dir, load_or_create_client_key};
 use ferry_client::{Client, HopOptions, Host, HostConfig, HostIdentity, Transport};
 use ferry_link::Congestion;
 use ferry_proto::{PublicKey, RelayAddr, RelayTrust, StaticKey, Ticket};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
 
 /// ferry: reach a service behind NAT through a relay that cannot read your traffic.
 ///
@@ -242,17 +243,27 @@ async fn run(command: Command) -> Result<()> {
                 "listening on {} — each connection is an end-to-end session to the host (relay hop: {via})",
                 listener.local_addr()?
             );
-            tokio::select! {
-                _ = serve_connect(client.clone(), listener) => {}
-                r = tokio::signal::ctrl_c() => r?,
-            }
+            // Ends on Ctrl-C (0), or with the listener's error (1): never silently.
+            let cancel = CancellationToken::new();
+            let serving = client.clone().serve(listener, cancel.clone());
+            tokio::pin!(serving);
+            let served = tokio::select! {
+                served = &mut serving => served,
+                signal = tokio::signal::ctrl_c() => {
+                    cancel.cancel();
+                    let served = serving.await;
+                    signal?;
+                    served
+                }
+            };
             client.close().await;
+            served?;
         }
         Command::Cat { ticket, key, transport } => {
             let client =
                 Client::new(parse_ticket(&ticket)?, key.load()?, HopOptions::client()).with_transport(transport);
             let session = client.open_session().await?;
-            let result = session.bridge(tokio::io::stdin(), tokio::io::stdout()).await;
+            let result = session.bridge(tokio::io::stdin(), tokio::io::stdout(), CancellationToken::new()).await;
             client.close().await;
             result?;
         }
@@ -307,7 +318,8 @@ async fn demo(mib: u64, congestion: Congestion) -> Result<()> {
     let client = Arc::new(Client::new(stack.ticket.clone(), StaticKey::generate()?, options));
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let local = listener.local_addr()?;
-    let connect = tokio::spawn(serve_connect(client.clone(), listener));
+    let stop = CancellationToken::new();
+    let connect = tokio::spawn(client.clone().serve(listener, stop.clone()));
 
     let seed = 0x5eed;
     let started = Instant::now();
@@ -321,7 +333,8 @@ async fn demo(mib: u64, congestion: Congestion) -> Result<()> {
         "demo: {mib} MiB each way through relay + host + client, SHA-256 verified, in {:.2} s: {gbits:.2} Gbit/s each way",
         elapsed.as_secs_f64()
     );
-    connect.abort();
+    stop.cancel();
+    connect.await??;
     client.close().await;
     tokio::time::timeout(Duration::from_secs(10), stack.shutdown()).await.ok();
     Ok(())

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
-use ferry::local::{Pattern, echo_service, pattern_digest, send_and_digest, serve_connect, wait_registered};
+use ferry::local::{Pattern, echo_service, pattern_digest, send_and_digest, wait_registered};
 use ferry_client::{Client, HopOptions, Host, HostConfig, HostIdentity};
 use ferry_proto::{CertPin, RelayAddr, RelayTrust, StaticKey, Ticket};
 use ferry_relay::certs::ca::{CaOptions, CertAuthority, Issued, LeafOptions};
@@ -70,7 +70,7 @@ async fn refusal(relay: &Relay, trust: RelayTrust) -> Result<String> {
 async fn local_port(client: Client) -> Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    tokio::spawn(serve_connect(Arc::new(client), listener));
+    tokio::spawn(Arc::new(client).serve(listener, tokio_util::sync::CancellationToken::new()));
     Ok(addr)
 }
 

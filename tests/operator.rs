@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use ferry::local::{LocalStack, Pattern, echo_service, pattern_digest, send_and_digest, serve_connect};
+use ferry::local::{LocalStack, Pattern, echo_service, pattern_digest, send_and_digest};
 use ferry_client::{Client, Error, HopOptions, Host, HostConfig, HostIdentity, Session};
 use ferry_proto::{RefuseReason, RelayAddr, RelayTrust, StaticKey, Ticket};
 use ferry_relay::pacing::Tier;
@@ -98,7 +98,7 @@ async fn a_two_megabit_tier_paces_while_an_unlimited_session_is_not_paced() -> R
     let timed = |client: Client, seed: u64| async move {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?;
-        tokio::spawn(serve_connect(Arc::new(client), listener));
+        tokio::spawn(Arc::new(client).serve(listener, tokio_util::sync::CancellationToken::new()));
         let started = Instant::now();
         let got = send_and_digest(TcpStream::connect(port).await?, seed, 2 * MIB).await?;
         anyhow::Ok((got, started.elapsed()))
@@ -220,7 +220,7 @@ async fn a_connection_flood_from_one_source_is_rate_limited_while_an_honest_host
     let client = stack.client()?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?;
-    tokio::spawn(serve_connect(Arc::new(client), listener));
+    tokio::spawn(Arc::new(client).serve(listener, tokio_util::sync::CancellationToken::new()));
     let got = send_and_digest(TcpStream::connect(port).await?, 7, 8 * MIB).await?;
     assert_eq!(got, (pattern_digest(7, 8 * MIB), 8 * MIB));
     flood.await??;

@@ -6,7 +6,8 @@ mod common;
 use anyhow::Result;
 use bytes::BytesMut;
 use common::{echo_stack, read_message};
-use ferry_client::hop::{self, HopOptions};
+use ferry_client::HopOptions;
+use ferry_client::dial::quic;
 use ferry_proto::proof::HostProver;
 use ferry_proto::{EXPORTER_LEN, HostId, Message, REGISTRATION_EXPORTER_LABEL, RefuseReason, StaticKey};
 
@@ -48,7 +49,7 @@ async fn a_host_without_the_key_cannot_register_its_id() -> Result<()> {
     let s = echo_stack().await?;
     let victim = s.stack.identity.key.public();
     let thief = StaticKey::generate()?;
-    let conn = hop::connect(&s.stack.ticket.relays[0], &HopOptions::host()).await?;
+    let conn = quic::connect(&s.stack.ticket.relays[0], &HopOptions::host()).await?;
     let (prover, hello) = HostProver::start(&thief, &exporter(&conn))?;
     let (mut attempt, answer) = register(&conn, victim, hello).await?;
     let proof = prover.answer(&challenge(answer))?;
@@ -68,14 +69,14 @@ async fn a_proof_captured_on_one_connection_is_rejected_on_another() -> Result<(
     let relay = &s.stack.ticket.relays[0];
 
     // A genuine registration on connection A; an eavesdropper keeps hello and proof.
-    let conn_a = hop::connect(relay, &HopOptions::host()).await?;
+    let conn_a = quic::connect(relay, &HopOptions::host()).await?;
     let (prover, hello) = HostProver::start(&key, &exporter(&conn_a))?;
     let (mut attempt_a, answer) = register(&conn_a, key.public(), hello.clone()).await?;
     let proof = prover.answer(&challenge(answer))?;
     assert_eq!(prove(&mut attempt_a, proof.clone()).await?, Message::Registered);
 
     // Replayed on connection B, the same bytes do not verify.
-    let conn_b = hop::connect(relay, &HopOptions::host()).await?;
+    let conn_b = quic::connect(relay, &HopOptions::host()).await?;
     let (mut attempt_b, answer) = register(&conn_b, key.public(), hello).await?;
     let _ = challenge(answer);
     assert_eq!(prove(&mut attempt_b, proof).await?, Message::Refused { reason: RefuseReason::BadProof });

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use common::{ferry, local_port, wait_for_line};
-use ferry::local::{LocalStack, echo_service, pattern_digest, send_and_digest, serve_connect};
+use ferry::local::{LocalStack, echo_service, pattern_digest, send_and_digest};
 use ferry_client::{Client, HopOptions, Transport};
 use ferry_proto::StaticKey;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -87,7 +87,7 @@ async fn a_slow_reader_does_not_hold_up_another_session_on_the_same_quic_connect
     let client = Arc::new(client);
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?;
-    tokio::spawn(serve_connect(client.clone(), listener));
+    tokio::spawn(client.clone().serve(listener, tokio_util::sync::CancellationToken::new()));
     let b = tokio::time::timeout(Duration::from_secs(60), async {
         send_and_digest(TcpStream::connect(port).await?, 17, 16 * MIB).await
     })

@@ -18,8 +18,7 @@ use ferry_proto::e2e::record::put_frame;
 use ferry_proto::{Message, StaticKey, Ticket};
 use tokio::sync::Mutex;
 
-use crate::dial::{self, RelayHop, Transport};
-use crate::hop::HopOptions;
+use crate::dial::{self, HopOptions, RelayHop, Transport};
 use crate::{Error, Session};
 
 /// Opens sessions to the host of one ticket.
@@ -94,7 +93,7 @@ impl Client {
                 }
             }
         }
-        Err(last_error.unwrap_or_else(|| Error::Cut("the ticket lists no relay".into())))
+        Err(last_error.unwrap_or_else(|| Error::Cut("the ticket lists no relay")))
     }
 
     /// Connects to a relay now (sessions would do it lazily), to report problems early.
@@ -116,7 +115,7 @@ impl Client {
             Message::Accepted => {}
             Message::Refused { reason } => return Err(Error::Refused(reason)),
             _ => {
-                return Err(Error::Cut("the relay answered with an unexpected message".into()));
+                return Err(Error::Cut("the relay answered with an unexpected message"));
             }
         }
         let answer = recv.frame(MAX_HANDSHAKE_LEN, self.handshake_timeout).await?;

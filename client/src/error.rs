@@ -1,22 +1,25 @@
 //! The client library's error type: every variant reads as a one-line explanation a
-//! person can act on.
+//! person can act on, and keeps what caused it as its source, so that the whole story
+//! ([`Error::report`], or `{:#}` in anyhow) is there for whoever needs it.
 
 use std::io;
 use std::path::PathBuf;
 
+use ferry_link::{FramedError, LinkError};
 use ferry_proto::{CertPin, RefuseReason};
 
 /// What can go wrong while hosting or connecting.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The relay could not be reached or the hop failed.
-    #[error("cannot reach the relay at {addr}: {reason}")]
+    /// The relay could not be reached or the hop could not be set up.
+    #[error("cannot reach the relay at {addr}")]
     RelayUnreachable {
         /// The relay address from the ticket or flags.
         addr: String,
         /// What went wrong.
-        reason: String,
+        #[source]
+        source: LinkError,
     },
     /// The relay's certificate does not match the pin.
     #[error(
@@ -68,19 +71,83 @@ pub enum Error {
     /// The host ended the session before it started, with a reason.
     #[error("the host refused the session: {0}")]
     HostRefused(&'static str),
-    /// The session or the relay connection ended abnormally.
+    /// The session or the relay connection ended abnormally, for a reason ferry can name.
     #[error("the session was cut: {0}")]
-    Cut(String),
+    Cut(&'static str),
+    /// The relay closed the connection with a code this version does not know.
+    #[error("the session was cut: the relay closed the connection (code {code:#x})")]
+    RelayClosed {
+        /// The QUIC application close code.
+        code: u32,
+    },
+    /// The other end reset the stream with a code this version does not know.
+    #[error("the session was cut: the other end reset the stream (code {code:#x})")]
+    StreamReset {
+        /// The QUIC reset code.
+        code: u32,
+    },
+    /// The hop under the session failed (lost, timed out, a TLS connection cut).
+    #[error("the session was cut")]
+    Hop(#[source] LinkError),
+    /// A stream to the relay failed while a message or frame was being read.
+    #[error("the session was cut")]
+    Stream(#[source] FramedError),
+    /// The session was cancelled by its owner (see [`crate::Session::bridge`]).
+    #[error("the session was cancelled")]
+    Cancelled,
+    /// The local listener of [`crate::Client::serve`] failed in a way retrying cannot fix.
+    #[error("cannot accept local connections")]
+    Accept(#[source] io::Error),
+    /// Not the name of a hop transport.
+    #[error("unknown transport `{name}` (use quic, tcp or auto)")]
+    UnknownTransport {
+        /// What was given.
+        name: String,
+    },
     /// A peer did not answer in time.
     #[error("timed out: {0}")]
     Timeout(&'static str),
-    /// A key or identity file problem.
+    /// A key or identity file could not be read or written.
     #[error("{path}: {what}")]
     KeyFile {
         /// The file.
         path: PathBuf,
-        /// What is wrong.
-        what: String,
+        /// What failed ("cannot read", "cannot create", ...).
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// A key file other users can read: refused, since whoever reads it is this host.
+    #[error("{path}: is readable by other users (mode {mode:o}); run `chmod 600 {path}`")]
+    KeyFileExposed {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// Refused to replace an existing key file.
+    #[error("{path}: already exists; refusing to overwrite a key")]
+    KeyFileExists {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A key file without the line it must have.
+    #[error("{path}: no `{field} = ...` line")]
+    KeyFileMissing {
+        /// The file.
+        path: PathBuf,
+        /// The missing field.
+        field: &'static str,
+    },
+    /// A key file whose key does not parse.
+    #[error("{path}: invalid key")]
+    KeyFileInvalid {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: ferry_proto::Error,
     },
     /// A wire-format or handshake error (its text says which).
     #[error(transparent)]
@@ -91,6 +158,19 @@ pub enum Error {
 }
 
 impl Error {
+    /// This error and every cause under it on one line, `: `-separated (what a person
+    /// should read; `to_string()` gives the first part only).
+    pub fn report(&self) -> String {
+        let mut text = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(e) = cause {
+            text.push_str(": ");
+            text.push_str(&e.to_string());
+            cause = e.source();
+        }
+        text
+    }
+
     /// Whether this is a refusal of the relay's certificate (wrong pin, expired, wrong
     /// name, untrusted): retrying the same relay over another transport cannot help, and
     /// the user must see it.
@@ -104,5 +184,24 @@ impl Error {
                 | Self::RelayCertNotFromPinnedCa { .. }
                 | Self::RelayCertUntrusted { .. }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_carries_the_causes_on_one_line() {
+        let e = Error::RelayUnreachable {
+            addr: "relay.test:4433".into(),
+            source: LinkError::Tcp(io::Error::other("refused")),
+        };
+        assert_eq!(e.to_string(), "cannot reach the relay at relay.test:4433");
+        assert_eq!(e.report(), "cannot reach the relay at relay.test:4433: TCP connection failed: refused");
+        assert!(matches!(
+            std::error::Error::source(&e).and_then(|s| s.downcast_ref::<LinkError>()),
+            Some(LinkError::Tcp(_))
+        ));
     }
 }

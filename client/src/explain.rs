@@ -16,8 +16,7 @@ impl From<LinkError> for Error {
         match e {
             LinkError::Reset(code) => reset_error(code),
             LinkError::Closed(code) => close_error(code),
-            LinkError::Lost(why) => Error::Cut(format!("the connection to the relay was lost ({why})")),
-            other => Error::Cut(other.to_string()),
+            other => Error::Hop(other),
         }
     }
 }
@@ -25,11 +24,11 @@ impl From<LinkError> for Error {
 impl From<FramedError> for Error {
     fn from(e: FramedError) -> Self {
         match e {
-            FramedError::Closed => Error::Cut("the other end closed the stream early".into()),
+            FramedError::Closed => Error::Cut("the other end closed the stream early"),
             FramedError::Timeout => Error::Timeout("the other end did not answer in time"),
             FramedError::Proto(e) => Error::Proto(e),
             FramedError::Link(e) => e.into(),
-            other => Error::Cut(other.to_string()),
+            other => Error::Stream(other),
         }
     }
 }
@@ -37,21 +36,21 @@ impl From<FramedError> for Error {
 /// Explains a connection close code.
 fn close_error(code: u64) -> Error {
     match u32::try_from(code).unwrap_or(u32::MAX) {
-        CLOSE_SHUTDOWN => Error::Cut("the relay is shutting down".into()),
-        CLOSE_REPLACED => Error::Cut("this host registered again elsewhere; this connection was replaced".into()),
-        CLOSE_PROTOCOL => Error::Cut("the relay closed the connection: protocol violation".into()),
-        other => Error::Cut(format!("the relay closed the connection (code {other:#x})")),
+        CLOSE_SHUTDOWN => Error::Cut("the relay is shutting down"),
+        CLOSE_REPLACED => Error::Cut("this host registered again elsewhere; this connection was replaced"),
+        CLOSE_PROTOCOL => Error::Cut("the relay closed the connection: protocol violation"),
+        code => Error::RelayClosed { code },
     }
 }
 
 /// Explains a stream reset code.
 fn reset_error(code: u64) -> Error {
     match u32::try_from(code).unwrap_or(u32::MAX) {
-        RESET_PEER_LOST => Error::Cut("the other end went away mid-session".into()),
-        RESET_SHUTDOWN => Error::Cut("the relay is shutting down".into()),
+        RESET_PEER_LOST => Error::Cut("the other end went away mid-session"),
+        RESET_SHUTDOWN => Error::Cut("the relay is shutting down"),
         RESET_NOT_ALLOWED => Error::HostRefused("this client's key is not on the host's allow-list"),
         RESET_SERVICE_UNREACHABLE => Error::HostRefused("the host cannot reach the service it forwards to"),
         RESET_HANDSHAKE_FAILED => Error::HostRefused("the handshake did not verify (is the ticket for this host?)"),
-        other => Error::Cut(format!("the other end reset the stream (code {other:#x})")),
+        code => Error::StreamReset { code },
     }
 }

@@ -5,6 +5,10 @@
 //! relay goes away the task reconnects with jittered exponential backoff. Each session
 //! runs the host side of the end-to-end handshake, checks the allow-list, connects to the
 //! local service and bridges.
+//!
+//! Every task belongs to the [`Host`] handle: [`Host::shutdown`] ends them and waits, and
+//! dropping the handle ends them too (a drop guard over their cancellation token), so a
+//! host an application forgets to shut down does not stay registered behind its back.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,13 +24,12 @@ use ferry_proto::proof::HostProver;
 use ferry_proto::{Message, PublicKey, RelayAddr};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use crate::backoff::Backoff;
-use crate::dial::{self, HopStream, RelayHop, Transport};
-use crate::hop::HopOptions;
+use crate::dial::{self, HopOptions, HopStream, RelayHop, Transport};
 use crate::{Error, HostIdentity, Session};
 
 /// What a host needs to serve.
@@ -77,11 +80,14 @@ pub struct HostStatus {
     pub last_error: Option<String>,
 }
 
-/// A running host. Call [`Host::shutdown`] to stop it.
+/// A running host. Call [`Host::shutdown`] to stop it gracefully; dropping it stops its
+/// tasks too, without waiting for them.
 pub struct Host {
     cancel: CancellationToken,
     tracker: TaskTracker,
     status: watch::Receiver<HostStatus>,
+    /// Cancels every task when the handle is dropped.
+    _stop_on_drop: DropGuard,
 }
 
 impl Host {
@@ -96,7 +102,7 @@ impl Host {
         for index in 0..config.relays.len() {
             tracker.spawn(stay_registered(config.clone(), index, status_tx.clone(), cancel.clone(), tracker.clone()));
         }
-        Self { cancel, tracker, status }
+        Self { _stop_on_drop: cancel.clone().drop_guard(), cancel, tracker, status }
     }
 
     /// Registration status; await `changed()` on it to follow registrations.
@@ -142,8 +148,9 @@ async fn stay_registered(
                 debug!(reason = %ended, "registration ended");
             }
             Err(e) => {
-                warn!("relay {}: {e}", relay.addr);
-                status.send_modify(|s| s.last_error = Some(e.to_string()));
+                let report = e.report();
+                warn!("relay {}: {report}", relay.addr);
+                status.send_modify(|s| s.last_error = Some(report));
             }
         }
         tokio::select! {
@@ -178,7 +185,7 @@ async fn register(config: &HostConfig, relay: &RelayAddr) -> Result<(Arc<RelayHo
         Message::Challenge { handshake } => handshake,
         Message::Refused { reason } => return Err(Error::Refused(reason)),
         _ => {
-            return Err(Error::Cut("the relay answered the registration with an unexpected message".into()));
+            return Err(Error::Cut("the relay answered the registration with an unexpected message"));
         }
     };
     let proof = prover.answer(&challenge)?;
@@ -186,7 +193,7 @@ async fn register(config: &HostConfig, relay: &RelayAddr) -> Result<(Arc<RelayHo
     match recv.message(config.handshake_timeout).await? {
         Message::Registered => Ok((Arc::new(hop), Control { send, recv })),
         Message::Refused { reason } => Err(Error::Refused(reason)),
-        _ => Err(Error::Cut("the relay answered the proof with an unexpected message".into())),
+        _ => Err(Error::Cut("the relay answered the proof with an unexpected message")),
     }
 }
 
@@ -214,33 +221,33 @@ async fn serve(
             }
             message = control.recv.message_unbounded() => match message {
                 Ok(Message::Incoming { session }) if quic.is_none() => {
-                    let (config, hop) = (config.clone(), hop.clone());
+                    let (config, hop, cancel) = (config.clone(), hop.clone(), cancel.clone());
                     tracker.spawn(async move {
-                        if let Err(e) = attach_session(&config, &hop, session).await {
-                            debug!("session ended: {e}");
+                        if let Err(e) = attach_session(&config, &hop, session, cancel).await {
+                            debug!("session ended: {}", e.report());
                         }
                     });
                 }
                 Ok(Message::GoingAway) => return "the relay is going away".into(),
                 Ok(_) => return "the relay sent an unexpected control message".into(),
-                Err(e) => return Error::from(e).to_string(),
+                Err(e) => return Error::from(e).report(),
             },
             stream = accept_stream(quic.as_ref()) => match stream {
                 Ok((send, recv)) => {
-                    let config = config.clone();
+                    let (config, cancel) = (config.clone(), cancel.clone());
                     tracker.spawn(async move {
                         let mut recv = Framed::new(ferry_link::LinkRecv::Quic(recv));
                         let started = match recv.message(config.handshake_timeout).await {
                             Ok(Message::Incoming { .. }) => Ok(()),
-                            Ok(_) => Err(Error::Cut("a session stream did not start with Incoming".into())),
+                            Ok(_) => Err(Error::Cut("a session stream did not start with Incoming")),
                             Err(e) => Err(e.into()),
                         };
                         let result = match started {
-                            Ok(()) => serve_session(&config, LinkSend::Quic(send), recv).await,
+                            Ok(()) => serve_session(&config, LinkSend::Quic(send), recv, cancel).await,
                             Err(e) => Err(e),
                         };
                         if let Err(e) = result {
-                            debug!("session ended: {e}");
+                            debug!("session ended: {}", e.report());
                         }
                     });
                 }
@@ -251,22 +258,34 @@ async fn serve(
 }
 
 /// The next session stream a QUIC relay opens; never resolves for a TCP hop.
-async fn accept_stream(quic: Option<&quinn::Connection>) -> Result<(quinn::SendStream, quinn::RecvStream), String> {
+async fn accept_stream(
+    quic: Option<&quinn::Connection>,
+) -> Result<(quinn::SendStream, quinn::RecvStream), quinn::ConnectionError> {
     match quic {
-        Some(conn) => conn.accept_bi().await.map_err(|e| e.to_string()),
+        Some(conn) => conn.accept_bi().await,
         None => std::future::pending().await,
     }
 }
 
 /// A TCP relay announced a session: dial back, attach, then serve it.
-async fn attach_session(config: &HostConfig, hop: &RelayHop, session: u64) -> Result<(), Error> {
+async fn attach_session(
+    config: &HostConfig,
+    hop: &RelayHop,
+    session: u64,
+    cancel: CancellationToken,
+) -> Result<(), Error> {
     let HopStream { mut send, recv, .. } = hop.open_stream().await?;
     send.send_message(&Message::Attach { session }).await?;
-    serve_session(config, send, Framed::new(recv)).await
+    serve_session(config, send, Framed::new(recv), cancel).await
 }
 
-/// One session: handshake, allow-list, local connection, bridge.
-async fn serve_session(config: &HostConfig, mut send: LinkSend, mut recv: Framed) -> Result<(), Error> {
+/// One session: handshake, allow-list, local connection, bridge (until `cancel`).
+async fn serve_session(
+    config: &HostConfig,
+    mut send: LinkSend,
+    mut recv: Framed,
+    cancel: CancellationToken,
+) -> Result<(), Error> {
     let hello = recv.frame(MAX_HANDSHAKE_LEN, config.handshake_timeout).await?;
     let handshake = match HostHandshake::read(&config.identity.key, &config.identity.secret, &hello) {
         Ok(h) => h,
@@ -298,6 +317,6 @@ async fn serve_session(config: &HostConfig, mut send: LinkSend, mut recv: Framed
     put_frame(&mut out, &answer)?;
     send.write_chunk(out.freeze()).await?;
     let (local_read, local_write) = local.into_split();
-    Session { send, recv, sealer, opener }.bridge(local_read, local_write).await?;
+    Session { send, recv, sealer, opener }.bridge(local_read, local_write, cancel).await?;
     Ok(())
 }

@@ -45,7 +45,7 @@ impl HostIdentity {
         let text = read_secret_file(path)?;
         let key = field(path, &text, "host-key")?;
         let secret = field(path, &text, "ticket-secret")?;
-        let bad = |e: ferry_proto::Error| Error::KeyFile { path: path.to_owned(), what: e.to_string() };
+        let bad = |source| Error::KeyFileInvalid { path: path.to_owned(), source };
         Ok(Self {
             key: StaticKey::from_base32(&key).map_err(bad)?,
             secret: TicketSecret::from_base32(&secret).map_err(bad)?,
@@ -58,7 +58,7 @@ pub fn load_or_create_client_key(path: &Path) -> Result<StaticKey, Error> {
     if path.exists() {
         let text = read_secret_file(path)?;
         let key = field(path, &text, "client-key")?;
-        return StaticKey::from_base32(&key).map_err(|e| Error::KeyFile { path: path.to_owned(), what: e.to_string() });
+        return StaticKey::from_base32(&key).map_err(|source| Error::KeyFileInvalid { path: path.to_owned(), source });
     }
     let key = StaticKey::generate()?;
     let text = format!("# ferry client key. Hosts may allow-list its public half.\nclient-key = {}\n", key.to_base32());
@@ -78,38 +78,34 @@ pub fn default_dir() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".config/ferry"))
 }
 
-fn field(path: &Path, text: &str, name: &str) -> Result<String, Error> {
+fn field(path: &Path, text: &str, name: &'static str) -> Result<String, Error> {
     text.lines()
         .filter_map(|line| line.split_once('='))
         .find(|(k, _)| k.trim() == name)
         .map(|(_, v)| v.trim().to_owned())
-        .ok_or_else(|| Error::KeyFile { path: path.to_owned(), what: format!("no `{name} = ...` line") })
+        .ok_or_else(|| Error::KeyFileMissing { path: path.to_owned(), field: name })
 }
 
 fn read_secret_file(path: &Path) -> Result<String, Error> {
-    let bad = |what: String| Error::KeyFile { path: path.to_owned(), what };
-    let meta = fs::metadata(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+    let bad = |what| move |source| Error::KeyFile { path: path.to_owned(), what, source };
+    let meta = fs::metadata(path).map_err(bad("cannot read"))?;
     if meta.permissions().mode() & 0o077 != 0 {
-        return Err(bad(format!(
-            "is readable by other users (mode {:o}); run `chmod 600 {}`",
-            meta.permissions().mode() & 0o777,
-            path.display()
-        )));
+        return Err(Error::KeyFileExposed { path: path.to_owned(), mode: meta.permissions().mode() & 0o777 });
     }
-    fs::read_to_string(path).map_err(|e| bad(format!("cannot read: {e}")))
+    fs::read_to_string(path).map_err(bad("cannot read"))
 }
 
 fn write_new_secret_file(path: &Path, text: &str) -> Result<(), Error> {
-    let bad = |what: String| Error::KeyFile { path: path.to_owned(), what };
+    let bad = |what| move |source| Error::KeyFile { path: path.to_owned(), what, source };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::create_dir_all(dir).map_err(|e| bad(format!("cannot create its directory: {e}")))?;
+        fs::create_dir_all(dir).map_err(bad("cannot create its directory"))?;
     }
     let mut file =
         fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => bad("already exists; refusing to overwrite a key".into()),
-            _ => bad(format!("cannot create: {e}")),
+            std::io::ErrorKind::AlreadyExists => Error::KeyFileExists { path: path.to_owned() },
+            _ => bad("cannot create")(e),
         })?;
-    file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).map_err(|e| bad(format!("cannot write: {e}")))
+    file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).map_err(bad("cannot write"))
 }
 
 #[cfg(test)]

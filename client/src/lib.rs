@@ -5,14 +5,18 @@
 //! A **client** holds a ticket and opens end-to-end encrypted sessions to that host
 //! through a relay that cannot read them. The `ferry` command is a thin layer over this.
 //!
+//! A **hop** is the connection between a peer (host or client) and a relay, nothing else.
+//!
 //! # Layout
 //! - [`identity`]: host and client key files (0600, never overwritten).
-//! - [`hop`]: the QUIC connection to a relay and the hop tuning ([`HopOptions`]).
+//! - [`dial`]: opening the hop to a relay — QUIC, TLS over TCP, or the two raced — its
+//!   tuning ([`HopOptions`]) and the streams on it.
 //! - `verify`: certificate checks by pin or public roots.
 //! - [`host`]: [`Host`] — registration, reconnect with backoff, session forwarding.
 //! - [`client`]: [`Client`] — relay selection and session opening.
+//! - [`serve`]: [`Client::serve`] — a local listener whose connections become sessions
+//!   (what `ferry connect` runs).
 //! - [`session`]: [`Session`] — plaintext ↔ sealed records, half-close, truncation checks.
-//! - [`dial`]: choosing QUIC or TLS over TCP (raced with a QUIC head start) and opening streams.
 //! - `explain`: hop failures and reset codes turned into explanations.
 //! - `backoff`: jittered exponential backoff.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
@@ -22,16 +26,15 @@ pub mod client;
 pub mod dial;
 mod error;
 mod explain;
-pub mod hop;
 pub mod host;
 pub mod identity;
+pub mod serve;
 pub mod session;
 mod verify;
 
 pub use client::Client;
-pub use dial::Transport;
+pub use dial::{HopOptions, Transport};
 pub use error::Error;
-pub use hop::HopOptions;
 pub use host::{Host, HostConfig, HostStatus};
 pub use identity::HostIdentity;
 pub use session::{Session, Transferred};

@@ -10,6 +10,10 @@
 //! finish, and the peer's `Fin` becomes a half-close of the local socket, so half-close
 //! works end to end. A stream that ends without `Fin` is reported as cut, never as a
 //! clean, shorter transfer.
+//!
+//! The owner can end a session at any time through the token it passed to
+//! [`Session::bridge`]: the bridge then resets the relay stream both ways (the peer sees a
+//! cut, not a clean end) and returns [`Error::Cancelled`].
 
 use bytes::BytesMut;
 use ferry_link::stream::poll_read_lazily;
@@ -18,6 +22,7 @@ use ferry_proto::codes::RESET_CANCELLED;
 use ferry_proto::e2e::record::{MAX_RECORD_DATA, Record, RecordKind};
 use ferry_proto::e2e::{Opener, Sealer};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
 
 use crate::Error;
 
@@ -39,18 +44,30 @@ pub struct Session {
 }
 
 impl Session {
-    /// Carries bytes both ways until both directions have ended cleanly; on any error
-    /// the relay stream is reset so the peer learns of it too.
-    pub async fn bridge<R, W>(self, mut local_read: R, mut local_write: W) -> Result<Transferred, Error>
+    /// Carries bytes both ways until both directions have ended cleanly, or until `cancel`
+    /// fires ([`Error::Cancelled`]); on any error, and on cancel, the relay stream is reset
+    /// so the peer learns of it too.
+    pub async fn bridge<R, W>(
+        self,
+        mut local_read: R,
+        mut local_write: W,
+        cancel: CancellationToken,
+    ) -> Result<Transferred, Error>
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
         let Self { mut send, mut recv, sealer, opener } = self;
-        let result = tokio::try_join!(
-            upstream(&mut local_read, &mut send, sealer),
-            downstream(&mut recv, opener, &mut local_write)
-        );
+        let result = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => Err(Error::Cancelled),
+            both = async {
+                tokio::try_join!(
+                    upstream(&mut local_read, &mut send, sealer),
+                    downstream(&mut recv, opener, &mut local_write)
+                )
+            } => both,
+        };
         match result {
             Ok((sent, received)) => Ok(Transferred { sent, received }),
             Err(e) => {
@@ -65,14 +82,15 @@ impl Session {
     /// each way: returns the application's end (bytes written to it go to the peer, the
     /// peer's bytes can be read from it; shutting down its write side ends this direction)
     /// and the task, which ends as [`Session::bridge`] does. For embedding ferry in an
-    /// application without a socket in between.
+    /// application without a socket in between. The application ends the session through
+    /// its end of the pipe.
     pub fn spawn_pipe(
         self,
         capacity: usize,
     ) -> (tokio::io::DuplexStream, tokio::task::JoinHandle<Result<Transferred, Error>>) {
         let (app, local) = tokio::io::duplex(capacity);
         let (read, write) = tokio::io::split(local);
-        (app, tokio::spawn(self.bridge(read, write)))
+        (app, tokio::spawn(self.bridge(read, write, CancellationToken::new())))
     }
 }
 
@@ -117,7 +135,7 @@ async fn downstream<W: AsyncWrite + Unpin>(recv: &mut Framed, mut opener: Opener
         local.flush().await?;
         if !recv.fill().await? {
             return Err(Error::Cut(
-                "the stream ended without the other end's end-of-stream mark (the relay or network cut it)".into(),
+                "the stream ended without the other end's end-of-stream mark (the relay or network cut it)",
             ));
         }
     }

@@ -16,6 +16,8 @@
 use std::str::FromStr;
 use std::sync::Arc;
 
+use crate::LinkError;
+
 /// A QUIC congestion controller.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Congestion {
@@ -37,13 +39,27 @@ impl Congestion {
 }
 
 impl FromStr for Congestion {
-    type Err = String;
+    type Err = LinkError;
 
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, LinkError> {
         match s {
             "bbr" => Ok(Self::Bbr),
             "cubic" => Ok(Self::Cubic),
-            other => Err(format!("unknown congestion controller `{other}` (use bbr or cubic)")),
+            other => Err(LinkError::UnknownCongestion { name: other.to_owned() }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_and_an_unknown_one_is_named_in_the_error() {
+        assert_eq!("bbr".parse::<Congestion>().unwrap(), Congestion::Bbr);
+        assert_eq!("cubic".parse::<Congestion>().unwrap(), Congestion::Cubic);
+        let err = "reno".parse::<Congestion>().unwrap_err();
+        assert!(matches!(&err, LinkError::UnknownCongestion { name } if name == "reno"), "{err:?}");
+        assert_eq!(err.to_string(), "unknown congestion controller `reno` (use bbr or cubic)");
     }
 }

@@ -1,4 +1,6 @@
-//! ferry-link: one bidirectional stream on a hop to or from a relay, over QUIC or TLS.
+//! ferry-link: one bidirectional stream on a hop to or from a relay, over QUIC or TLS,
+//! and the plumbing every hop shares (transport config, UDP endpoint, TLS exporter,
+//! address resolution), so the relay and its peers set it up one way.
 //!
 //! A hop stream is a QUIC bi-stream (many per connection) or a whole TLS-over-TCP
 //! connection (one per stream, for networks that block UDP). The relay's pump, the host
@@ -16,15 +18,26 @@
 //! - [`framed`]: [`Framed`], the receive half with its read-ahead buffer, for control
 //!   messages, handshake frames and records in turn.
 //! - [`credit`]: how many streams to allow so that the wanted number stays openable.
-//! - [`udp`]: socket buffers for QUIC's UDP socket (and why they matter).
+//! - [`udp`]: socket buffers for QUIC's UDP socket (and why they matter), and the quinn
+//!   endpoint on it.
+//! - [`transport`]: [`TransportSettings`], the one place a hop's quinn transport config is
+//!   built (windows, stream limit, idle timeout, keep-alive, congestion).
+//! - [`exporter`]: the TLS exporter value that binds a registration to its hop, over QUIC
+//!   and TLS alike.
+//! - [`resolve`]: a relay address (`name:port`) to the socket address to dial.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod congestion;
 pub mod credit;
+pub mod exporter;
 pub mod framed;
+pub mod resolve;
 pub mod stream;
+pub mod transport;
 pub mod udp;
 
 pub use congestion::Congestion;
 pub use framed::{Framed, FramedError};
+pub use resolve::resolve;
 pub use stream::{LinkError, LinkRecv, LinkSend, TlsStream, split_tls};
+pub use transport::TransportSettings;

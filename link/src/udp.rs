@@ -13,8 +13,14 @@
 //! makes the request a no-op); [`tune_socket`] reports what it got so the relay can say
 //! how to raise the cap. What was also tried, and is not here: larger datagrams (path MTU
 //! discovery up to 9,000 or 65,527 bytes on loopback) moved fewer bytes per second, not more.
+//!
+//! The quinn endpoint on such a socket is made here too ([`endpoint`]), for the relay's
+//! listening socket and a peer's outgoing one ([`client_endpoint`]) alike.
 
-use std::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+
+use crate::LinkError;
 
 /// The receive and send buffer asked for on every hop's UDP socket.
 pub const WANTED_BUFFER: usize = 8 << 20;
@@ -43,4 +49,19 @@ pub fn tune_socket(socket: &UdpSocket) -> Option<Buffers> {
     let _ = s.set_recv_buffer_size(WANTED_BUFFER);
     let _ = s.set_send_buffer_size(WANTED_BUFFER);
     Some(Buffers { recv: s.recv_buffer_size().ok()?, send: s.send_buffer_size().ok()? })
+}
+
+/// A quinn endpoint on `socket` (already tuned by the caller, who may want to report
+/// what [`tune_socket`] got); `server` makes it accept connections.
+pub fn endpoint(socket: UdpSocket, server: Option<quinn::ServerConfig>) -> std::io::Result<quinn::Endpoint> {
+    quinn::Endpoint::new(quinn::EndpointConfig::default(), server, socket, Arc::new(quinn::TokioRuntime))
+}
+
+/// An endpoint for dialling `target`: a fresh UDP socket on an ephemeral port of the
+/// target's address family, tuned like the relay's (the relay sends bursts to peers too).
+pub fn client_endpoint(target: SocketAddr) -> Result<quinn::Endpoint, LinkError> {
+    let bind: SocketAddr = if target.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
+    let socket = UdpSocket::bind(bind).map_err(LinkError::Socket)?;
+    tune_socket(&socket);
+    endpoint(socket, None).map_err(LinkError::Socket)
 }

@@ -11,7 +11,7 @@ use ferry_link::{Framed, LinkRecv, LinkSend};
 use ferry_proto::codes::CLOSE_PROTOCOL;
 use ferry_proto::connect::RelayConnect;
 use ferry_proto::registration::RelayRegistration;
-use ferry_proto::{EXPORTER_LEN, Message, REGISTRATION_EXPORTER_LABEL};
+use ferry_proto::{EXPORTER_LEN, Message};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
@@ -44,10 +44,7 @@ pub(crate) fn dispatch(
             Message::Register { host_id, token, handshake } => {
                 let (host_hop, exporter) = match hop {
                     StreamHop::Quic(conn) => {
-                        let mut exporter = [0u8; EXPORTER_LEN];
-                        if conn.export_keying_material(&mut exporter, REGISTRATION_EXPORTER_LABEL, b"").is_err() {
-                            return;
-                        }
+                        let Ok(exporter) = ferry_link::exporter::quic(&conn) else { return };
                         (HostHop::Quic(conn), exporter)
                     }
                     StreamHop::Tcp { exporter } => (HostHop::Tcp, exporter),

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferry_link::{LinkRecv, LinkSend, split_tls};
+use ferry_proto::EXPORTER_LEN;
 use ferry_proto::codes::CLOSE_SHUTDOWN;
-use ferry_proto::{EXPORTER_LEN, REGISTRATION_EXPORTER_LABEL};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -190,8 +190,8 @@ async fn accept_tls(
     };
     shared.metrics.handshake_seconds(started.elapsed());
     drop(slot);
-    let mut exporter = [0u8; EXPORTER_LEN];
-    tls.get_ref().1.export_keying_material(&mut exporter, REGISTRATION_EXPORTER_LABEL, Some(b"")).ok()?;
-    let (send, recv) = split_tls(tokio_rustls::TlsStream::Server(tls));
+    let tls = tokio_rustls::TlsStream::Server(tls);
+    let exporter = ferry_link::exporter::tls(&tls).ok()?;
+    let (send, recv) = split_tls(tls);
     Some((send, recv, exporter))
 }

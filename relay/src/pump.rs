@@ -142,7 +142,7 @@ impl Direction {
                         None => {
                             let read = tokio::select! {
                                 biased;
-                                _ = self.session.cancelled() => return Err(LinkError::Lost("session ended".into())),
+                                _ = self.session.cancelled() => return Err(LinkError::Cancelled),
                                 read = from.read_chunk() => read?,
                             };
                             match read {
@@ -171,7 +171,7 @@ impl Direction {
                     };
                     tokio::select! {
                         biased;
-                        _ = self.session.cancelled() => return Err(LinkError::Lost("session ended".into())),
+                        _ = self.session.cancelled() => return Err(LinkError::Cancelled),
                         written = write => written?,
                     }
                     if ended {

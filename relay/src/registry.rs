@@ -52,11 +52,18 @@ pub(crate) struct Registry {
     hosts: DashMap<HostId, Entry>,
     next_generation: AtomicU64,
     registrations: watch::Sender<u64>,
+    /// How many hosts are registered, published on every change.
+    count: watch::Sender<usize>,
 }
 
 impl Registry {
     pub(crate) fn new() -> Self {
-        Self { hosts: DashMap::new(), next_generation: AtomicU64::new(1), registrations: watch::Sender::new(0) }
+        Self {
+            hosts: DashMap::new(),
+            next_generation: AtomicU64::new(1),
+            registrations: watch::Sender::new(0),
+            count: watch::Sender::new(0),
+        }
     }
 
     /// Registers `link` for `id`, closing any registration it replaces. Returns the
@@ -70,12 +77,24 @@ impl Registry {
             }
         }
         self.registrations.send_modify(|n| *n += 1);
+        self.publish_count();
         generation
     }
 
     /// Removes `id` if it still belongs to `generation`.
     pub(crate) fn unregister(&self, id: &HostId, generation: u64) {
-        self.hosts.remove_if(id, |_, entry| entry.generation == generation);
+        if self.hosts.remove_if(id, |_, entry| entry.generation == generation).is_some() {
+            self.publish_count();
+        }
+    }
+
+    /// The count is read under the watch's lock, so concurrent changes publish in order
+    /// and the last one published is the map's size after the last change.
+    fn publish_count(&self) {
+        self.count.send_if_modified(|n| {
+            let now = self.hosts.len();
+            std::mem::replace(n, now) != now
+        });
     }
 
     /// How to reach host `id`, if registered.
@@ -95,5 +114,10 @@ impl Registry {
     /// A counter that goes up on every successful registration.
     pub(crate) fn watch_registrations(&self) -> watch::Receiver<u64> {
         self.registrations.subscribe()
+    }
+
+    /// The number of registered hosts, as it changes.
+    pub(crate) fn watch_count(&self) -> watch::Receiver<usize> {
+        self.count.subscribe()
     }
 }

@@ -52,13 +52,8 @@ impl Relay {
         let endpoint = match udp {
             Some(socket) => Some({
                 enlarge_udp_buffers(&socket);
-                quinn::Endpoint::new(
-                    quinn::EndpointConfig::default(),
-                    Some(tls::quic_server_config(&config.reloadable.identity, quic_transport.clone())?),
-                    socket,
-                    Arc::new(quinn::TokioRuntime),
-                )
-                .map_err(bind_err)?
+                let server = tls::quic_server_config(&config.reloadable.identity, quic_transport.clone())?;
+                ferry_link::udp::endpoint(socket, Some(server)).map_err(bind_err)?
             }),
             None => None,
         };
@@ -176,6 +171,12 @@ impl Relay {
     /// supervisors await it instead of polling.
     pub fn registrations(&self) -> watch::Receiver<u64> {
         self.shared.registry.watch_registrations()
+    }
+
+    /// How many hosts are registered, as it changes (the awaitable twin of
+    /// [`Relay::registered_hosts`]): tests await an unregistration on it.
+    pub fn registered_hosts_watch(&self) -> watch::Receiver<usize> {
+        self.shared.registry.watch_count()
     }
 
     /// Graceful shutdown: stops accepting connections, registrations and sessions, tells

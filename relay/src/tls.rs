@@ -7,7 +7,8 @@
 
 use std::sync::Arc;
 
-use quinn::{IdleTimeout, TransportConfig, VarInt};
+use ferry_link::{LinkError, TransportSettings};
+use quinn::TransportConfig;
 
 use crate::{Error, RelayConfig, TlsIdentity};
 
@@ -37,18 +38,19 @@ pub(crate) fn quic_server_config(
 /// The QUIC transport settings of every connection to this relay.
 pub(crate) fn transport_config(config: &RelayConfig) -> Result<TransportConfig, Error> {
     let window = config.buffer_per_direction as u64;
-    let setting = |key, why: &str| Error::Setting { key, why: why.into() };
-    let varint = |v: u64| VarInt::from_u64(v).map_err(|_| setting("buffer_per_direction", "too large for QUIC"));
-    let mut t = TransportConfig::default();
-    t.max_concurrent_bidi_streams(ferry_link::credit::stream_limit(config.max_sessions_per_connection))
-        .max_concurrent_uni_streams(VarInt::from_u32(0))
-        .stream_receive_window(varint(window)?)
-        .receive_window(varint(window.saturating_mul(16))?)
-        .send_window(window.saturating_mul(16))
-        .max_idle_timeout(Some(
-            IdleTimeout::try_from(config.idle_timeout)
-                .map_err(|_| setting("idle_timeout_secs", "too large for QUIC"))?,
-        ));
-    config.congestion.apply(&mut t);
-    Ok(t)
+    TransportSettings {
+        stream_window: window,
+        send_window: Some(window.saturating_mul(ferry_link::transport::CONNECTION_WINDOWS)),
+        incoming_streams: config.max_sessions_per_connection,
+        idle_timeout: config.idle_timeout,
+        keep_alive: None,
+        congestion: config.congestion,
+    }
+    .build()
+    .map_err(|e| match e {
+        LinkError::IdleTimeoutTooLarge(_) => {
+            Error::Setting { key: "idle_timeout_secs", why: "too large for QUIC".into() }
+        }
+        _ => Error::Setting { key: "buffer_per_direction", why: "too large for QUIC".into() },
+    })
 }

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use bytes::BytesMut;
-use ferry_client::hop::{self, HopOptions};
+use ferry_client::HopOptions;
+use ferry_client::dial::quic;
 use ferry_client::{Client, Host};
 use ferry_proto::{Message, PublicKey, RefuseReason, StaticKey};
 use support::{RelayProcess, echo, pattern, registered_host, rss_kib, ticket};
@@ -238,7 +239,7 @@ async fn the_wrong_alpn_and_garbage_after_the_tls_handshake_are_closed() -> Resu
 
 /// A QUIC connection to the relay as a client would open it.
 async fn quic(arena: &Arena) -> Result<quinn::Connection> {
-    Ok(hop::connect(&arena.relay.relays(arena.relay.pin)[0], &HopOptions::client()).await?)
+    Ok(quic::connect(&arena.relay.relays(arena.relay.pin)[0], &HopOptions::client()).await?)
 }
 
 /// Sends `bytes` on a new stream and expects the relay to end the stream within `limit`

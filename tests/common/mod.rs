@@ -82,6 +82,7 @@ pub async fn read_message(recv: &mut quinn::RecvStream, buf: &mut BytesMut) -> R
 pub async fn local_port(client: impl Into<std::sync::Arc<ferry_client::Client>>) -> Result<std::net::SocketAddr> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    tokio::spawn(ferry::local::serve_connect(client.into(), listener));
+    let client: std::sync::Arc<ferry_client::Client> = client.into();
+    tokio::spawn(client.serve(listener, tokio_util::sync::CancellationToken::new()));
     Ok(addr)
 }

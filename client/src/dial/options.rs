@@ -1,0 +1,66 @@
+//! How a hop behaves: the tuning hosts and clients give their connection to a relay.
+//!
+//! Hosts and clients tune it differently: a host keeps its connection alive with frequent
+//! keep-alives and a short idle timeout, so a host that dies is noticed by the relay (and
+//! its clients) within seconds; a client is gentler on battery and mobile links.
+
+use std::time::Duration;
+
+use ferry_link::{Congestion, TransportSettings};
+
+/// How the hop connection behaves.
+#[derive(Clone, Debug)]
+pub struct HopOptions {
+    /// Keep-alive interval (also keeps NAT mappings open).
+    pub keep_alive: Duration,
+    /// The connection is declared dead after this long without a packet.
+    pub idle_timeout: Duration,
+    /// Longest wait for the relay to answer.
+    pub connect_timeout: Duration,
+    /// Receive window per stream (bytes): how far the peer may run ahead of our reader.
+    pub stream_window: u32,
+    /// Streams the relay can always open towards us at once (host: concurrent sessions);
+    /// QUIC's limit is set up to a seventh higher so that quinn's batched credit never
+    /// leaves fewer (`ferry_link::credit`). 0 for a client: the relay opens none.
+    pub max_incoming_streams: u32,
+    /// QUIC congestion controller (BBR unless told otherwise; see `ferry_link::congestion`).
+    pub congestion: Congestion,
+}
+
+impl HopOptions {
+    /// Settings for a host: detect a lost relay (and let the relay detect us) quickly.
+    pub fn host() -> Self {
+        Self {
+            keep_alive: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(3),
+            connect_timeout: Duration::from_secs(5),
+            stream_window: 1 << 20,
+            max_incoming_streams: 1024,
+            congestion: Congestion::default(),
+        }
+    }
+
+    /// Settings for a client.
+    pub fn client() -> Self {
+        Self {
+            keep_alive: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(20),
+            connect_timeout: Duration::from_secs(5),
+            stream_window: 1 << 20,
+            max_incoming_streams: 0,
+            congestion: Congestion::default(),
+        }
+    }
+
+    /// The QUIC transport settings these options stand for (quinn's own send window).
+    pub(crate) fn transport(&self) -> TransportSettings {
+        TransportSettings {
+            stream_window: u64::from(self.stream_window),
+            send_window: None,
+            incoming_streams: self.max_incoming_streams,
+            idle_timeout: self.idle_timeout,
+            keep_alive: Some(self.keep_alive),
+            congestion: self.congestion,
+        }
+    }
+}
