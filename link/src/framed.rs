@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use ferry_proto::Message;
 use ferry_proto::e2e::record::take_frame;
 
-use crate::{LinkError, LinkRecv};
+use crate::{LinkError, LinkRecv, LinkSend};
 
 /// Why a framed read did not produce what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -91,5 +91,15 @@ impl Framed {
     /// The stream and whatever was read past the last message or frame.
     pub fn into_parts(self) -> (LinkRecv, Bytes) {
         (self.recv, self.buf.freeze())
+    }
+}
+
+impl LinkSend {
+    /// Sends one control message and makes sure it leaves now (the writing twin of
+    /// [`Framed::message`]; here, beside it, so that the stream module needs nothing of the
+    /// framing).
+    pub async fn send_message(&mut self, message: &Message) -> Result<(), FramedError> {
+        self.send(&message.to_vec()?).await?;
+        Ok(())
     }
 }

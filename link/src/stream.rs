@@ -164,13 +164,6 @@ impl LinkSend {
         }
     }
 
-    /// Sends one control message and makes sure it leaves now (the writing twin of
-    /// [`crate::Framed::message`]).
-    pub async fn send_message(&mut self, message: &ferry_proto::Message) -> Result<(), crate::FramedError> {
-        self.send(&message.to_vec()?).await?;
-        Ok(())
-    }
-
     /// Ends this direction cleanly (QUIC FIN / TLS `close_notify` and TCP FIN).
     pub async fn finish(&mut self) -> Result<(), LinkError> {
         match self {
