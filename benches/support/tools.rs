@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::OnceLock;
 use std::time::SystemTime;
 
 use anyhow::{Context, Result, bail};
@@ -41,7 +42,13 @@ const RELAY_SOURCES: [&str; 5] = ["relay", "proto", "link", "cert", "src/bin"];
 
 /// `target/release/ferry-relay`, built first (with [`BUILD_RELAY`]) if missing or older
 /// than its sources. If that build fails, an existing binary is used and that is said.
+/// Checked once per run: a bench that starts the relay for every row must not run cargo
+/// between its measurements.
 pub fn ferry_relay_binary() -> Result<PathBuf> {
+    static CHECKED: OnceLock<PathBuf> = OnceLock::new();
+    if let Some(bin) = CHECKED.get() {
+        return Ok(bin.clone());
+    }
     let bin = target_dir().join("release/ferry-relay");
     let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
     let sources = RELAY_SOURCES.iter().filter_map(|d| newest(&workspace_root().join(d))).max();
@@ -64,7 +71,7 @@ pub fn ferry_relay_binary() -> Result<PathBuf> {
             }
         }
     }
-    Ok(bin)
+    Ok(CHECKED.get_or_init(|| bin).clone())
 }
 
 /// `socat`, installed with apt-get if missing.
