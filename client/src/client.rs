@@ -12,10 +12,11 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use ferry_link::Framed;
+use ferry_proto::connect::{ClientConnect, ConnectEvent};
 use ferry_proto::e2e::ClientHandshake;
 use ferry_proto::e2e::handshake::MAX_HANDSHAKE_LEN;
 use ferry_proto::e2e::record::put_frame;
-use ferry_proto::{Message, StaticKey, Ticket};
+use ferry_proto::{StaticKey, Ticket};
 use tokio::sync::Mutex;
 
 use crate::dial::{self, HopOptions, RelayHop, Transport};
@@ -106,17 +107,16 @@ impl Client {
         let stream = self.hop().await?.open_stream().await?;
         let mut send = stream.send;
         let (handshake, hello) = ClientHandshake::start(&self.ticket.host, &self.ticket.secret, &self.key)?;
-        let mut first = BytesMut::from(&Message::Connect { host_id: self.ticket.host }.to_vec()?[..]);
+        let (mut conversation, connect) = ClientConnect::start(self.ticket.host);
+        // `Connect` and the first handshake message leave together: one round trip.
+        let mut first = BytesMut::from(&connect.to_vec()?[..]);
         put_frame(&mut first, &hello)?;
         send.write_chunks(&mut [first.freeze()]).await?;
 
         let mut recv = Framed::new(stream.recv);
-        match recv.message(self.handshake_timeout).await? {
-            Message::Accepted => {}
-            Message::Refused { reason } => return Err(Error::Refused(reason)),
-            _ => {
-                return Err(Error::Cut("the relay answered with an unexpected message"));
-            }
+        match conversation.handle(recv.message(self.handshake_timeout).await?)? {
+            ConnectEvent::Accepted => {}
+            ConnectEvent::Refused(reason) => return Err(Error::Refused(reason)),
         }
         let answer = recv.frame(MAX_HANDSHAKE_LEN, self.handshake_timeout).await?;
         let (sealer, opener) = handshake.finish(&answer)?;

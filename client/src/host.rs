@@ -16,12 +16,13 @@ use std::time::Duration;
 use bytes::BytesMut;
 use ferry_link::{Framed, LinkSend};
 use ferry_proto::codes::{RESET_HANDSHAKE_FAILED, RESET_NOT_ALLOWED, RESET_SERVICE_UNREACHABLE};
+use ferry_proto::connect;
 use ferry_proto::e2e::HostHandshake;
 use ferry_proto::e2e::handshake::MAX_HANDSHAKE_LEN;
 use ferry_proto::e2e::record::put_frame;
 use ferry_proto::message::RegistrationToken;
-use ferry_proto::proof::HostProver;
-use ferry_proto::{Message, PublicKey, RelayAddr};
+use ferry_proto::registration::{HostEvent, HostRegistration};
+use ferry_proto::{PublicKey, RelayAddr};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -162,10 +163,12 @@ async fn stay_registered(
 }
 
 /// The control stream of a registration. Both halves stay open for as long as the host
-/// wants to stay registered: the relay takes a finished stream as an unregistration.
+/// wants to stay registered: the relay takes a finished stream as an unregistration. The
+/// conversation on it (what may come when) is `ferry_proto::registration`'s.
 struct Control {
     send: LinkSend,
     recv: Framed,
+    registration: HostRegistration,
 }
 
 /// Connects to `relay` and proves the host key; returns the hop and the control stream
@@ -173,27 +176,20 @@ struct Control {
 async fn register(config: &HostConfig, relay: &RelayAddr) -> Result<(Arc<RelayHop>, Control), Error> {
     let hop = dial::connect(relay, config.transport, &config.options).await?;
     let HopStream { mut send, recv, exporter } = hop.open_stream().await?;
-    let (prover, hello) = HostProver::start(&config.identity.key, &exporter)?;
-    let register = Message::Register {
-        host_id: config.identity.key.public(),
-        token: config.token.clone().map(RegistrationToken),
-        handshake: hello,
-    };
+    let token = config.token.clone().map(RegistrationToken);
+    let (mut registration, register) = HostRegistration::start(&config.identity.key, token, &exporter)?;
     send.send_message(&register).await?;
     let mut recv = Framed::new(recv);
-    let challenge = match recv.message(config.handshake_timeout).await? {
-        Message::Challenge { handshake } => handshake,
-        Message::Refused { reason } => return Err(Error::Refused(reason)),
-        _ => {
-            return Err(Error::Cut("the relay answered the registration with an unexpected message"));
+    loop {
+        match registration.handle(recv.message(config.handshake_timeout).await?)? {
+            HostEvent::Send(message) => send.send_message(&message).await?,
+            HostEvent::Registered => return Ok((Arc::new(hop), Control { send, recv, registration })),
+            HostEvent::Refused(reason) => return Err(Error::Refused(reason)),
+            // Not before registration: the conversation answers those with an error.
+            HostEvent::Incoming { .. } | HostEvent::GoingAway => {
+                return Err(Error::Cut("the relay announced a session before registering the host"));
+            }
         }
-    };
-    let proof = prover.answer(&challenge)?;
-    send.send_message(&Message::Proof { handshake: proof }).await?;
-    match recv.message(config.handshake_timeout).await? {
-        Message::Registered => Ok((Arc::new(hop), Control { send, recv })),
-        Message::Refused { reason } => Err(Error::Refused(reason)),
-        _ => Err(Error::Cut("the relay answered the proof with an unexpected message")),
     }
 }
 
@@ -219,27 +215,33 @@ async fn serve(
                 let _ = control.send.finish().await;
                 return "the host is shutting down".into();
             }
-            message = control.recv.message_unbounded() => match message {
-                Ok(Message::Incoming { session }) if quic.is_none() => {
-                    let (config, hop, cancel) = (config.clone(), hop.clone(), cancel.clone());
-                    tracker.spawn(async move {
-                        if let Err(e) = attach_session(&config, &hop, session, cancel).await {
-                            debug!("session ended: {}", e.report());
-                        }
-                    });
+            message = control.recv.message_unbounded() => {
+                let event = match message {
+                    Ok(message) => control.registration.handle(message).map_err(Error::from),
+                    Err(e) => Err(Error::from(e)),
+                };
+                match event {
+                    Ok(HostEvent::Incoming { session }) if quic.is_none() => {
+                        let (config, hop, cancel) = (config.clone(), hop.clone(), cancel.clone());
+                        tracker.spawn(async move {
+                            if let Err(e) = attach_session(&config, &hop, session, cancel).await {
+                                debug!("session ended: {}", e.report());
+                            }
+                        });
+                    }
+                    Ok(HostEvent::GoingAway) => return "the relay is going away".into(),
+                    Ok(HostEvent::Refused(reason)) => return Error::Refused(reason).report(),
+                    Ok(_) => return "the relay sent an unexpected control message".into(),
+                    Err(e) => return e.report(),
                 }
-                Ok(Message::GoingAway) => return "the relay is going away".into(),
-                Ok(_) => return "the relay sent an unexpected control message".into(),
-                Err(e) => return Error::from(e).report(),
-            },
+            }
             stream = accept_stream(quic.as_ref()) => match stream {
                 Ok((send, recv)) => {
                     let (config, cancel) = (config.clone(), cancel.clone());
                     tracker.spawn(async move {
                         let mut recv = Framed::new(ferry_link::LinkRecv::Quic(recv));
                         let started = match recv.message(config.handshake_timeout).await {
-                            Ok(Message::Incoming { .. }) => Ok(()),
-                            Ok(_) => Err(Error::Cut("a session stream did not start with Incoming")),
+                            Ok(first) => connect::host_stream_opened(first).map(drop).map_err(Error::from),
                             Err(e) => Err(e.into()),
                         };
                         let result = match started {
@@ -275,7 +277,7 @@ async fn attach_session(
     cancel: CancellationToken,
 ) -> Result<(), Error> {
     let HopStream { mut send, recv, .. } = hop.open_stream().await?;
-    send.send_message(&Message::Attach { session }).await?;
+    send.send_message(&connect::attach(session)).await?;
     serve_session(config, send, Framed::new(recv), cancel).await
 }
 
