@@ -24,7 +24,7 @@
 //!   built (windows, stream limit, idle timeout, keep-alive, congestion).
 //! - [`exporter`]: the TLS exporter value that binds a registration to its hop, over QUIC
 //!   and TLS alike.
-//! - [`resolve`]: a relay address (`name:port`) to the socket address to dial.
+//! - [`resolve`](mod@resolve): a relay address (`name:port`) to the socket address to dial.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod congestion;

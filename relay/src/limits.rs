@@ -1,14 +1,14 @@
 //! The relay's hard limits: where memory, sessions and connection rates are bounded.
 //!
-//! - [`BufferBudget`]: the sum of all pump buffers. Each session reserves its two
+//! - `BufferBudget`: the sum of all pump buffers. Each session reserves its two
 //!   directions' buffers up front; when the budget is spent new sessions are refused as
 //!   busy and running ones are untouched.
-//! - [`SourceRate`]: new connections per source address per minute, on governor's keyed
+//! - `SourceRate`: new connections per source address per minute, on governor's keyed
 //!   rate limiter; addresses are kept in memory only (never logged), swept on a schedule
 //!   and capped in number, so the map stays bounded.
-//! - [`SessionCount`]: sessions per host.
+//! - `SessionCount`: sessions per host.
 //!
-//! Pending handshakes are bounded by a semaphore in `server.rs`.
+//! Pending handshakes are bounded in `handshakes.rs`.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;

@@ -132,13 +132,18 @@ impl Tier {
     }
 }
 
+/// A bandwidth rate that cannot be read; the message says what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadRate(String);
+
 /// Parses a rate such as `"2 Mbit/s"`, `"10Mbit/s"`, `"500 kbit/s"`, `"1.5 Gbit/s"` or
 /// `"unlimited"` (case-insensitive; SI prefixes, 1000-based) into bits per second, `None`
 /// meaning unlimited.
 ///
 /// Rates are in bits because that is how links are sold; a rate of zero is refused because
 /// it would stall every session (use `"unlimited"` to switch pacing off).
-pub fn parse_rate(text: &str) -> Result<Option<u64>, String> {
+pub fn parse_rate(text: &str) -> Result<Option<u64>, BadRate> {
     let trimmed = text.trim();
     if trimmed.eq_ignore_ascii_case("unlimited") {
         return Ok(None);
@@ -148,7 +153,7 @@ pub fn parse_rate(text: &str) -> Result<Option<u64>, String> {
     let split = trimmed.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(trimmed.len());
     let (number, unit) = trimmed.split_at(split);
     if number.is_empty() {
-        return Err(format!("{text:?}: no number; {EXPECTED}"));
+        return Err(BadRate(format!("{text:?}: no number; {EXPECTED}")));
     }
     let unit = unit.trim_start().to_ascii_lowercase();
     let multiplier: u64 = match unit.as_str() {
@@ -157,15 +162,17 @@ pub fn parse_rate(text: &str) -> Result<Option<u64>, String> {
         "mbit/s" => 1_000_000,
         "gbit/s" => 1_000_000_000,
         "tbit/s" => 1_000_000_000_000,
-        "" => return Err(format!("{text:?}: no unit; {EXPECTED}")),
+        "" => return Err(BadRate(format!("{text:?}: no unit; {EXPECTED}"))),
         "b/s" | "kb/s" | "mb/s" | "gb/s" | "tb/s" | "bps" | "kbps" | "mbps" | "gbps" => {
-            return Err(format!("{text:?}: ambiguous unit {unit:?} (bits or bytes?); {EXPECTED}"));
+            return Err(BadRate(format!("{text:?}: ambiguous unit {unit:?} (bits or bytes?); {EXPECTED}")));
         }
-        _ => return Err(format!("{text:?}: unknown unit {unit:?}; {EXPECTED}")),
+        _ => return Err(BadRate(format!("{text:?}: unknown unit {unit:?}; {EXPECTED}"))),
     };
-    let bits = scaled_decimal(number, multiplier).map_err(|why| format!("{text:?}: {why}; {EXPECTED}"))?;
+    let bits = scaled_decimal(number, multiplier).map_err(|why| BadRate(format!("{text:?}: {why}; {EXPECTED}")))?;
     if bits == 0 {
-        return Err(format!("{text:?}: a rate of zero would stall every session; use \"unlimited\" for no limit"));
+        return Err(BadRate(format!(
+            "{text:?}: a rate of zero would stall every session; use \"unlimited\" for no limit"
+        )));
     }
     Ok(Some(bits))
 }
@@ -382,7 +389,7 @@ mod tests {
             ("20000000 Tbit/s", "too large"),
         ];
         for (text, want) in cases {
-            let error = parse_rate(text).expect_err(text);
+            let error = parse_rate(text).expect_err(text).to_string();
             assert!(error.contains(want), "{text:?} gave {error:?}, wanted it to mention {want:?}");
         }
     }

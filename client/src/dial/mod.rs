@@ -2,7 +2,7 @@
 //! on the hop".
 //!
 //! A **hop** is exactly one thing in this crate: the connection between a peer (host or
-//! client) and a relay — one QUIC connection ([`quic`]), or TLS over TCP ([`tcp`]) where
+//! client) and a relay — one QUIC connection ([`quic`]), or TLS over TCP (`tcp`) where
 //! UDP is blocked, with one TLS connection per stream. A path through the relay is two
 //! hops (client → relay, relay → host); the end-to-end session rides on a stream of each.
 //!
@@ -15,7 +15,7 @@
 //! # Layout
 //! - [`options`]: [`HopOptions`], the hop's tuning (host and client defaults).
 //! - [`quic`]: opening a QUIC hop.
-//! - [`tcp`]: opening TLS-over-TCP connections to a relay.
+//! - `tcp`: opening TLS-over-TCP connections to a relay.
 //! - [`race`]: QUIC with a head start against TCP.
 
 use std::str::FromStr;
