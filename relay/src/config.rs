@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::Error;
-use crate::certs::TlsIdentity;
+use crate::TlsIdentity;
 use crate::limits::Limits;
 use crate::policy::Policy;
 

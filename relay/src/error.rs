@@ -1,9 +1,12 @@
 //! The relay crate's error type, worded for the operator who will read it.
+//!
+//! Certificate problems (unreadable PEM, a key others can read) are `ferry_cert`'s errors,
+//! carried whole in [`Error::Certificate`].
 
 use std::io;
 use std::path::PathBuf;
 
-/// What can stop a relay from starting or a certificate from being made.
+/// What can stop a relay from starting or reloading.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -15,28 +18,9 @@ pub enum Error {
         /// Why.
         source: io::Error,
     },
-    /// A file could not be written.
-    #[error("cannot write {path}: {source}")]
-    Write {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: io::Error,
-    },
-    /// Refused to replace an existing key or certificate.
-    #[error("{0} already exists; pass --force to replace it")]
-    Exists(PathBuf),
-    /// A PEM file held no usable certificate or key.
-    #[error("{path}: {what}")]
-    Pem {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong with it.
-        what: String,
-    },
-    /// A certificate could not be parsed.
-    #[error("the certificate cannot be parsed: {0}")]
-    BadCertificate(String),
+    /// The relay's certificate or key is unusable.
+    #[error(transparent)]
+    Certificate(#[from] ferry_cert::Error),
     /// rustls refused the certificate and key (for example, they do not match).
     #[error("TLS setup failed: {0} (do the certificate and key belong together?)")]
     Tls(#[from] rustls::Error),
@@ -48,9 +32,6 @@ pub enum Error {
         /// Why.
         source: io::Error,
     },
-    /// Certificate generation failed.
-    #[error("certificate generation failed: {0}")]
-    CertGen(#[from] rcgen::Error),
     /// An invalid setting.
     #[error("invalid configuration: {0}")]
     Config(String),
