@@ -721,9 +721,9 @@ fn target_dir() -> PathBuf {
 fn ferry_relay_binary() -> Result<PathBuf> {
     let bin = target_dir().join("release/ferry-relay");
     if !bin.exists() {
-        println!("target/release/ferry-relay is missing: running `cargo build --release -p ferry-relay`");
+        println!("target/release/ferry-relay is missing: running `cargo build --release -p ferry --bin ferry-relay`");
         let status = std::process::Command::new(env!("CARGO"))
-            .args(["build", "--release", "-p", "ferry-relay"])
+            .args(["build", "--release", "-p", "ferry", "--bin", "ferry-relay"])
             .current_dir(workspace_root())
             .status()?;
         if !status.success() || !bin.exists() {

@@ -135,16 +135,16 @@ fn ferry_relay_binary() -> Result<PathBuf> {
         _ => None,
     };
     if let Some(why) = why {
-        println!("target/release/ferry-relay is {why}: running `cargo build --release -p ferry-relay`");
+        println!("target/release/ferry-relay is {why}: running `cargo build --release -p ferry --bin ferry-relay`");
         let status = std::process::Command::new(env!("CARGO"))
-            .args(["build", "--release", "-p", "ferry-relay"])
+            .args(["build", "--release", "-p", "ferry", "--bin", "ferry-relay"])
             .current_dir(workspace_root())
             .status()?;
         if !status.success() || !bin.exists() {
             if built.is_some() {
                 println!("  build failed: using the existing binary");
             } else {
-                bail!("building ferry-relay failed; run `cargo build --release -p ferry-relay` first");
+                bail!("building ferry-relay failed; run `cargo build --release -p ferry --bin ferry-relay` first");
             }
         }
     }
