@@ -128,13 +128,17 @@ pub fn metric(text: &str, sample: &str) -> Result<f64> {
         .with_context(|| format!("no sample {sample}"))
 }
 
-/// One `GET` over plain HTTP/1.1; returns the whole response, head and body.
+/// One `GET` over plain HTTP/1.1 (within 10 s); returns the whole response, head and body.
 pub async fn http_get(addr: &str, path: &str) -> Result<String> {
-    let mut stream = TcpStream::connect(addr).await?;
-    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await?;
-    let mut out = String::new();
-    stream.read_to_string(&mut out).await?;
-    Ok(out)
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let mut stream = TcpStream::connect(addr).await?;
+        stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+        let mut out = String::new();
+        stream.read_to_string(&mut out).await?;
+        Ok(out)
+    })
+    .await
+    .with_context(|| format!("GET {path} from {addr} took over 10 s"))?
 }
 
 /// Checks Prometheus text exposition: every sample line is `name{labels} value` of a
