@@ -13,11 +13,11 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 use ferry::local::{Pattern, echo_service, pattern_digest, send_and_digest, wait_registered};
+use ferry_cert::{
+    CERT_FILE, CaOptions, CertAuthority, Issued, KEY_FILE, KeyAlg, LeafOptions, RenewOptions, Renewal, renew,
+};
 use ferry_client::{Client, HopOptions, Host, HostConfig, HostIdentity};
 use ferry_proto::{CertPin, RelayAddr, RelayTrust, StaticKey, Ticket};
-use ferry_relay::certs::ca::{CaOptions, CertAuthority, Issued, LeafOptions};
-use ferry_relay::certs::renew::{RenewOptions, Renewal, renew};
-use ferry_relay::certs::{CERT_FILE, KEY_FILE, KeyAlg};
 use ferry_relay::{Relay, RelayConfig, Reloadable, TlsIdentity};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -301,7 +301,7 @@ async fn start_pebble(dir: &Path) -> Result<Option<Pebble>> {
 /// stored account.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acme_certificate_from_pebble_is_served_by_the_relay() -> Result<()> {
-    use ferry_relay::acme::{self, AcmeRequest, Challenge};
+    use ferry_cert::acme::{self, AcmeRequest, Challenge};
 
     let dir = tempfile::tempdir()?;
     let Some(pebble) = start_pebble(dir.path()).await? else {

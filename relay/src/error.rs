@@ -1,59 +1,37 @@
 //! The relay crate's error type, worded for the operator who will read it.
+//!
+//! Certificate problems (unreadable PEM, a key others can read) are `ferry_cert`'s errors,
+//! carried whole in [`Error::Certificate`].
 
 use std::io;
 use std::path::PathBuf;
 
-/// What can stop a relay from starting or a certificate from being made.
+/// What can stop a relay from starting or reloading.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
         /// Why.
         source: io::Error,
     },
-    /// A file could not be written.
-    #[error("cannot write {path}: {source}")]
-    Write {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: io::Error,
-    },
-    /// Refused to replace an existing key or certificate.
-    #[error("{0} already exists; pass --force to replace it")]
-    Exists(PathBuf),
-    /// A PEM file held no usable certificate or key.
-    #[error("{path}: {what}")]
-    Pem {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong with it.
-        what: String,
-    },
-    /// A certificate could not be parsed.
-    #[error("the certificate cannot be parsed: {0}")]
-    BadCertificate(String),
+    /// The relay's certificate or key is unusable.
+    #[error(transparent)]
+    Certificate(#[from] ferry_cert::Error),
     /// rustls refused the certificate and key (for example, they do not match).
-    #[error("TLS setup failed: {0} (do the certificate and key belong together?)")]
+    #[error("TLS setup failed (do the certificate and key belong together?)")]
     Tls(#[from] rustls::Error),
     /// The UDP port could not be bound.
-    #[error("cannot listen on {addr}: {source} (is another relay running on that port?)")]
+    #[error("cannot listen on {addr} (is another relay running on that port?)")]
     Bind {
         /// The address.
         addr: std::net::SocketAddr,
         /// Why.
         source: io::Error,
     },
-    /// Certificate generation failed.
-    #[error("certificate generation failed: {0}")]
-    CertGen(#[from] rcgen::Error),
-    /// An invalid setting.
-    #[error("invalid configuration: {0}")]
-    Config(String),
     /// A setting that does not make sense (alone, or with the others).
     #[error("invalid configuration: `{key}`: {why}")]
     Setting {
@@ -78,7 +56,7 @@ pub enum Error {
         why: String,
     },
     /// A configuration file is not valid.
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     ConfigFile {
         /// The file.
         path: PathBuf,
@@ -86,7 +64,7 @@ pub enum Error {
         source: Box<Error>,
     },
     /// rustls offers no TLS 1.3 cipher suite that QUIC can use (a build without one).
-    #[error("no TLS 1.3 cipher suite usable for QUIC: {0}")]
+    #[error("no TLS 1.3 cipher suite usable for QUIC")]
     QuicCrypto(#[source] quinn::crypto::rustls::NoInitialCipherSuite),
 }
 

@@ -28,16 +28,15 @@
 //! - `metrics`: aggregate counters, gauges and histograms; `admin`: `/metrics` and `/healthz`.
 //! - [`log`]: the log filter that keeps dependencies (which log addresses) silent.
 //! - `tls`: rustls and quinn settings of the listener.
-//! - [`certs`]: certificates on disk, self-signed generation and pins (shared with `ferry-cert`);
-//!   an own CA, `inspect` and renewal in its submodules.
-//! - [`acme`]: certificates from an ACME server (HTTP-01), for `ferry-cert acme`.
+//!
+//! The certificate it serves, [`TlsIdentity`], comes from the `ferry-cert` crate (which
+//! also makes, renews and obtains certificates); the `ferry-relay` binary is in the
+//! `ferry` package.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
-pub mod acme;
 mod admin;
 pub mod allocator;
 mod attach;
-pub mod certs;
 pub mod config;
 pub mod config_file;
 mod control;
@@ -58,7 +57,7 @@ mod session;
 mod state;
 mod tls;
 
-pub use certs::TlsIdentity;
 pub use config::{RelayConfig, Reloadable};
 pub use error::Error;
+pub use ferry_cert::TlsIdentity;
 pub use server::Relay;

@@ -4,15 +4,18 @@
 
 pub mod impair;
 pub mod netlab;
+pub mod process;
 
 use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bytes::BytesMut;
-use ferry::local::{LocalStack, echo_service};
-use ferry_proto::Message;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use ferry::local::{LocalStack, Pattern, echo_service, wait_registered};
+use ferry_client::{Client, Host, HostConfig, HostIdentity};
+use ferry_proto::{Message, RelayAddr, Ticket};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
 /// A relay + host in front of an echo service.
@@ -85,4 +88,84 @@ pub async fn local_port(client: impl Into<std::sync::Arc<ferry_client::Client>>)
     let client: std::sync::Arc<ferry_client::Client> = client.into();
     tokio::spawn(client.serve(listener, tokio_util::sync::CancellationToken::new()));
     Ok(addr)
+}
+
+/// A host with a fresh identity in front of `service`, once it has registered at `relays`.
+pub async fn registered_host(relays: Vec<RelayAddr>, service: std::net::SocketAddr) -> Result<(Host, HostIdentity)> {
+    let identity = HostIdentity::generate()?;
+    let host = Host::spawn(HostConfig::new(identity.clone(), relays, service.to_string()));
+    wait_registered(&host, 1).await?;
+    Ok((host, identity))
+}
+
+/// The ticket for `identity` at `relays`.
+pub fn ticket(identity: &HostIdentity, relays: Vec<RelayAddr>) -> Ticket {
+    Ticket { host: identity.key.public(), secret: identity.secret.clone(), relays }
+}
+
+/// One echo session carrying `payload`; returns what came back.
+pub async fn echo_session(client: &Client, payload: &[u8]) -> Result<Vec<u8>> {
+    let session = client.open_session().await?;
+    let (mut app, bridge) = session.spawn_pipe(64 * 1024);
+    let (mut app_r, mut app_w) = tokio::io::split(&mut app);
+    let (_, back) = tokio::try_join!(
+        async {
+            app_w.write_all(payload).await?;
+            app_w.shutdown().await
+        },
+        async {
+            let mut back = Vec::new();
+            app_r.read_to_end(&mut back).await.map(|_| back)
+        }
+    )?;
+    bridge.await??;
+    Ok(back)
+}
+
+/// The value of one sample in Prometheus text.
+pub fn metric(text: &str, sample: &str) -> Result<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+        .with_context(|| format!("no sample {sample}"))
+}
+
+/// One `GET` over plain HTTP/1.1 (within 10 s); returns the whole response, head and body.
+pub async fn http_get(addr: &str, path: &str) -> Result<String> {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let mut stream = TcpStream::connect(addr).await?;
+        stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+        let mut out = String::new();
+        stream.read_to_string(&mut out).await?;
+        Ok(out)
+    })
+    .await
+    .with_context(|| format!("GET {path} from {addr} took over 10 s"))?
+}
+
+/// Checks Prometheus text exposition: every sample line is `name{labels} value` of a
+/// family announced with HELP and TYPE.
+pub fn check_prometheus(body: &str) -> Result<()> {
+    let mut typed = std::collections::HashSet::new();
+    for line in body.lines().filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            typed.insert(rest.split_whitespace().next().context("TYPE name")?.to_owned());
+        } else if !line.starts_with("# HELP ") {
+            let (name_labels, value) = line.rsplit_once(' ').context("sample without value")?;
+            value.parse::<f64>().with_context(|| format!("bad value in {line:?}"))?;
+            let name = name_labels.split('{').next().unwrap_or_default();
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s).filter(|f| typed.contains(*f)))
+                .unwrap_or(name);
+            anyhow::ensure!(typed.contains(family), "sample {name} has no # TYPE");
+        }
+    }
+    Ok(())
+}
+
+/// `len` bytes of `Pattern::new(seed)` (incompressible, reproducible).
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut out = vec![0; len];
+    Pattern::new(seed).fill(&mut out);
+    out
 }

@@ -16,10 +16,11 @@ use rustls_pki_types::pem::PemObject;
 use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use super::ca::{CertAuthority, Issued, LeafOptions};
-use super::info::{CertInfo, is_ed25519};
-use super::{KeyAlg, read_certs};
 use crate::Error;
+use crate::ca::{CertAuthority, Issued, LeafOptions};
+use crate::identity::{read_certs, read_key};
+use crate::info::{CertInfo, is_ed25519};
+use crate::keys::KeyAlg;
 
 /// When and how to renew.
 #[derive(Clone, Copy, Debug)]
@@ -66,7 +67,7 @@ pub fn renew_at(
     check_issued_by(leaf, ca, cert)?;
     // The key must exist and be private even when nothing is due: a cron job is where a
     // loosened key mode would otherwise go unnoticed.
-    super::read_key(key)?;
+    read_key(key)?;
 
     let days_left = info.days_left(now);
     if !options.force && info.not_after > now + time::Duration::days(options.within_days.into()) {
@@ -85,15 +86,9 @@ pub fn renew_at(
 /// Refuses to "renew" a certificate with a CA that did not sign it: that would silently
 /// change which pin the relay needs.
 fn check_issued_by(leaf: &CertificateDer<'_>, ca: &CertAuthority, path: &Path) -> Result<(), Error> {
-    let not_ours = || Error::Pem {
-        path: path.to_owned(),
-        what: "was not signed by this CA; renew it with the CA that issued it (or issue a \
-               new certificate with `ferry-cert issue`)"
-            .into(),
-    };
+    let not_ours = || Error::NotIssuedByCa(path.to_owned());
     let (_, leaf) = X509Certificate::from_der(leaf.as_ref()).map_err(|_| not_ours())?;
-    let (_, ca_cert) =
-        X509Certificate::from_der(ca.cert().as_ref()).map_err(|e| Error::BadCertificate(e.to_string()))?;
+    let (_, ca_cert) = X509Certificate::from_der(ca.cert().as_ref()).map_err(|e| Error::Unparsable(e.into()))?;
     if leaf.issuer().as_raw() != ca_cert.subject().as_raw() {
         return Err(not_ours());
     }
@@ -103,14 +98,17 @@ fn check_issued_by(leaf: &CertificateDer<'_>, ca: &CertAuthority, path: &Path) -
 /// Reads a PEM certificate file and returns the leaf, for callers that only need it.
 pub fn read_leaf(path: &Path) -> Result<CertificateDer<'static>, Error> {
     let bytes = fs::read(path).map_err(|source| Error::Read { path: path.to_owned(), source })?;
-    CertificateDer::from_pem_slice(&bytes)
-        .map_err(|e| Error::Pem { path: path.to_owned(), what: format!("holds no certificate ({e})") })
+    CertificateDer::from_pem_slice(&bytes).map_err(|source| Error::Pem {
+        path: path.to_owned(),
+        what: "certificate",
+        source,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::certs::ca::CaOptions;
+    use crate::ca::CaOptions;
 
     fn setup(days: u32) -> (tempfile::TempDir, CertAuthority, std::path::PathBuf, std::path::PathBuf) {
         let dir = tempfile::tempdir().unwrap();

@@ -1,15 +1,17 @@
 //! The `ferry-relay` binary as operators run it: what it logs (and never logs), what its
 //! `/metrics` says, SIGHUP certificate reload and SIGTERM drain.
 
-mod support;
+mod common;
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use common::process::RelayProcess;
+use common::{check_prometheus, echo_session, http_get, metric, registered_host, ticket};
+use ferry::local::echo_service;
+use ferry_cert::SelfSigned;
 use ferry_client::{Client, HopOptions};
 use ferry_proto::StaticKey;
-use ferry_relay::certs::SelfSigned;
-use support::{RelayProcess, check_prometheus, echo, echo_session, http_get, metric, registered_host, ticket};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const MARKER: &[u8] = b"PAYLOAD-MARKER-a41c9e";
@@ -22,7 +24,7 @@ async fn trace_logs_hold_only_durations_and_byte_counts_and_metrics_agree() -> R
         "[relay]\nlisten = \"127.0.0.1:0\"\nstate_dir = {state:?}\n[admin]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"trace\"\n"
     );
     let mut relay = RelayProcess::start(&config, dir.path(), &[]).await?;
-    let service = echo().await?;
+    let (service, _echo) = echo_service().await?;
     let (host, identity) = registered_host(relay.relays(relay.pin), service).await?;
     let ticket = ticket(&identity, relay.relays(relay.pin));
     let client = Client::new(ticket.clone(), StaticKey::generate()?, HopOptions::client());
@@ -118,7 +120,7 @@ async fn sighup_serves_a_new_certificate_without_dropping_sessions_and_sigterm_d
     );
     let mut relay = RelayProcess::start(&config, dir.path(), &[]).await?;
     let old_pin = relay.pin;
-    let service = echo().await?;
+    let (service, _echo) = echo_service().await?;
     let (host, identity) = registered_host(relay.relays(old_pin), service).await?;
 
     // A session that keeps streaming across the reload.

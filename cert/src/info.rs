@@ -3,7 +3,7 @@
 //! `ferry-cert inspect` shows this to operators, and renewal needs it to know when a
 //! certificate expires and which names the replacement must carry. Parsing is done with
 //! `x509-parser`; the pin is computed exactly as clients compute it (see
-//! [`super::pin_of_cert`]), so what `inspect` prints is what a ticket must hold.
+//! [`crate::pin_of_cert`]), so what `inspect` prints is what a ticket must hold.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -14,8 +14,8 @@ use time::OffsetDateTime;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use super::pin_of_cert;
 use crate::Error;
+use crate::identity::pin_of_cert;
 
 /// What a certificate says about itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,7 +47,7 @@ pub struct CertInfo {
 impl CertInfo {
     /// Parses a DER certificate.
     pub fn parse(der: &CertificateDer<'_>) -> Result<Self, Error> {
-        let (_, cert) = X509Certificate::from_der(der.as_ref()).map_err(|e| Error::BadCertificate(e.to_string()))?;
+        let (_, cert) = X509Certificate::from_der(der.as_ref()).map_err(|e| Error::Unparsable(e.into()))?;
         let mut dns_names = Vec::new();
         let mut ips = Vec::new();
         if let Ok(Some(san)) = cert.subject_alternative_name() {
@@ -162,7 +162,7 @@ pub(crate) fn is_ed25519(info: &CertInfo) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::certs::SelfSigned;
+    use crate::SelfSigned;
     use rustls_pki_types::pem::PemObject;
 
     #[test]

@@ -1,34 +1,14 @@
-//! Shared by the relay's process-level tests: the real `ferry-relay` binary started with a
-//! config file, an echo service, a host and clients from `ferry-client`, and checks.
-#![allow(dead_code)] // each test binary uses its own subset
+//! The real `ferry-relay` binary as a child process: started with a config file, its
+//! banner and log read as they arrive, signalled, and measured from `/proc`.
 
 use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use ferry_client::{Client, Host, HostConfig, HostIdentity};
-use ferry_proto::{CertPin, RelayAddr, RelayTrust, Ticket};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use ferry_proto::{CertPin, RelayAddr, RelayTrust};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStderr, Command};
 use tokio::sync::mpsc;
-
-/// An echo service on loopback.
-pub async fn echo() -> Result<std::net::SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = stream.into_split();
-                if tokio::io::copy(&mut r, &mut w).await.is_ok() {
-                    let _ = w.shutdown().await;
-                }
-            });
-        }
-    });
-    Ok(addr)
-}
 
 /// A running `ferry-relay` process and its output.
 pub struct RelayProcess {
@@ -132,73 +112,6 @@ fn forward_lines(stderr: ChildStderr) -> mpsc::UnboundedReceiver<String> {
     rx
 }
 
-pub async fn registered_host(relays: Vec<RelayAddr>, service: std::net::SocketAddr) -> Result<(Host, HostIdentity)> {
-    let identity = HostIdentity::generate()?;
-    let host = Host::spawn(HostConfig::new(identity.clone(), relays, service.to_string()));
-    let mut status = host.status();
-    tokio::time::timeout(Duration::from_secs(20), status.wait_for(|s| s.registrations > 0)).await??;
-    Ok((host, identity))
-}
-
-pub fn ticket(identity: &HostIdentity, relays: Vec<RelayAddr>) -> Ticket {
-    Ticket { host: identity.key.public(), secret: identity.secret.clone(), relays }
-}
-
-/// One echo session carrying `payload`; returns what came back.
-pub async fn echo_session(client: &Client, payload: &[u8]) -> Result<Vec<u8>> {
-    let session = client.open_session().await?;
-    let (mut app, bridge) = session.spawn_pipe(64 * 1024);
-    let (mut app_r, mut app_w) = tokio::io::split(&mut app);
-    let (_, back) = tokio::try_join!(
-        async {
-            app_w.write_all(payload).await?;
-            app_w.shutdown().await
-        },
-        async {
-            let mut back = Vec::new();
-            app_r.read_to_end(&mut back).await.map(|_| back)
-        }
-    )?;
-    bridge.await??;
-    Ok(back)
-}
-
-/// The value of one sample in Prometheus text.
-pub fn metric(text: &str, sample: &str) -> Result<f64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
-        .with_context(|| format!("no sample {sample}"))
-}
-
-pub async fn http_get(addr: &str, path: &str) -> Result<String> {
-    let mut stream = TcpStream::connect(addr).await?;
-    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await?;
-    let mut out = String::new();
-    stream.read_to_string(&mut out).await?;
-    Ok(out)
-}
-
-/// Checks Prometheus text exposition: every sample line is `name{labels} value` of a
-/// family announced with HELP and TYPE.
-pub fn check_prometheus(body: &str) -> Result<()> {
-    let mut typed = std::collections::HashSet::new();
-    for line in body.lines().filter(|l| !l.is_empty()) {
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            typed.insert(rest.split_whitespace().next().context("TYPE name")?.to_owned());
-        } else if !line.starts_with("# HELP ") {
-            let (name_labels, value) = line.rsplit_once(' ').context("sample without value")?;
-            value.parse::<f64>().with_context(|| format!("bad value in {line:?}"))?;
-            let name = name_labels.split('{').next().unwrap_or_default();
-            let family = ["_bucket", "_sum", "_count"]
-                .iter()
-                .find_map(|s| name.strip_suffix(s).filter(|f| typed.contains(*f)))
-                .unwrap_or(name);
-            anyhow::ensure!(typed.contains(family), "sample {name} has no # TYPE");
-        }
-    }
-    Ok(())
-}
-
 /// Resident memory of process `pid`, in KiB.
 pub fn rss_kib(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -209,18 +122,4 @@ pub fn rss_kib(pid: u32) -> Result<u64> {
 /// Open file descriptors of process `pid`.
 pub fn fd_count(pid: u32) -> Result<usize> {
     Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
-}
-
-/// `len` bytes of a seeded xorshift stream (incompressible, reproducible).
-pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }

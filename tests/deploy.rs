@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 const RELAY: &str = env!("CARGO_BIN_EXE_ferry-relay");
-const EXAMPLE_CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/relay.toml");
-const UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/ferry-relay.service");
-const RENEW_UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/ferry-cert-renew.service");
-const SYSUSERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/ferry-relay.sysusers");
+const EXAMPLE_CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/relay.toml");
+const UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/ferry-relay.service");
+const RENEW_UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/ferry-cert-renew.service");
+const SYSUSERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/ferry-relay.sysusers");
 
 fn check_config(path: &Path) -> Output {
     Command::new(RELAY).arg("check-config").arg(path).output().expect("run ferry-relay check-config")

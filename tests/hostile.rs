@@ -5,18 +5,20 @@
 //! each must get a bounded reaction (close or clear refusal), the honest bytes must
 //! arrive intact, and the relay's memory must stay under a stated bound.
 
-mod support;
+mod common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use bytes::BytesMut;
+use common::process::{RelayProcess, rss_kib};
+use common::{pattern, registered_host, ticket};
+use ferry::local::echo_service;
 use ferry_client::HopOptions;
 use ferry_client::dial::quic;
 use ferry_client::{Client, Host};
 use ferry_proto::{Message, PublicKey, RefuseReason, StaticKey};
-use support::{RelayProcess, echo, pattern, registered_host, rss_kib, ticket};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
@@ -43,7 +45,7 @@ impl Arena {
              [admin]\nenabled = false\n[limits]\nconnections_per_minute_per_source = 0\n[log]\nlevel = \"warn\"\n"
         );
         let relay = RelayProcess::start(&config, dir.path(), &[]).await?;
-        let service = echo().await?;
+        let (service, _echo) = echo_service().await?;
         let (host, identity) = registered_host(relay.relays(relay.pin), service).await?;
         let client =
             Client::new(ticket(&identity, relay.relays(relay.pin)), StaticKey::generate()?, HopOptions::client());

@@ -1,6 +1,6 @@
 //! `ferry-cert`: make, inspect and renew the relay's TLS certificates.
 //!
-//! A thin layer over `ferry_relay::certs` (and `ferry_relay::acme`): flags in, files and
+//! A thin layer over `ferry_cert` (and `ferry_cert::acme`): flags in, files and
 //! pins out. Pins go to stdout (so scripts can capture them), everything else to stderr.
 
 use std::net::{IpAddr, SocketAddr};
@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args as ClapArgs, Parser, Subcommand};
-use ferry_relay::acme::{self, AcmeRequest, Challenge};
-use ferry_relay::certs::ca::{CaOptions, CertAuthority, LeafOptions};
-use ferry_relay::certs::info::CertInfo;
-use ferry_relay::certs::renew::{RenewOptions, Renewal, renew};
-use ferry_relay::certs::{CERT_FILE, KEY_FILE, KeyAlg, SelfSigned, read_certs};
+use ferry_cert::acme::{self, AcmeRequest, Challenge};
+use ferry_cert::{
+    CERT_FILE, CaOptions, CertAuthority, CertInfo, KEY_FILE, KeyAlg, LeafOptions, RenewOptions, Renewal, SelfSigned,
+    read_certs, renew,
+};
 
 /// Provision ferry relay certificates and print the pins that go into tickets.
 #[derive(Parser, Debug)]

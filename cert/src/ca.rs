@@ -22,8 +22,11 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use time::OffsetDateTime;
 
-use super::{CERT_FILE, KEY_FILE, KeyAlg, pin_of_cert, random_serial, read_private, write_file};
 use crate::Error;
+use crate::files::{CERT_FILE, KEY_FILE, create_dir, write_file};
+use crate::identity::{pin_of_cert, read_key};
+use crate::info::CertInfo;
+use crate::keys::{KeyAlg, random_serial};
 
 /// File name of the CA certificate inside a CA directory.
 pub const CA_CERT_FILE: &str = "ca.pem";
@@ -106,26 +109,20 @@ impl CertAuthority {
         let (cert_path, key_path) = (dir.join(CA_CERT_FILE), dir.join(CA_KEY_FILE));
         let cert_pem =
             fs::read_to_string(&cert_path).map_err(|source| Error::Read { path: cert_path.clone(), source })?;
-        let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes())
-            .map_err(|e| Error::Pem { path: cert_path.clone(), what: format!("holds no CA certificate ({e})") })?;
-        let key_bytes = read_private(&key_path)?;
-        let key_pem = String::from_utf8(key_bytes)
-            .map_err(|_| Error::Pem { path: key_path.clone(), what: "is not a PEM file".into() })?;
-        let key = KeyPair::from_pem(&key_pem)
-            .map_err(|e| Error::Pem { path: key_path.clone(), what: format!("holds no usable private key ({e})") })?;
+        let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|source| Error::Pem {
+            path: cert_path.clone(),
+            what: "CA certificate",
+            source,
+        })?;
+        let key =
+            KeyPair::try_from(&read_key(&key_path)?).map_err(|source| Error::Key { path: key_path.clone(), source })?;
         let ca = Self { cert, cert_pem, key };
-        let info = super::info::CertInfo::parse(&ca.cert)?;
+        let info = CertInfo::parse(&ca.cert)?;
         if !info.is_ca {
-            return Err(Error::Pem {
-                path: cert_path,
-                what: "is not a CA certificate (no CA basic constraint)".into(),
-            });
+            return Err(Error::NotCa(cert_path));
         }
         if info.pin != CertPin::of_spki(&ca.key.subject_public_key_info()) {
-            return Err(Error::Pem {
-                path: key_path,
-                what: format!("does not belong to the certificate {}", cert_path.display()),
-            });
+            return Err(Error::CaKeyMismatch { key: key_path, cert: cert_path });
         }
         Ok(ca)
     }
@@ -160,7 +157,7 @@ impl CertAuthority {
     /// The pin of the CA's public key: put it in tickets so renewed relay certificates
     /// keep working.
     pub fn pin(&self) -> Result<CertPin, Error> {
-        Ok(super::info::CertInfo::parse(&self.cert)?.pin)
+        Ok(CertInfo::parse(&self.cert)?.pin)
     }
 
     /// Signs a new relay certificate (with a new key) for `leaf`, valid from now for
@@ -184,7 +181,7 @@ impl CertAuthority {
 
     fn sign(&self, leaf: &LeafOptions, not_before: OffsetDateTime, not_after: OffsetDateTime) -> Result<Issued, Error> {
         if leaf.dns_names.is_empty() && leaf.ips.is_empty() {
-            return Err(Error::Config("a relay certificate needs at least one DNS name or IP address".into()));
+            return Err(Error::NoNames);
         }
         let key = leaf.alg.generate()?;
         let mut params = CertificateParams::default();
@@ -195,7 +192,7 @@ impl CertAuthority {
             .map(|n| {
                 rcgen::string::Ia5String::try_from(n.as_str())
                     .map(SanType::DnsName)
-                    .map_err(|_| Error::Config(format!("{n:?} is not a valid DNS name")))
+                    .map_err(|source| Error::BadDnsName { name: n.clone(), source })
             })
             .chain(leaf.ips.iter().map(|ip| Ok(SanType::IpAddress(*ip))))
             .collect::<Result<_, _>>()?;
@@ -276,17 +273,11 @@ impl Issued {
 /// `[now - BACKDATE, now + days]`.
 fn validity(days: u32) -> Result<(OffsetDateTime, OffsetDateTime), Error> {
     if days == 0 {
-        return Err(Error::Config("a certificate must be valid for at least one day".into()));
+        return Err(Error::ZeroDays);
     }
     let now = OffsetDateTime::now_utc();
-    let not_after = now
-        .checked_add(time::Duration::days(i64::from(days)))
-        .ok_or_else(|| Error::Config(format!("{days} days is too far in the future")))?;
+    let not_after = now.checked_add(time::Duration::days(i64::from(days))).ok_or(Error::TooManyDays(days))?;
     Ok((now - BACKDATE, not_after))
-}
-
-fn create_dir(dir: &Path) -> Result<(), Error> {
-    fs::create_dir_all(dir).map_err(|source| Error::Write { path: dir.to_owned(), source })
 }
 
 #[cfg(test)]
