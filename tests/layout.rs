@@ -6,7 +6,8 @@
 //! every crate's sources, takes each `crate::…` and `super::…` path outside comments (in
 //! `use` lines and in code), resolves it to the module that defines it (an item the crate
 //! root re-exports counts as its defining module's), and looks for strongly connected
-//! groups in the graph. Loops between crates cannot happen: cargo refuses them.
+//! groups in the graph. A module's `#[cfg(test)] mod tests` is a node of its own (nothing
+//! imports it). Loops between crates cannot happen: cargo refuses them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -184,8 +185,20 @@ fn loops(graph: &BTreeMap<Module, BTreeSet<Module>>) -> Vec<Vec<Module>> {
 fn module_graph(root: &Path) -> BTreeMap<Module, BTreeSet<Module>> {
     let mut files = Vec::new();
     rust_files(root, &mut files);
-    let sources: Vec<(Module, String)> =
-        files.iter().map(|f| (module_of(root, f), code_of(&fs::read_to_string(f).expect("readable source")))).collect();
+    let mut sources: Vec<(Module, String)> = Vec::new();
+    for file in &files {
+        let module = module_of(root, file);
+        let code = code_of(&fs::read_to_string(file).expect("readable source"));
+        // A unit-test module is a child that nothing imports: its own node, so that tests
+        // reaching across the crate do not count as the module itself depending on it all.
+        match code.find("#[cfg(test)]\nmod ") {
+            Some(at) => {
+                sources.push((format!("{module}::tests"), code[at..].to_owned()));
+                sources.push((module, code[..at].to_owned()));
+            }
+            None => sources.push((module, code)),
+        }
+    }
     let modules: BTreeSet<Module> = sources.iter().map(|(m, _)| m.clone()).filter(|m| !m.is_empty()).collect();
     // `pub use x::{A, B}` at the root: a path `crate::A` depends on `x`.
     let mut reexports = BTreeMap::new();

@@ -24,9 +24,10 @@ use time::OffsetDateTime;
 
 use crate::Error;
 use crate::files::{CERT_FILE, KEY_FILE, create_dir, write_file};
-use crate::identity::{pin_of_cert, read_key};
+use crate::identity::read_key;
 use crate::info::CertInfo;
 use crate::keys::{KeyAlg, random_serial};
+use crate::pin::pin_of_cert;
 
 /// File name of the CA certificate inside a CA directory.
 pub const CA_CERT_FILE: &str = "ca.pem";

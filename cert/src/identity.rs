@@ -2,9 +2,7 @@
 //! self-signed), and the pin clients check it by.
 //!
 //! Shared by `ferry-relay` (which makes a self-signed certificate in its state directory
-//! on first start) and `ferry-cert`. A pin is the SHA-256 of the certificate's
-//! SubjectPublicKeyInfo, see `ferry_proto::pin`; it is computed here exactly as clients
-//! compute it, so what `ferry-cert` prints is what a ticket must hold.
+//! on first start) and `ferry-cert`. Its pin is computed in `pin.rs`.
 
 use std::fs;
 use std::path::Path;
@@ -15,6 +13,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use crate::Error;
 use crate::files::{CERT_FILE, KEY_FILE, read_private};
+use crate::pin::pin_of_cert;
 use crate::self_signed::SelfSigned;
 
 /// A certificate chain and its private key, ready for rustls.
@@ -65,12 +64,6 @@ impl TlsIdentity {
     pub fn pin(&self) -> Result<CertPin, Error> {
         pin_of_cert(self.certs.first().ok_or(Error::EmptyChain)?)
     }
-}
-
-/// The SHA-256 pin of a DER certificate's SubjectPublicKeyInfo.
-pub fn pin_of_cert(der: &CertificateDer<'_>) -> Result<CertPin, Error> {
-    let cert = webpki::EndEntityCert::try_from(der).map_err(Error::NotEndEntity)?;
-    Ok(CertPin::of_spki(cert.subject_public_key_info().as_ref()))
 }
 
 /// Reads every certificate in a PEM file.

@@ -15,7 +15,7 @@ use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::Error;
-use crate::identity::pin_of_cert;
+use crate::pin::pin_of_cert;
 
 /// What a certificate says about itself.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -14,6 +14,7 @@
 //! # Layout
 //! - `identity`: [`TlsIdentity`], reading PEM chains and keys, pins.
 //! - `files`: file names, reading secrets only when private (0600), atomic writes.
+//! - `pin`: [`pin_of_cert`], the pin a ticket holds.
 //! - `keys`: [`KeyAlg`] and random serial numbers for new certificates.
 //! - `self_signed`: [`SelfSigned`], the no-setup certificate.
 //! - `ca`: an own certificate authority ([`CertAuthority`]) and the relay certificates it
@@ -33,14 +34,16 @@ mod files;
 mod identity;
 mod info;
 mod keys;
+mod pin;
 mod renew;
 mod self_signed;
 
 pub use ca::{CA_CERT_FILE, CA_KEY_FILE, CaOptions, CertAuthority, Issued, LeafOptions};
 pub use error::Error;
 pub use files::{CERT_FILE, KEY_FILE, read_private, write_file};
-pub use identity::{TlsIdentity, pin_of_cert, read_certs, read_key};
+pub use identity::{TlsIdentity, read_certs, read_key};
 pub use info::CertInfo;
 pub use keys::KeyAlg;
+pub use pin::pin_of_cert;
 pub use renew::{RenewOptions, Renewal, read_leaf, renew, renew_at};
 pub use self_signed::SelfSigned;

@@ -10,8 +10,8 @@ use ferry_proto::CertPin;
 
 use crate::Error;
 use crate::files::{CERT_FILE, KEY_FILE, create_dir, write_file};
-use crate::identity::pin_of_cert;
 use crate::keys::random_serial;
+use crate::pin::pin_of_cert;
 
 /// A freshly generated self-signed certificate (ECDSA P-256) and its key.
 pub struct SelfSigned {
