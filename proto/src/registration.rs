@@ -138,8 +138,8 @@ pub struct RelayRegistration {
 impl RelayRegistration {
     /// A stream that began with `Register { host_id, token, handshake }` on the hop whose TLS
     /// exporter value is `exporter`. The relay then looks at [`Self::host_id`] and
-    /// [`Self::token`] and calls [`Self::admit`] or [`Self::refuse`]; nothing costly (no
-    /// Diffie-Hellman) happens before it admits.
+    /// [`Self::token`] and either calls [`Self::admit`] or answers `Refused` and ends the
+    /// stream; nothing costly (no Diffie-Hellman) happens before it admits.
     pub fn new(
         host_id: HostId,
         token: Option<RegistrationToken>,
@@ -172,12 +172,6 @@ impl RelayRegistration {
             // Admitting twice (a caller bug) cannot register anyone.
             _ => RelayAction::Refuse(RefuseReason::BadProof),
         }
-    }
-
-    /// The relay turns the host away.
-    pub fn refuse(&mut self, reason: RefuseReason) -> RelayAction {
-        self.state = RelayState::Ended;
-        RelayAction::Refuse(reason)
     }
 
     /// Takes one message from the host.
@@ -330,10 +324,11 @@ mod tests {
             let mut relay = relay_for(register, &HOP);
             assert_eq!(relay.token(), Some("t0ken"));
             assert_eq!(relay.host_id(), &key.public());
-            let RelayAction::Refuse(r) = relay.refuse(reason) else { panic!("not a refusal") };
-            assert_eq!(host.handle(Message::Refused { reason: r }).unwrap(), HostEvent::Refused(reason));
+            assert_eq!(host.handle(Message::Refused { reason }).unwrap(), HostEvent::Refused(reason));
             assert!(!host.is_registered());
-            assert_eq!(relay.handle(Message::Proof { handshake: vec![] }), RelayAction::End);
+            assert!(matches!(host.handle(Message::Registered), Err(Error::Unexpected { .. })), "refused is final");
+            // A relay that did not admit registers nobody, whatever comes next.
+            assert_eq!(relay.handle(Message::Proof { handshake: vec![] }), RelayAction::Refuse(RefuseReason::BadProof));
         }
     }
 

@@ -43,20 +43,10 @@ pub(crate) async fn serve(
     cancel: CancellationToken,
 ) -> Result<(), FramedError> {
     let metrics = &shared.metrics;
-    let live = shared.live();
-    let host_id = *registration.host_id();
     // Access rules first: a host that may not register costs no Diffie-Hellman.
-    let admitted = if shared.draining.is_cancelled() {
-        Err(RefuseReason::ShuttingDown)
-    } else {
-        live.rules.policy.admit(&host_id, registration.token()).and_then(|tier| {
-            let full = shared.registry.len() >= live.rules.limits.max_hosts && !shared.registry.contains(&host_id);
-            if full { Err(RefuseReason::RelayBusy) } else { Ok(tier) }
-        })
-    };
-    let mut action = match &admitted {
-        Ok(_) => registration.admit(),
-        Err(reason) => registration.refuse(*reason),
+    let (tier, mut action) = match admission(&shared, &registration) {
+        Ok(tier) => (tier, registration.admit()),
+        Err(reason) => return control::refuse(&mut send, reason, metrics).await,
     };
     loop {
         match action {
@@ -72,12 +62,26 @@ pub(crate) async fn serve(
             }
             RelayAction::End => return Ok(()),
             RelayAction::Registered { reply, .. } => {
-                let Ok(tier) = admitted else { return Ok(()) };
                 let registered = Registered { hop, tier, reply };
                 break stay_registered(&shared, registered, send, control, registration, &cancel).await;
             }
         }
     }
+}
+
+/// Whether this relay takes the host now (not draining, the access rules admit it, room
+/// for one more host), and at which tier.
+fn admission(shared: &Shared, registration: &RelayRegistration) -> Result<Arc<Tier>, RefuseReason> {
+    if shared.draining.is_cancelled() {
+        return Err(RefuseReason::ShuttingDown);
+    }
+    let live = shared.live();
+    let host_id = registration.host_id();
+    let tier = live.rules.policy.admit(host_id, registration.token())?;
+    if shared.registry.len() >= live.rules.limits.max_hosts && !shared.registry.contains(host_id) {
+        return Err(RefuseReason::RelayBusy);
+    }
+    Ok(tier)
 }
 
 /// A host whose proof verified.
