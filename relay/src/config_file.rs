@@ -280,8 +280,9 @@ impl FileConfig {
     /// The whole relay configuration this file (with any overrides applied) describes.
     pub fn relay_config(&self) -> Result<RelayConfig, Error> {
         let r = &self.relay;
-        let mut config = RelayConfig::new(r.listen, self.identity()?);
-        config.reloadable = self.reloadable()?;
+        let reloadable = self.reloadable()?;
+        let mut config = RelayConfig::new(r.listen, reloadable.identity.clone());
+        config.reloadable = reloadable;
         config.quic = r.quic;
         config.tcp = r.tcp;
         config.congestion = r.congestion;
