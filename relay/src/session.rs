@@ -148,9 +148,9 @@ async fn open_to_host(
             shared.pending.forget(session);
             match result {
                 Ok(Ok(attached)) => Ok(attached),
-                // The waiting entry was dropped: the host's registration ended.
-                Ok(Err(_)) => Err(RefuseReason::UnknownHost),
-                Err(_) => Err(RefuseReason::HostOverLimit),
+                // The host is registered (its control task took the announcement) but did
+                // not dial back in time.
+                Ok(Err(_)) | Err(_) => Err(RefuseReason::HostOverLimit),
             }
         }
     }
