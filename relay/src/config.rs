@@ -1,5 +1,5 @@
 //! The relay's settings, with the defaults an operator gets when they set nothing, and
-//! the one list of what makes sense ([`CoreSettings::problem`]), which bounds every
+//! the one list of what makes sense (`CoreSettings::problem`), which bounds every
 //! duration and count so a value that passes the check can never overflow later (a
 //! session's deadline is `now + idle_session_timeout`, which panics past `Instant`'s range).
 
