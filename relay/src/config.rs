@@ -1,4 +1,7 @@
-//! The relay's settings, with the defaults an operator gets when they set nothing.
+//! The relay's settings, with the defaults an operator gets when they set nothing, and
+//! the one list of what makes sense (`CoreSettings::problem`), which bounds every
+//! duration and count so a value that passes the check can never overflow later (a
+//! session's deadline is `now + idle_session_timeout`, which panics past `Instant`'s range).
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -25,6 +28,20 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_SESSIONS_PER_CONNECTION: u32 = 1024;
 /// Default wait of a graceful shutdown for running sessions.
 pub const DEFAULT_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Longest any of the relay's timeouts and deadlines may be: one day. Added to any
+/// `Instant` a relay can see it never overflows, and past a day a timeout protects
+/// nothing: a handshake, an idle connection or session, or a drain that takes longer is
+/// not coming back.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Most of any count of hosts, sessions or connections: 2^20 (1,048,576). Each counts
+/// at least one QUIC connection or TCP socket, and a process cannot hold more file
+/// descriptors than the kernel's `fs.nr_open` ceiling (1,048,576 by default; the systemd
+/// unit's `LimitNOFILE` is set to it), nor the memory for more than about a million
+/// connections' state on the machines a relay runs on. A higher limit would never be the
+/// one that holds, only one that overflows.
+pub const MAX_COUNT: usize = 1 << 20;
 
 /// Everything a relay needs to run: settings fixed for its lifetime, and the
 /// [`Reloadable`] part that [`crate::Relay::reload`] replaces whole.
@@ -119,6 +136,7 @@ impl RelayConfig {
             handshake_timeout: self.handshake_timeout,
             idle_timeout: self.idle_timeout,
             max_sessions_per_connection: self.max_sessions_per_connection,
+            shutdown_deadline: self.shutdown_deadline,
         }
     }
 }
@@ -135,6 +153,7 @@ pub(crate) struct CoreSettings {
     pub(crate) handshake_timeout: Duration,
     pub(crate) idle_timeout: Duration,
     pub(crate) max_sessions_per_connection: u32,
+    pub(crate) shutdown_deadline: Duration,
 }
 
 impl CoreSettings {
@@ -147,17 +166,31 @@ impl CoreSettings {
         if !(16 * 1024..=1 << 30).contains(&self.buffer_per_direction) {
             return Some(("buffer_per_direction", "must be between 16384 and 1073741824 bytes".into()));
         }
-        for (key, zero) in [
-            ("handshake_timeout_secs", self.handshake_timeout.is_zero()),
-            ("idle_timeout_secs", self.idle_timeout.is_zero()),
-            ("idle_session_timeout_secs", l.idle_session_timeout.is_zero()),
-            ("max_sessions_per_connection", self.max_sessions_per_connection == 0),
-            ("max_hosts", l.max_hosts == 0),
-            ("max_sessions_per_host", l.max_sessions_per_host == 0),
-            ("max_pending_handshakes", l.max_pending_handshakes == 0),
+        // (key, value, whether 0 is allowed)
+        for (key, duration, zero_ok) in [
+            ("handshake_timeout_secs", self.handshake_timeout, false),
+            ("idle_timeout_secs", self.idle_timeout, false),
+            ("shutdown_deadline_secs", self.shutdown_deadline, true),
+            ("idle_session_timeout_secs", l.idle_session_timeout, false),
         ] {
-            if zero {
+            if duration.is_zero() && !zero_ok {
                 return Some((key, "must be at least 1".into()));
+            }
+            if duration > MAX_DURATION {
+                return Some((key, format!("must be at most {} (a day)", MAX_DURATION.as_secs())));
+            }
+        }
+        for (key, count) in [
+            ("max_sessions_per_connection", self.max_sessions_per_connection as usize),
+            ("max_hosts", l.max_hosts),
+            ("max_sessions_per_host", l.max_sessions_per_host),
+            ("max_pending_handshakes", l.max_pending_handshakes),
+        ] {
+            if count == 0 {
+                return Some((key, "must be at least 1".into()));
+            }
+            if count > MAX_COUNT {
+                return Some((key, format!("must be at most {MAX_COUNT} (more than a process can hold open)")));
             }
         }
         if l.buffer_budget < 2 * self.buffer_per_direction {
@@ -205,5 +238,58 @@ mod tests {
         c.buffer_per_direction = 1 << 20;
         c.reloadable.limits.buffer_budget = 1 << 20;
         assert!(c.validate().unwrap_err().to_string().contains("`buffer_budget`"));
+    }
+
+    /// Sets one setting of a config.
+    type Set<T> = fn(&mut RelayConfig, T);
+
+    /// Durations and counts that would overflow later are refused here, and the largest
+    /// allowed ones pass (issue 13, finding 7).
+    #[test]
+    fn validate_bounds_every_duration_and_count() {
+        let mut c = config();
+        c.handshake_timeout = MAX_DURATION;
+        c.idle_timeout = MAX_DURATION;
+        c.shutdown_deadline = MAX_DURATION;
+        c.reloadable.limits.idle_session_timeout = MAX_DURATION;
+        c.reloadable.limits.max_hosts = MAX_COUNT;
+        c.reloadable.limits.max_sessions_per_host = MAX_COUNT;
+        c.reloadable.limits.max_pending_handshakes = MAX_COUNT;
+        c.max_sessions_per_connection = MAX_COUNT as u32;
+        assert!(c.validate().is_ok(), "{:?}", c.validate());
+        let mut zero_deadline = config();
+        zero_deadline.shutdown_deadline = Duration::ZERO;
+        assert!(zero_deadline.validate().is_ok(), "a zero drain cuts sessions at once");
+
+        let over = MAX_DURATION + Duration::from_secs(1);
+        let forever = Duration::from_secs(u64::MAX);
+        let cases: [(&str, Set<Duration>); 4] = [
+            ("handshake_timeout_secs", |c, d| c.handshake_timeout = d),
+            ("idle_timeout_secs", |c, d| c.idle_timeout = d),
+            ("shutdown_deadline_secs", |c, d| c.shutdown_deadline = d),
+            ("idle_session_timeout_secs", |c, d| c.reloadable.limits.idle_session_timeout = d),
+        ];
+        for (key, set) in cases {
+            for d in [over, forever] {
+                let mut c = config();
+                set(&mut c, d);
+                let err = c.validate().unwrap_err().to_string();
+                assert!(err.contains(&format!("`{key}`: must be at most 86400")), "{key} = {d:?}: {err}");
+            }
+        }
+        let cases: [(&str, Set<usize>); 4] = [
+            ("max_hosts", |c, n| c.reloadable.limits.max_hosts = n),
+            ("max_sessions_per_host", |c, n| c.reloadable.limits.max_sessions_per_host = n),
+            ("max_pending_handshakes", |c, n| c.reloadable.limits.max_pending_handshakes = n),
+            ("max_sessions_per_connection", |c, n| c.max_sessions_per_connection = n as u32),
+        ];
+        for (key, set) in cases {
+            for n in [MAX_COUNT + 1, u32::MAX as usize] {
+                let mut c = config();
+                set(&mut c, n);
+                let err = c.validate().unwrap_err().to_string();
+                assert!(err.contains(&format!("`{key}`: must be at most 1048576")), "{key} = {n}: {err}");
+            }
+        }
     }
 }

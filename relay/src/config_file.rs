@@ -3,6 +3,9 @@
 //! Every key has a default, so an empty file is a valid open relay; `deploy/relay.toml`
 //! lists every key with a comment. Unknown keys are errors (a typo must not silently
 //! fall back to a default), and every error names the key and, where it can, the line.
+//! Every duration and count is bounded as the file is checked, by the same list the
+//! library's `RelayConfig::validate` and a reload use (`CoreSettings::problem`), so a
+//! value `check-config` passes cannot panic the relay later.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -338,6 +341,7 @@ impl FileConfig {
             handshake_timeout: Duration::from_secs(r.handshake_timeout_secs),
             idle_timeout: Duration::from_secs(r.idle_timeout_secs),
             max_sessions_per_connection: r.max_sessions_per_connection,
+            shutdown_deadline: Duration::from_secs(r.shutdown_deadline_secs),
         };
         if let Some((key, why)) = core.problem(&limits) {
             let section = if LimitsSection::KEYS.contains(&key) { "limits" } else { "relay" };
@@ -509,6 +513,40 @@ mod tests {
             let err = FileConfig::parse(text).unwrap_err().to_string();
             assert!(err.contains(&format!("`{key}` (line")), "{text:?}: {err}");
         }
+    }
+
+    /// Durations and counts past their bound are refused with their key and line, the
+    /// two values of issue 13 finding 7 among them; the bounds themselves pass.
+    #[test]
+    fn durations_and_counts_are_bounded() {
+        let huge = u64::MAX;
+        for (section, key, bound) in [
+            ("relay", "handshake_timeout_secs", 86_400),
+            ("relay", "idle_timeout_secs", 86_400),
+            ("relay", "shutdown_deadline_secs", 86_400),
+            ("limits", "idle_session_timeout_secs", 86_400),
+            ("limits", "max_hosts", 1 << 20),
+            ("limits", "max_sessions_per_host", 1 << 20),
+            ("limits", "max_pending_handshakes", 1 << 20),
+            ("relay", "max_sessions_per_connection", 1 << 20),
+        ] {
+            let at_bound = format!("[{section}]\n{key} = {bound}\n");
+            assert!(FileConfig::parse(&at_bound).is_ok(), "{at_bound:?}: {:?}", FileConfig::parse(&at_bound).err());
+            let values = if key == "max_sessions_per_connection" {
+                vec![bound + 1, u64::from(u32::MAX)]
+            } else {
+                vec![bound + 1, huge]
+            };
+            for value in values {
+                let text = format!("# a comment\n[{section}]\n{key} = {value}\n");
+                let err = FileConfig::parse(&text).unwrap_err().to_string();
+                assert!(err.contains(&format!("`{key}` (line 3): must be at most {bound}")), "{text:?}: {err}");
+            }
+        }
+        // A drain of 0 cuts sessions at once; the other durations must be at least 1.
+        assert!(FileConfig::parse("[relay]\nshutdown_deadline_secs = 0\n").is_ok());
+        let err = FileConfig::parse("[limits]\nidle_session_timeout_secs = 0\n").unwrap_err().to_string();
+        assert!(err.contains("`idle_session_timeout_secs` (line 2): must be at least 1"), "{err}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use ferry_link::{LinkRecv, LinkSend, split_tls};
 use ferry_proto::EXPORTER_LEN;
 use ferry_proto::codes::CLOSE_SHUTDOWN;
 use tokio::net::TcpListener;
+use tokio_rustls::LazyConfigAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
@@ -168,6 +169,12 @@ fn serve_tcp(
 
 /// The TLS handshake of a TCP connection (bounded by the handshake timeout); the hop's
 /// halves and its registration exporter, or `None` if it failed.
+///
+/// ALPN `ferry/1` is required, as QUIC requires it: rustls refuses a client whose ALPN
+/// list lacks it, but serves one that sends no list at all (TLS's lenient rule; there is
+/// no rustls option to make it strict), so the ClientHello is read first and such a
+/// client is closed before the relay signs anything for it. Both kinds are counted as
+/// `refused{no_alpn}` and never reach the ferry protocol.
 async fn accept_tls(
     tcp: tokio::net::TcpStream,
     slot: HandshakeSlot,
@@ -175,10 +182,26 @@ async fn accept_tls(
 ) -> Option<(LinkSend, LinkRecv, [u8; EXPORTER_LEN])> {
     let _ = tcp.set_nodelay(true);
     let started = Instant::now();
-    let acceptor = shared.live().tcp_tls.clone();
-    let tls = match tokio::time::timeout(shared.fixed.handshake_timeout, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => tls,
+    let config = shared.live().tcp_tls.config().clone();
+    let handshake = async {
+        let hello = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp).await?;
+        let offered = hello.client_hello().alpn().is_some_and(|mut offered| offered.next().is_some());
+        if !offered {
+            return Ok(None);
+        }
+        hello.into_stream(config).await.map(Some)
+    };
+    let tls = match tokio::time::timeout(shared.fixed.handshake_timeout, handshake).await {
+        Ok(Ok(Some(tls))) => tls,
+        Ok(Ok(None)) => {
+            shared.metrics.refused(Refusal::NoAlpn);
+            debug!("a TLS client offered no ALPN");
+            return None;
+        }
         Ok(Err(e)) => {
+            if is_no_alpn(&e) {
+                shared.metrics.refused(Refusal::NoAlpn);
+            }
             debug!(error = %e, "TLS handshake failed");
             return None;
         }
@@ -194,4 +217,11 @@ async fn accept_tls(
     let exporter = ferry_link::exporter::tls(&tls).ok()?;
     let (send, recv) = split_tls(tls);
     Some((send, recv, exporter))
+}
+
+/// Whether a failed TLS handshake was rustls refusing a client whose ALPN list lacks
+/// `ferry/1` (tokio-rustls carries the rustls error inside the `io::Error`).
+fn is_no_alpn(e: &std::io::Error) -> bool {
+    let inner = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    matches!(inner, Some(rustls::Error::NoApplicationProtocol))
 }

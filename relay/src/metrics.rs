@@ -35,7 +35,8 @@ pub(crate) const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 /// `ferry_relay_refused_total`.
 ///
 /// It is `ferry_proto::RefuseReason` (whose [`RefuseReason::label`] is the label text) plus
-/// the refusal the relay counts without telling the peer, a handshake that timed out. The
+/// the refusals the relay counts without telling the peer (a handshake that timed out, a
+/// TLS client without ALPN `ferry/1`). The
 /// conversion from `RefuseReason` is an exhaustive match, so a reason added to the protocol
 /// does not compile until it has a label here.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -58,11 +59,14 @@ pub(crate) enum Refusal {
     Other,
     /// The TLS or QUIC handshake did not finish within the handshake timeout.
     HandshakeTimeout,
+    /// A TLS client over TCP that did not offer ALPN `ferry/1` (QUIC refuses these in
+    /// its handshake): it speaks another protocol, or none.
+    NoAlpn,
 }
 
 impl Refusal {
     /// Every reason, in the order of their discriminants (the index of their counter).
-    const ALL: [Self; 9] = [
+    const ALL: [Self; 10] = [
         Self::UnknownHost,
         Self::HostOverLimit,
         Self::RelayBusy,
@@ -72,6 +76,7 @@ impl Refusal {
         Self::ShuttingDown,
         Self::Other,
         Self::HandshakeTimeout,
+        Self::NoAlpn,
     ];
 
     /// The protocol's reason this one stands for, if it is one.
@@ -86,13 +91,17 @@ impl Refusal {
             Self::ShuttingDown => RefuseReason::ShuttingDown,
             // Every `Other` code has the same label; 0 stands for all of them.
             Self::Other => RefuseReason::Other(0),
-            Self::HandshakeTimeout => return None,
+            Self::HandshakeTimeout | Self::NoAlpn => return None,
         })
     }
 
-    /// The label text: the protocol's own label, or `handshake_timeout`.
+    /// The label text: the protocol's own label, or `handshake_timeout` / `no_alpn`.
     fn label(self) -> &'static str {
-        self.proto().map_or("handshake_timeout", RefuseReason::label)
+        match self {
+            Self::HandshakeTimeout => "handshake_timeout",
+            Self::NoAlpn => "no_alpn",
+            _ => self.proto().map_or("other", RefuseReason::label),
+        }
     }
 }
 

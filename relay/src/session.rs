@@ -7,6 +7,16 @@
 //! a round trip); whatever arrived after the `Connect` message is forwarded to the host
 //! first. The one log line per session is written here, at close: a random session
 //! number, duration and bytes each way. Nothing else about a session is ever logged.
+//!
+//! Reaching the host is a wait on the host, so it is bounded by the handshake timeout:
+//! a QUIC host that grants no stream credit (or no flow-control credit for `Incoming`),
+//! or a TCP host that does not dial back, costs a waiting client at most that long. The
+//! client is then refused as `HostOverLimit`, not `UnknownHost`: the host *is* registered,
+//! it just cannot take a session now (its stream limit is the host's own session limit),
+//! so the client should try again later rather than check the host is running. Only a
+//! host whose connection is gone while the relay reaches for it is `UnknownHost`. The
+//! session's place in its host's count and its buffer reservation are given back
+//! before the refusal is sent, so a client that hears it can start anew at once.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,8 +25,9 @@ use bytes::Bytes;
 use ferry_link::{Framed, FramedError, LinkRecv, LinkSend};
 use ferry_proto::RefuseReason;
 use ferry_proto::connect::{self, RelayConnect};
+use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{debug, info};
 
 use crate::control;
 use crate::pump;
@@ -44,17 +55,24 @@ pub(crate) fn serve(
             return control::refuse(&mut client_send, RefuseReason::UnknownHost, metrics).await;
         };
         let live = shared.live();
-        let Some(_slot) = host.sessions.try_take(live.rules.limits.max_sessions_per_host) else {
+        let Some(slot) = host.sessions.try_take(live.rules.limits.max_sessions_per_host) else {
             return control::refuse(&mut client_send, RefuseReason::HostOverLimit, metrics).await;
         };
         let buffers = 2 * shared.fixed.buffer_per_direction as u64;
-        let Some(_reservation) = shared.budget.try_reserve(buffers, metrics) else {
+        let Some(reservation) = shared.budget.try_reserve(buffers, metrics) else {
             return control::refuse(&mut client_send, RefuseReason::RelayBusy, metrics).await;
         };
         let session = random_session_number();
-        let Some((host_send, host_recv, host_first)) = open_to_host(&shared, host.link, session).await else {
-            return control::refuse(&mut client_send, RefuseReason::UnknownHost, metrics).await;
+        let (host_send, host_recv, host_first) = match open_to_host(&shared, host.link, session).await {
+            Ok(opened) => opened,
+            Err(reason) => {
+                // Given back first: a client that hears the refusal may retry at once.
+                drop((reservation, slot));
+                return control::refuse(&mut client_send, reason, metrics).await;
+            }
         };
+        // Held for the session's life: dropped when this future ends, however it ends.
+        let _held = (slot, reservation);
         client_send.send_message(&connect.accept()).await?;
 
         let _active = shared.session_started();
@@ -83,24 +101,57 @@ pub(crate) fn serve(
     }
 }
 
-/// Opens the host's side of a session: a new QUIC stream, or a TCP host's dial-back.
-async fn open_to_host(shared: &Shared, link: HostLink, session: u64) -> Option<(LinkSend, LinkRecv, Bytes)> {
+/// Opens the host's side of a session: a new QUIC stream, or a TCP host's dial-back,
+/// within the handshake timeout. The error is the reason to give the client.
+async fn open_to_host(
+    shared: &Shared,
+    link: HostLink,
+    session: u64,
+) -> Result<(LinkSend, LinkRecv, Bytes), RefuseReason> {
+    let limit = shared.fixed.handshake_timeout;
     match link {
         HostLink::Quic(conn) => {
-            let (send, recv) = conn.open_bi().await.ok()?;
-            let mut send = LinkSend::Quic(send);
-            send.send_message(&connect::announce(session)).await.ok()?;
-            Some((send, LinkRecv::Quic(recv), Bytes::new()))
+            // Both waits are on the host: stream credit for `open_bi`, then flow-control
+            // credit for `Incoming`.
+            let opened = tokio::time::timeout(limit, async {
+                let (send, recv) =
+                    conn.open_bi().await.inspect_err(|e| debug!(error = %e, "opening a host stream failed")).ok()?;
+                let mut send = LinkSend::Quic(send);
+                send.send_message(&connect::announce(session))
+                    .await
+                    .inspect_err(|e| debug!(error = %e, "sending `Incoming` to the host failed"))
+                    .ok()?;
+                Some((send, LinkRecv::Quic(recv), Bytes::new()))
+            })
+            .await;
+            match opened {
+                Ok(Some(opened)) => Ok(opened),
+                // The host's connection failed under us: it is going away.
+                Ok(None) => Err(RefuseReason::UnknownHost),
+                Err(_) => {
+                    debug!("the host granted no stream within the handshake timeout");
+                    Err(RefuseReason::HostOverLimit)
+                }
+            }
         }
         HostLink::Tcp(announce) => {
             let attached = shared.pending.expect(session);
-            if announce.try_send(session).is_err() {
+            if let Err(e) = announce.try_send(session) {
                 shared.pending.forget(session);
-                return None;
+                // Full: the host's control task is behind, it cannot take a session now.
+                return Err(match e {
+                    TrySendError::Full(_) => RefuseReason::HostOverLimit,
+                    TrySendError::Closed(_) => RefuseReason::UnknownHost,
+                });
             }
-            let result = tokio::time::timeout(shared.fixed.handshake_timeout, attached).await;
+            let result = tokio::time::timeout(limit, attached).await;
             shared.pending.forget(session);
-            result.ok()?.ok()
+            match result {
+                Ok(Ok(attached)) => Ok(attached),
+                // The host is registered (its control task took the announcement) but did
+                // not dial back in time.
+                Ok(Err(_)) | Err(_) => Err(RefuseReason::HostOverLimit),
+            }
         }
     }
 }
