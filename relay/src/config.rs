@@ -155,6 +155,8 @@ impl CoreSettings {
             ("max_hosts", l.max_hosts == 0),
             ("max_sessions_per_host", l.max_sessions_per_host == 0),
             ("max_pending_handshakes", l.max_pending_handshakes == 0),
+            ("max_connections", l.max_connections == 0),
+            ("max_connections_per_source", l.max_connections_per_source == 0),
         ] {
             if zero {
                 return Some((key, "must be at least 1".into()));
