@@ -20,7 +20,7 @@ use std::net::{SocketAddr, TcpListener as StdTcpListener, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_link::{Framed, LinkRecv, LinkSend, split_tls};
+use ferry_link::{LinkRecv, LinkSend, split_tls};
 use ferry_proto::codes::{CLOSE_BUSY, CLOSE_HANDSHAKE_TIMEOUT, CLOSE_RATE_LIMITED, CLOSE_SHUTDOWN};
 use ferry_proto::{EXPORTER_LEN, Message, RefuseReason};
 use tokio::net::TcpListener;
@@ -38,6 +38,10 @@ use crate::state::{Admitted, Shared};
 /// Longest an explained refusal may take (its handshake, the message): a refusal is
 /// cheap or it is dropped.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Most bytes read from a refused TCP peer while it takes in the refusal (its first
+/// message and end-to-end hello fit in far less).
+const REFUSAL_DRAIN: usize = 16 * 1024;
 
 /// Enlarges the QUIC socket's buffers; says how to lift the kernel's cap if it applies.
 pub(crate) fn enlarge_udp_buffers(socket: &UdpSocket) {
@@ -224,19 +228,26 @@ fn serve_tcp(
     }
 }
 
-/// Finishes a refused TCP connection's TLS handshake and answers its first message with
-/// `Refused { reason }` (within [`REFUSAL_TIMEOUT`]). The first message is read before the
-/// socket closes: closing with unread bytes would reset the connection and could destroy
-/// the refusal before the peer read it.
+/// Finishes a refused TCP connection's TLS handshake and sends `Refused { reason }` as the
+/// answer to the message the peer is about to send (within [`REFUSAL_TIMEOUT`]). What the
+/// peer sends is read (up to [`REFUSAL_DRAIN`]) until it hangs up: a socket closed with
+/// bytes unread is reset, and the reset can destroy the refusal before the peer read it.
 async fn refuse_tcp(tcp: tokio::net::TcpStream, reason: RefuseReason, shared: Arc<Shared>, cancel: CancellationToken) {
     let _ = tcp.set_nodelay(true);
     let acceptor = shared.live().tcp_tls.clone();
     let refusal = async {
         let tls = acceptor.accept(tcp).await.ok()?;
-        let (mut send, recv) = split_tls(tokio_rustls::TlsStream::Server(tls));
+        let (mut send, mut recv) = split_tls(tokio_rustls::TlsStream::Server(tls));
         send.send_message(&Message::Refused { reason }).await.ok()?;
-        let _ = Framed::new(recv).message(REFUSAL_TIMEOUT).await;
-        send.finish().await.ok()
+        send.finish().await.ok()?;
+        let mut drained = 0;
+        while drained < REFUSAL_DRAIN {
+            match recv.read_chunk().await {
+                Ok(Some(chunk)) => drained += chunk.len(),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        Some(())
     };
     tokio::select! {
         biased;
