@@ -72,6 +72,16 @@ impl Relay {
     }
 }
 
+/// CPU time the process `pid` has used (all its threads), in nanoseconds.
+fn cpu_ns(pid: u32) -> Result<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let stat = std::fs::read_to_string(task?.path().join("schedstat"))?;
+        total += stat.split_whitespace().next().context("schedstat")?.parse::<u64>()?;
+    }
+    Ok(total)
+}
+
 /// An honest session that streams through the relay until stopped (at most 2 minutes):
 /// every echoed byte is compared with what was sent, and the longest wait for one is kept.
 struct Honest {
@@ -321,6 +331,38 @@ async fn a_rate_limited_client_is_told_why_and_counted() -> Result<()> {
     }
     let after = relay.refused("rate_limited").await?;
     ensure!(after >= before + 2.0, "refused_total{{rate_limited}} went from {before} to {after}");
+
+    // What an explanation costs, and that a flood cannot make the relay explain more than
+    // its budget (32 a second): 100 refused attempts in a burst, the first 20 (within the
+    // budget) and the other 80 timed apart by the relay's CPU.
+    let pid = relay.pid()?;
+    let started = Instant::now();
+    let mut explained = [0usize; 2];
+    let mut cpu = [0u64; 2];
+    for (phase, attempts) in [(0, 0..20), (1, 20..100)] {
+        let cpu_before = cpu_ns(pid)?;
+        for attempt in attempts {
+            let transport = if attempt % 2 == 0 { Transport::Quic } else { Transport::Tcp };
+            let refused = relay.client(transport).open_session().await.err().context("over the rate")?;
+            if refused.to_string().contains("too many attempts") {
+                explained[phase] += 1;
+            }
+        }
+        cpu[phase] = cpu_ns(pid)? - cpu_before;
+    }
+    let elapsed = started.elapsed();
+    eprintln!(
+        "100 refused attempts in {elapsed:?}: the first 20, {} explained, took the relay {} µs of CPU each; \
+         the next 80, {} explained, {} µs each",
+        explained[0],
+        cpu[0] / 20_000,
+        explained[1],
+        cpu[1] / 80_000
+    );
+    let total = explained[0] + explained[1];
+    let budget = 32 + (elapsed.as_secs_f64() * 32.0).ceil() as usize;
+    ensure!(total <= budget, "{total} refusals explained in {elapsed:?}, over the budget of {budget}");
+    ensure!(explained[0] == 20, "only {} of the first 20 refusals explained", explained[0]);
     honest.finish().await?;
     relay.host.shutdown().await;
     Ok(())
