@@ -247,6 +247,16 @@ async fn open_connections_are_capped_per_source() -> Result<()> {
     let refused = relay.client(Transport::Quic).open_session().await.err().context("a ninth connection")?;
     ensure!(refused.to_string().contains("too many attempts"), "{}", refused.report());
     ensure!(relay.refused("rate_limited").await? > before);
+
+    // A stream whose first message never completes is cut at the handshake timeout and
+    // counted as `handshake_timeout`, like a TLS handshake that never finishes.
+    let timeouts = relay.refused("handshake_timeout").await?;
+    let (mut send, mut recv) = held[0].0.open_bi().await?;
+    send.write_all(&[0x10]).await?;
+    let limit = Duration::from_secs(HANDSHAKE_TIMEOUT + 3);
+    let ended = tokio::time::timeout(limit, recv.read_chunk(64, true)).await.context("the stream lived on")?;
+    ensure!(!matches!(ended, Ok(Some(_))), "the relay answered a cut message");
+    ensure!(relay.refused("handshake_timeout").await? == timeouts + 1.0, "the timeout was not counted");
     drop(held);
     honest.finish().await?;
     relay.host.shutdown().await;
