@@ -111,7 +111,8 @@ pub(crate) async fn quic_accept_loop(
 }
 
 /// Finishes a refused connection's QUIC handshake and closes it with the reason, so the
-/// peer reads why (within [`REFUSAL_TIMEOUT`]).
+/// peer reads why (within [`REFUSAL_TIMEOUT`]). It takes no pending-handshake slot: the
+/// budget of explained refusals (32 a second) times the timeout bounds how many run.
 async fn refuse_quic(incoming: quinn::Incoming, reason: RefuseReason, cancel: CancellationToken) {
     let handshake = async { incoming.accept()?.await };
     let conn = tokio::select! {
