@@ -1,12 +1,15 @@
 //! Turning hop-level failures into explanations a person can act on.
 //!
 //! Reset codes travel through the relay unchanged (see `ferry_proto::codes`), so the
-//! client can say *why* a session ended; TLS hops carry no codes and read as "cut".
+//! client can say *why* a session ended; TLS hops carry no codes and read as "cut". A relay
+//! that refuses a connection before any message (too many attempts from this address, no
+//! room) closes it with a code that reads as the refusal it stands for.
 
 use ferry_link::{FramedError, LinkError};
+use ferry_proto::RefuseReason;
 use ferry_proto::codes::{
-    CLOSE_PROTOCOL, CLOSE_REPLACED, CLOSE_SHUTDOWN, RESET_HANDSHAKE_FAILED, RESET_NOT_ALLOWED, RESET_PEER_LOST,
-    RESET_SERVICE_UNREACHABLE, RESET_SHUTDOWN,
+    CLOSE_BUSY, CLOSE_HANDSHAKE_TIMEOUT, CLOSE_PROTOCOL, CLOSE_RATE_LIMITED, CLOSE_REPLACED, CLOSE_SHUTDOWN,
+    RESET_HANDSHAKE_FAILED, RESET_NOT_ALLOWED, RESET_PEER_LOST, RESET_SERVICE_UNREACHABLE, RESET_SHUTDOWN,
 };
 
 use crate::Error;
@@ -39,6 +42,9 @@ fn close_error(code: u64) -> Error {
         CLOSE_SHUTDOWN => Error::Cut("the relay is shutting down"),
         CLOSE_REPLACED => Error::Cut("this host registered again elsewhere; this connection was replaced"),
         CLOSE_PROTOCOL => Error::Cut("the relay closed the connection: protocol violation"),
+        CLOSE_RATE_LIMITED => Error::Refused(RefuseReason::RateLimited),
+        CLOSE_BUSY => Error::Refused(RefuseReason::RelayBusy),
+        CLOSE_HANDSHAKE_TIMEOUT => Error::Cut("the relay closed a connection that opened no stream in time"),
         code => Error::RelayClosed { code },
     }
 }
@@ -52,5 +58,19 @@ fn reset_error(code: u64) -> Error {
         RESET_SERVICE_UNREACHABLE => Error::HostRefused("the host cannot reach the service it forwards to"),
         RESET_HANDSHAKE_FAILED => Error::HostRefused("the handshake did not verify (is the ticket for this host?)"),
         code => Error::StreamReset { code },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusing_close_reads_as_the_refusal() {
+        let text = |code: u32| Error::from(LinkError::Closed(code.into())).to_string();
+        assert_eq!(text(CLOSE_RATE_LIMITED), "the relay refused: too many attempts; try again later");
+        assert!(text(CLOSE_BUSY).starts_with("the relay refused: "), "{}", text(CLOSE_BUSY));
+        assert!(text(CLOSE_HANDSHAKE_TIMEOUT).contains("no stream in time"));
+        assert!(text(0x7777).contains("code 0x7777"));
     }
 }

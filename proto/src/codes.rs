@@ -22,3 +22,11 @@ pub const CLOSE_SHUTDOWN: u32 = 0x11;
 pub const CLOSE_PROTOCOL: u32 = 0x12;
 /// Connection close: the host or client is done (a normal close).
 pub const CLOSE_DONE: u32 = 0x00;
+/// Connection close: refused before any message, too many connections or attempts from
+/// this address (the relay's per-source rate or connection cap).
+pub const CLOSE_RATE_LIMITED: u32 = 0x13;
+/// Connection close: refused before any message, the relay has no room for another
+/// connection now (its connection or pending-handshake cap).
+pub const CLOSE_BUSY: u32 = 0x14;
+/// Connection close: the connection opened no stream within the relay's handshake timeout.
+pub const CLOSE_HANDSHAKE_TIMEOUT: u32 = 0x15;

@@ -185,6 +185,8 @@ impl CoreSettings {
             ("max_hosts", l.max_hosts),
             ("max_sessions_per_host", l.max_sessions_per_host),
             ("max_pending_handshakes", l.max_pending_handshakes),
+            ("max_connections", l.max_connections),
+            ("max_connections_per_source", l.max_connections_per_source),
         ] {
             if count == 0 {
                 return Some((key, "must be at least 1".into()));

@@ -192,6 +192,10 @@ pub struct LimitsSection {
     pub buffer_budget: u64,
     /// Seconds without bytes after which a session is closed.
     pub idle_session_timeout_secs: u64,
+    /// Most hop connections open at once.
+    pub max_connections: usize,
+    /// Most hop connections open at once from one source address.
+    pub max_connections_per_source: usize,
 }
 
 impl Default for LimitsSection {
@@ -204,6 +208,8 @@ impl Default for LimitsSection {
             connections_per_minute_per_source: l.connections_per_minute_per_source,
             buffer_budget: l.buffer_budget,
             idle_session_timeout_secs: l.idle_session_timeout.as_secs(),
+            max_connections: l.max_connections,
+            max_connections_per_source: l.max_connections_per_source,
         }
     }
 }
@@ -333,6 +339,8 @@ impl FileConfig {
             connections_per_minute_per_source: l.connections_per_minute_per_source,
             buffer_budget: l.buffer_budget,
             idle_session_timeout: Duration::from_secs(l.idle_session_timeout_secs),
+            max_connections: l.max_connections,
+            max_connections_per_source: l.max_connections_per_source,
         };
         let core = crate::config::CoreSettings {
             quic: r.quic,
@@ -410,13 +418,15 @@ impl FileConfig {
 
 impl LimitsSection {
     /// The keys of `[limits]` (the cross-setting check reports keys of both sections).
-    const KEYS: [&'static str; 6] = [
+    const KEYS: [&'static str; 8] = [
         "max_hosts",
         "max_sessions_per_host",
         "max_pending_handshakes",
         "connections_per_minute_per_source",
         "buffer_budget",
         "idle_session_timeout_secs",
+        "max_connections",
+        "max_connections_per_source",
     ];
 }
 

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use ferry_link::{Framed, LinkRecv, LinkSend};
+use ferry_link::{Framed, FramedError, LinkRecv, LinkSend};
 use ferry_proto::codes::CLOSE_PROTOCOL;
 use ferry_proto::connect::RelayConnect;
 use ferry_proto::registration::RelayRegistration;
@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::host::{self, HostHop};
+use crate::metrics::Refusal;
 use crate::session;
 use crate::state::Shared;
 
@@ -38,7 +39,13 @@ pub(crate) fn dispatch(
     async move {
         let first = match framed.message(shared.fixed.handshake_timeout).await {
             Ok(message) => message,
-            Err(e) => return debug!(error = %e, "stream ended before its first message"),
+            Err(e) => {
+                // Silence past the handshake timeout is a refusal like a slow TLS handshake.
+                if matches!(e, FramedError::Timeout) {
+                    shared.metrics.refused(Refusal::HandshakeTimeout);
+                }
+                return debug!(error = %e, "stream ended before its first message");
+            }
         };
         let outcome = match first {
             Message::Register { host_id, token, handshake } => {

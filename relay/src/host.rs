@@ -17,7 +17,7 @@ use tracing::debug;
 
 use crate::control;
 use crate::pacing::Tier;
-use crate::registry::{HostHandle, HostLink};
+use crate::registry::{HostHandle, HostLink, HostPlace};
 use crate::state::Shared;
 
 /// Most session announcements queued for one TCP host's control stream.
@@ -43,9 +43,18 @@ pub(crate) async fn serve(
     cancel: CancellationToken,
 ) -> Result<(), FramedError> {
     let metrics = &shared.metrics;
+    // One registration per QUIC connection at a time: a second one on the same connection
+    // would let one connection (one rate-limit token) register hosts by the thousand.
+    let _claim = match &hop {
+        HostHop::Quic(conn) => match shared.registry.claim_connection(conn.stable_id()) {
+            Some(claim) => Some(claim),
+            None => return control::refuse(&mut send, RefuseReason::RateLimited, metrics).await,
+        },
+        HostHop::Tcp => None,
+    };
     // Access rules first: a host that may not register costs no Diffie-Hellman.
-    let (tier, mut action) = match admission(&shared, &registration) {
-        Ok(tier) => (tier, registration.admit()),
+    let (tier, place, mut action) = match admission(&shared, &registration) {
+        Ok((tier, place)) => (tier, place, registration.admit()),
         Err(reason) => return control::refuse(&mut send, reason, metrics).await,
     };
     loop {
@@ -62,7 +71,7 @@ pub(crate) async fn serve(
             }
             RelayAction::End => return Ok(()),
             RelayAction::Registered { reply, .. } => {
-                let registered = Registered { hop, tier, reply };
+                let registered = Registered { hop, tier, place, reply };
                 break stay_registered(&shared, registered, send, control, registration, &cancel).await;
             }
         }
@@ -70,24 +79,26 @@ pub(crate) async fn serve(
 }
 
 /// Whether this relay takes the host now (not draining, the access rules admit it, room
-/// for one more host), and at which tier.
-fn admission(shared: &Shared, registration: &RelayRegistration) -> Result<Arc<Tier>, RefuseReason> {
+/// for one more host), at which tier, and the host's place under `max_hosts` — taken now,
+/// before the proof, so that concurrent registrations cannot all pass the cap; a failed
+/// proof drops it.
+fn admission(shared: &Shared, registration: &RelayRegistration) -> Result<(Arc<Tier>, HostPlace), RefuseReason> {
     if shared.draining.is_cancelled() {
         return Err(RefuseReason::ShuttingDown);
     }
     let live = shared.live();
     let host_id = registration.host_id();
     let tier = live.rules.policy.admit(host_id, registration.token())?;
-    if shared.registry.len() >= live.rules.limits.max_hosts && !shared.registry.contains(host_id) {
-        return Err(RefuseReason::RelayBusy);
-    }
-    Ok(tier)
+    let place = shared.registry.reserve(host_id, live.rules.limits.max_hosts).ok_or(RefuseReason::RelayBusy)?;
+    Ok((tier, place))
 }
 
 /// A host whose proof verified.
 struct Registered {
     hop: HostHop,
     tier: Arc<Tier>,
+    /// Its place under `max_hosts`, which the registry entry keeps.
+    place: HostPlace,
     /// The `Registered` message, sent once the host is in the registry (so a client the host
     /// tells at once finds it).
     reply: Message,
@@ -103,7 +114,7 @@ async fn stay_registered(
     mut registration: RelayRegistration,
     cancel: &CancellationToken,
 ) -> Result<(), FramedError> {
-    let Registered { hop, tier, reply } = registered;
+    let Registered { hop, tier, place, reply } = registered;
     let host_id = *registration.host_id();
     let (incoming_tx, mut incoming) = mpsc::channel(INCOMING_QUEUE);
     let link = match &hop {
@@ -112,7 +123,7 @@ async fn stay_registered(
     };
     let replaced = CancellationToken::new();
     let handle = HostHandle { link, tier, sessions: Arc::default() };
-    let generation = shared.registry.register(host_id, handle, replaced.clone());
+    let generation = shared.registry.register(host_id, handle, place, replaced.clone());
     shared.metrics.host_registered();
     debug!("host registered");
     let outcome = async {

@@ -1,18 +1,28 @@
 //! The relay's sockets and accept loops: QUIC on UDP and TLS on TCP, one port number.
 //!
-//! Each accepted connection passes the per-source rate and the pending-handshake cap
-//! (`Shared::admit_connection`) before anything costly, and its handshake runs in its own
-//! task, never on an accept loop. Every stream a handshaken connection carries goes to
-//! [`crate::dispatch`]. Every task is spawned on the relay's `TaskTracker` and watches its
-//! `CancellationToken`, so shutting the relay down ends them all.
+//! Each accepted connection passes the per-source rate, the connection caps and the
+//! pending-handshake cap (`Shared::admit_connection`) before anything costly, and its
+//! handshake runs in its own task, never on an accept loop. A QUIC connection must open its
+//! first stream within the handshake timeout (as a TCP one must finish TLS within it), or
+//! it is closed: PINGs alone keep no connection. Every stream a handshaken connection
+//! carries goes to [`crate::dispatch`]. Every task is spawned on the relay's `TaskTracker`
+//! and watches its `CancellationToken`, so shutting the relay down ends them all.
+//!
+//! A refused connection is told why while the budget of explained refusals lasts
+//! (`limits::RefusalNotes`): a QUIC one finishes its handshake and is closed with
+//! `CLOSE_RATE_LIMITED` or `CLOSE_BUSY` and a reason (an application close is only
+//! readable by the peer once the handshake is done; `Incoming::refuse` carries no reason,
+//! only the transport's CONNECTION_REFUSED); a TCP one finishes TLS and gets a `Refused`
+//! message. Past that budget a refused connection costs nothing: a bare QUIC refusal, a
+//! dropped TCP socket.
 
 use std::net::{SocketAddr, TcpListener as StdTcpListener, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferry_link::{LinkRecv, LinkSend, split_tls};
-use ferry_proto::EXPORTER_LEN;
-use ferry_proto::codes::CLOSE_SHUTDOWN;
+use ferry_proto::codes::{CLOSE_BUSY, CLOSE_HANDSHAKE_TIMEOUT, CLOSE_RATE_LIMITED, CLOSE_SHUTDOWN};
+use ferry_proto::{EXPORTER_LEN, Message, RefuseReason};
 use tokio::net::TcpListener;
 use tokio_rustls::LazyConfigAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -22,8 +32,17 @@ use tracing::{debug, warn};
 use crate::Error;
 use crate::dispatch::{StreamHop, dispatch};
 use crate::handshakes::HandshakeSlot;
+use crate::limits::ConnectionSlot;
 use crate::metrics::Refusal;
-use crate::state::Shared;
+use crate::state::{Admitted, Shared};
+
+/// Longest an explained refusal may take (its handshake, the message): a refusal is
+/// cheap or it is dropped.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Most bytes read from a refused TCP peer while it takes in the refusal (its first
+/// message and end-to-end hello fit in far less).
+const REFUSAL_DRAIN: usize = 16 * 1024;
 
 /// Enlarges the QUIC socket's buffers; says how to lift the kernel's cap if it applies.
 pub(crate) fn enlarge_udp_buffers(socket: &UdpSocket) {
@@ -80,21 +99,43 @@ pub(crate) async fn quic_accept_loop(
             incoming = endpoint.accept() => incoming,
         };
         let Some(incoming) = incoming else { return };
-        let Some(slot) = shared.admit_connection(incoming.remote_address().ip()) else {
-            incoming.refuse();
-            continue;
-        };
-        tracker.spawn(serve_quic(incoming, slot, shared.clone(), cancel.clone(), tracker.clone()));
+        match shared.admit_connection(incoming.remote_address().ip()) {
+            Ok(admitted) => {
+                tracker.spawn(serve_quic(incoming, admitted, shared.clone(), cancel.clone(), tracker.clone()));
+            }
+            Err(reason) if shared.refusal_notes.take() => {
+                tracker.spawn(refuse_quic(incoming, reason, cancel.clone()));
+            }
+            Err(_) => incoming.refuse(),
+        }
     }
+}
+
+/// Finishes a refused connection's QUIC handshake and closes it with the reason, so the
+/// peer reads why (within [`REFUSAL_TIMEOUT`]). It takes no pending-handshake slot: the
+/// budget of explained refusals (32 a second) times the timeout bounds how many run.
+async fn refuse_quic(incoming: quinn::Incoming, reason: RefuseReason, cancel: CancellationToken) {
+    let handshake = async { incoming.accept()?.await };
+    let conn = tokio::select! {
+        biased;
+        _ = cancel.cancelled() => return,
+        conn = tokio::time::timeout(REFUSAL_TIMEOUT, handshake) => match conn {
+            Ok(Ok(conn)) => conn,
+            _ => return debug!("a refused QUIC connection did not finish its handshake"),
+        },
+    };
+    let code = if reason == RefuseReason::RateLimited { CLOSE_RATE_LIMITED } else { CLOSE_BUSY };
+    conn.close(code.into(), reason.to_string().as_bytes());
 }
 
 async fn serve_quic(
     incoming: quinn::Incoming,
-    slot: HandshakeSlot,
+    admitted: Admitted,
     shared: Arc<Shared>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
+    let Admitted { handshake: slot, connection: _open } = admitted;
     let started = Instant::now();
     let conn = match tokio::time::timeout(shared.fixed.handshake_timeout, async { incoming.accept()?.await }).await {
         Ok(Ok(conn)) => conn,
@@ -106,7 +147,16 @@ async fn serve_quic(
     };
     shared.metrics.handshake_seconds(started.elapsed());
     drop(slot);
+    // The first stream is due within the handshake timeout: a connection that only PINGs
+    // would otherwise hold its memory and its place for ever.
+    let mut deadline = Some(tokio::time::Instant::now() + shared.fixed.handshake_timeout);
     loop {
+        let first_stream_due = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         let stream = tokio::select! {
             biased;
             _ = cancel.cancelled() => {
@@ -114,8 +164,14 @@ async fn serve_quic(
                 return;
             }
             stream = conn.accept_bi() => stream,
+            () = first_stream_due => {
+                shared.metrics.refused(Refusal::HandshakeTimeout);
+                conn.close(CLOSE_HANDSHAKE_TIMEOUT.into(), b"no stream within the handshake timeout");
+                return debug!("QUIC connection opened no stream in time");
+            }
         };
         let Ok((send, recv)) = stream else { return };
+        deadline = None;
         let hop = StreamHop::Quic(conn.clone());
         tracker.spawn(dispatch(shared.clone(), hop, LinkSend::Quic(send), LinkRecv::Quic(recv), cancel.clone()));
     }
@@ -135,12 +191,16 @@ pub(crate) async fn tcp_accept_loop(
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((tcp, peer)) => {
-                // Dropping the socket closes it: over the rate or too many handshakes.
-                if let Some(slot) = shared.admit_connection(peer.ip()) {
-                    tracker.spawn(serve_tcp(tcp, slot, shared.clone(), cancel.clone()));
+            Ok((tcp, peer)) => match shared.admit_connection(peer.ip()) {
+                Ok(admitted) => {
+                    tracker.spawn(serve_tcp(tcp, admitted, shared.clone(), cancel.clone()));
                 }
-            }
+                Err(reason) if shared.refusal_notes.take() => {
+                    tracker.spawn(refuse_tcp(tcp, reason, shared.clone(), cancel.clone()));
+                }
+                // Past the budget of explained refusals, dropping the socket closes it.
+                Err(_) => drop(tcp),
+            },
             // Out of file descriptors or similar: back off briefly instead of spinning.
             Err(e) => {
                 debug!(error = %e, "TCP accept failed");
@@ -153,7 +213,7 @@ pub(crate) async fn tcp_accept_loop(
 #[expect(clippy::manual_async_fn, reason = "an `async fn` keeps its arguments twice (pump module docs)")]
 fn serve_tcp(
     tcp: tokio::net::TcpStream,
-    slot: HandshakeSlot,
+    admitted: Admitted,
     shared: Arc<Shared>,
     cancel: CancellationToken,
 ) -> impl Future<Output = ()> {
@@ -161,9 +221,40 @@ fn serve_tcp(
     // it during the session. Not an `async fn`, which would keep every argument twice (see
     // the pump's module docs).
     async move {
+        let Admitted { handshake: slot, connection } = admitted;
+        // Held while the connection is open: it counts towards the connection caps.
+        let _open: ConnectionSlot = connection;
         if let Some((send, recv, exporter)) = Box::pin(accept_tls(tcp, slot, &shared)).await {
             dispatch(shared, StreamHop::Tcp { exporter }, send, recv, cancel).await;
         }
+    }
+}
+
+/// Finishes a refused TCP connection's TLS handshake and sends `Refused { reason }` as the
+/// answer to the message the peer is about to send (within [`REFUSAL_TIMEOUT`]). What the
+/// peer sends is read (up to [`REFUSAL_DRAIN`]) until it hangs up: a socket closed with
+/// bytes unread is reset, and the reset can destroy the refusal before the peer read it.
+async fn refuse_tcp(tcp: tokio::net::TcpStream, reason: RefuseReason, shared: Arc<Shared>, cancel: CancellationToken) {
+    let _ = tcp.set_nodelay(true);
+    let acceptor = shared.live().tcp_tls.clone();
+    let refusal = async {
+        let tls = acceptor.accept(tcp).await.ok()?;
+        let (mut send, mut recv) = split_tls(tokio_rustls::TlsStream::Server(tls));
+        send.send_message(&Message::Refused { reason }).await.ok()?;
+        send.finish().await.ok()?;
+        let mut drained = 0;
+        while drained < REFUSAL_DRAIN {
+            match recv.read_chunk().await {
+                Ok(Some(chunk)) => drained += chunk.len(),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        Some(())
+    };
+    tokio::select! {
+        biased;
+        _ = cancel.cancelled() => {}
+        _ = tokio::time::timeout(REFUSAL_TIMEOUT, refusal) => {}
     }
 }
 

@@ -57,7 +57,8 @@ pub(crate) enum Refusal {
     ShuttingDown,
     /// [`RefuseReason::Other`], whatever its code.
     Other,
-    /// The TLS or QUIC handshake did not finish within the handshake timeout.
+    /// The TLS or QUIC handshake did not finish within the handshake timeout, or the
+    /// connection then sent no first message (QUIC: opened no stream) within it.
     HandshakeTimeout,
     /// A TLS client over TCP that did not offer ALPN `ferry/1` (QUIC refuses these in
     /// its handshake): it speaks another protocol, or none.
@@ -290,7 +291,7 @@ impl Default for Metrics {
         let connections_rate_limited = Counter::default();
         registry.register(
             "connections_rate_limited",
-            "Connections dropped by the per-source rate limit",
+            "Connections refused by the per-source rate limit or connection cap",
             connections_rate_limited.clone(),
         );
         Self {
@@ -361,7 +362,7 @@ impl Metrics {
         self.handshake.observe(duration);
     }
 
-    /// A connection was turned away by the per-source connection rate limit.
+    /// A connection was turned away by the per-source connection rate or connection cap.
     pub(crate) fn connections_rate_limited(&self) {
         self.connections_rate_limited.inc();
     }

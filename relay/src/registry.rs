@@ -5,14 +5,21 @@
 //! registration gets a generation number, so when a host re-registers (say, after a
 //! network change) the old connection's cleanup cannot remove the new entry.
 //!
+//! `max_hosts` holds under concurrency: a registration takes a [`HostPlace`] when it is
+//! admitted, before its proof, and the place becomes the registry entry's if the proof
+//! verifies or is given back if not. Places are counted in one atomic, so a burst of
+//! concurrent registrations can never pass the cap between a check and an insert. And one
+//! QUIC connection carries one registration at a time ([`ConnectionClaim`]), so a single
+//! connection (one rate-limit token) cannot register hosts by the thousand.
+//!
 //! Hosts on TCP get their session streams differently from QUIC hosts: the relay cannot
 //! open a stream towards them, so it announces the session on their control connection
 //! and waits for the host to dial back with `Attach` (see `attach.rs`).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use dashmap::DashMap;
+use dashmap::{DashMap, DashSet};
 use ferry_proto::HostId;
 use ferry_proto::codes::CLOSE_REPLACED;
 use tokio::sync::{mpsc, watch};
@@ -43,13 +50,40 @@ pub(crate) struct HostHandle {
 struct Entry {
     handle: HostHandle,
     generation: u64,
+    /// The entry's place under `max_hosts`; given back when the entry goes.
+    _place: HostPlace,
     /// Cancelled when a newer registration replaces this one; the host's control task
     /// watches it and ends.
     replaced: CancellationToken,
 }
 
+/// One registered or registering host's place under `max_hosts`; given back when dropped.
+pub(crate) struct HostPlace(Arc<AtomicUsize>);
+
+impl Drop for HostPlace {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A QUIC connection's one registration; the connection may carry another once dropped.
+pub(crate) struct ConnectionClaim<'a> {
+    claimed: &'a DashSet<usize>,
+    connection: usize,
+}
+
+impl Drop for ConnectionClaim<'_> {
+    fn drop(&mut self) {
+        self.claimed.remove(&self.connection);
+    }
+}
+
 pub(crate) struct Registry {
     hosts: DashMap<HostId, Entry>,
+    /// Registered hosts plus registrations under way: what `max_hosts` caps.
+    places: Arc<AtomicUsize>,
+    /// QUIC connections (by `stable_id`) that carry a registration now.
+    claimed: DashSet<usize>,
     next_generation: AtomicU64,
     registrations: watch::Sender<u64>,
     /// How many hosts are registered, published on every change.
@@ -60,17 +94,47 @@ impl Registry {
     pub(crate) fn new() -> Self {
         Self {
             hosts: DashMap::new(),
+            places: Arc::default(),
+            claimed: DashSet::new(),
             next_generation: AtomicU64::new(1),
             registrations: watch::Sender::new(0),
             count: watch::Sender::new(0),
         }
     }
 
-    /// Registers `link` for `id`, closing any registration it replaces. Returns the
-    /// generation to pass to [`Registry::unregister`].
-    pub(crate) fn register(&self, id: HostId, handle: HostHandle, replaced: CancellationToken) -> u64 {
+    /// A place for a registration of `id`, unless `max` hosts are registered or
+    /// registering. A host already registered may always register again (it replaces
+    /// itself, so the number of hosts does not grow); its new place is taken all the same,
+    /// so it holds until the old entry is gone.
+    pub(crate) fn reserve(&self, id: &HostId, max: usize) -> Option<HostPlace> {
+        let under_cap =
+            self.places.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).is_ok();
+        if !under_cap {
+            if !self.hosts.contains_key(id) {
+                return None;
+            }
+            self.places.fetch_add(1, Ordering::AcqRel);
+        }
+        Some(HostPlace(self.places.clone()))
+    }
+
+    /// Marks QUIC connection `connection` (its `stable_id`) as carrying a registration,
+    /// unless it already carries one.
+    pub(crate) fn claim_connection(&self, connection: usize) -> Option<ConnectionClaim<'_>> {
+        self.claimed.insert(connection).then_some(ConnectionClaim { claimed: &self.claimed, connection })
+    }
+
+    /// Registers `link` for `id` in `place`, closing any registration it replaces.
+    /// Returns the generation to pass to [`Registry::unregister`].
+    pub(crate) fn register(
+        &self,
+        id: HostId,
+        handle: HostHandle,
+        place: HostPlace,
+        replaced: CancellationToken,
+    ) -> u64 {
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
-        if let Some(old) = self.hosts.insert(id, Entry { handle, generation, replaced }) {
+        if let Some(old) = self.hosts.insert(id, Entry { handle, generation, _place: place, replaced }) {
             old.replaced.cancel();
             if let HostLink::Quic(conn) = old.handle.link {
                 conn.close(CLOSE_REPLACED.into(), b"replaced by a newer registration");
@@ -102,11 +166,6 @@ impl Registry {
         self.hosts.get(id).map(|entry| entry.handle.clone())
     }
 
-    /// Whether `id` is registered.
-    pub(crate) fn contains(&self, id: &HostId) -> bool {
-        self.hosts.contains_key(id)
-    }
-
     pub(crate) fn len(&self) -> usize {
         self.hosts.len()
     }
@@ -119,5 +178,49 @@ impl Registry {
     /// The number of registered hosts, as it changes.
     pub(crate) fn watch_count(&self) -> watch::Receiver<usize> {
         self.count.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_proto::PublicKey;
+
+    #[test]
+    fn places_cap_registrations_under_way_and_follow_the_entries() {
+        let registry = Registry::new();
+        let (a, b, c) = (PublicKey([1; 32]), PublicKey([2; 32]), PublicKey([3; 32]));
+        let pa = registry.reserve(&a, 2).unwrap();
+        let pb = registry.reserve(&b, 2).unwrap();
+        assert!(registry.reserve(&c, 2).is_none(), "two registrations under way fill a cap of 2");
+        drop(pb);
+        // A failed proof gives its place back.
+        let pc = registry.reserve(&c, 2).unwrap();
+        drop(pc);
+        let (tx, _rx) = mpsc::channel(1);
+        let handle = || HostHandle {
+            link: HostLink::Tcp(tx.clone()),
+            tier: Arc::new(crate::pacing::Tier::unlimited()),
+            sessions: Arc::default(),
+        };
+        let generation = registry.register(a, handle(), pa, CancellationToken::new());
+        // A registered host may register again even at the cap; replacing keeps one place.
+        let _other = registry.reserve(&b, 2).unwrap();
+        let again = registry.reserve(&a, 2).expect("a re-registration is never over the cap");
+        registry.register(a, handle(), again, CancellationToken::new());
+        assert!(registry.reserve(&c, 2).is_none());
+        registry.unregister(&a, generation);
+        assert_eq!(registry.len(), 1, "the old generation's cleanup left the new entry");
+        assert_eq!(registry.places.load(Ordering::Acquire), 2);
+    }
+
+    #[test]
+    fn a_connection_carries_one_registration_at_a_time() {
+        let registry = Registry::new();
+        let claim = registry.claim_connection(7).unwrap();
+        assert!(registry.claim_connection(7).is_none());
+        assert!(registry.claim_connection(8).is_some());
+        drop(claim);
+        assert!(registry.claim_connection(7).is_some());
     }
 }

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::attach::PendingAttach;
 use crate::config::{Reloadable, Tap};
 use crate::handshakes::{HandshakeGate, HandshakeSlot};
-use crate::limits::{BufferBudget, SourceRate};
+use crate::limits::{BufferBudget, ConnectionSlot, OpenConnections, RefusalNotes, SourceRate};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::{Error, RelayConfig, tls};
@@ -57,7 +57,17 @@ pub(crate) struct Shared {
     live: RwLock<Arc<Live>>,
     rate: SourceRate,
     handshakes: Arc<HandshakeGate>,
+    connections: Arc<OpenConnections>,
+    /// The budget of refusals explained to the peer (each costs a TLS handshake).
+    pub(crate) refusal_notes: RefusalNotes,
     active_sessions: watch::Sender<usize>,
+}
+
+/// What an admitted connection holds: its place among the pending handshakes (given back
+/// when its handshake is over) and among the open connections (for as long as it is open).
+pub(crate) struct Admitted {
+    pub(crate) handshake: HandshakeSlot,
+    pub(crate) connection: ConnectionSlot,
 }
 
 /// Counts a running session until dropped.
@@ -90,6 +100,8 @@ impl Shared {
             live: RwLock::new(Arc::new(Live::new(config.reloadable.clone())?)),
             rate: SourceRate::default(),
             handshakes: Arc::new(HandshakeGate::default()),
+            connections: Arc::default(),
+            refusal_notes: RefusalNotes::default(),
             active_sessions: watch::Sender::new(0),
         })
     }
@@ -119,18 +131,28 @@ impl Shared {
     }
 
     /// Whether a new connection from `ip` may start its handshake: under the per-source
-    /// rate and the pending-handshake cap. The address is used here and forgotten.
-    pub(crate) fn admit_connection(&self, ip: IpAddr) -> Option<HandshakeSlot> {
+    /// rate, the connection caps (overall and per source) and the pending-handshake cap.
+    /// A refusal is counted here, by its reason; the address is used here and forgotten
+    /// (or kept in memory while the connection is open, for the per-source cap).
+    pub(crate) fn admit_connection(&self, ip: IpAddr) -> Result<Admitted, RefuseReason> {
         let live = self.live();
         let limits = &live.rules.limits;
+        let admitted = self.admit(ip, limits);
+        if let Err(reason) = admitted {
+            if reason == RefuseReason::RateLimited {
+                self.metrics.connections_rate_limited();
+            }
+            self.metrics.refused(reason);
+        }
+        admitted
+    }
+
+    fn admit(&self, ip: IpAddr, limits: &crate::limits::Limits) -> Result<Admitted, RefuseReason> {
         if !self.rate.allow(ip, limits.connections_per_minute_per_source) {
-            self.metrics.connections_rate_limited();
-            return None;
+            return Err(RefuseReason::RateLimited);
         }
-        let slot = self.handshakes.try_enter(limits.max_pending_handshakes);
-        if slot.is_none() {
-            self.metrics.refused(RefuseReason::RelayBusy);
-        }
-        slot
+        let connection = self.connections.try_open(ip, limits.max_connections, limits.max_connections_per_source)?;
+        let handshake = self.handshakes.try_enter(limits.max_pending_handshakes).ok_or(RefuseReason::RelayBusy)?;
+        Ok(Admitted { handshake, connection })
     }
 }
