@@ -1,7 +1,7 @@
 //! The TLS exporter value of a hop, read the same way over QUIC and over TLS.
 //!
 //! A host's registration proof carries this value in its Noise prologue, so a proof made
-//! on one connection does not verify on another (`ferry_proto::registration`). Both
+//! on one connection does not verify on another (`ferry_proto::proof`). Both
 //! ends must derive it identically: same label ([`REGISTRATION_EXPORTER_LABEL`]), an
 //! empty context, [`EXPORTER_LEN`] bytes. QUIC and rustls spell "empty context"
 //! differently (`b""` against `Some(b"")`; `None` would be a different value), which is

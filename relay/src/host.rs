@@ -1,7 +1,7 @@
 //! A host's registration and the life of its control stream.
 //!
 //! The host proves it holds the key behind its host id (Noise `XN` bound to this hop's
-//! TLS exporter, see `ferry_proto::registration`), then stays registered for as long as
+//! TLS exporter, see `ferry_proto::proof`), then stays registered for as long as
 //! its control stream lives. Sessions reach a QUIC host as new streams the relay opens on
 //! its connection; a TCP host is told `Incoming { session }` here and dials back (see
 //! `attach.rs`).
