@@ -63,7 +63,9 @@ pub(crate) fn serve(
             return control::refuse(&mut client_send, RefuseReason::RelayBusy, metrics).await;
         };
         let session = random_session_number();
-        let (host_send, host_recv, host_first) = match open_to_host(&shared, host.link, session).await {
+        // Boxed: its timer lives only while the host's side is opened; unboxed, the room for
+        // it would stay in every session's future for the session's whole life.
+        let (host_send, host_recv, host_first) = match Box::pin(open_to_host(&shared, host.link, session)).await {
             Ok(opened) => opened,
             Err(reason) => {
                 // Given back first: a client that hears the refusal may retry at once.
