@@ -45,7 +45,9 @@ pub(crate) async fn serve(
     let metrics = &shared.metrics;
     // One registration per QUIC connection at a time: a second one on the same connection
     // would let one connection (one rate-limit token) register hosts by the thousand.
-    let _claim = match &hop {
+    // The claim (and the host's place) are given back before a refusal is sent: the host
+    // may try again on this connection as soon as it hears it.
+    let claim = match &hop {
         HostHop::Quic(conn) => match shared.registry.claim_connection(conn.stable_id()) {
             Some(claim) => Some(claim),
             None => return control::refuse(&mut send, RefuseReason::RateLimited, metrics).await,
@@ -55,7 +57,10 @@ pub(crate) async fn serve(
     // Access rules first: a host that may not register costs no Diffie-Hellman.
     let (tier, place, mut action) = match admission(&shared, &registration) {
         Ok((tier, place)) => (tier, place, registration.admit()),
-        Err(reason) => return control::refuse(&mut send, reason, metrics).await,
+        Err(reason) => {
+            drop(claim);
+            return control::refuse(&mut send, reason, metrics).await;
+        }
     };
     loop {
         match action {
@@ -67,12 +72,16 @@ pub(crate) async fn serve(
                 if reason == RefuseReason::BadProof {
                     debug!("registration refused: bad proof");
                 }
+                drop((claim, place));
                 return control::refuse(&mut send, reason, metrics).await;
             }
             RelayAction::End => return Ok(()),
             RelayAction::Registered { reply, .. } => {
                 let registered = Registered { hop, tier, place, reply };
-                break stay_registered(&shared, registered, send, control, registration, &cancel).await;
+                // The claim is held while the host stays registered on this connection.
+                let stayed = stay_registered(&shared, registered, send, control, registration, &cancel).await;
+                drop(claim);
+                break stayed;
             }
         }
     }
