@@ -10,7 +10,6 @@
 //! - `server`: [`Relay`] — the handle: start, reload, shutdown (and stop on drop).
 //! - `state`: what every task shares, and the reloadable settings swapped whole.
 //! - `listen`: binding one port for QUIC and TCP, the accept loops, the TLS handshake.
-//! - `handshakes`: the (reloadable) cap on connections in their handshake.
 //! - `dispatch`: a stream's first message decides what it is.
 //! - `host`: a host's registration (the conversation is `ferry_proto::registration`) and
 //!   the life of its control stream.
@@ -43,7 +42,6 @@ pub mod config_file;
 mod control;
 mod dispatch;
 mod error;
-mod handshakes;
 mod host;
 pub mod limits;
 mod listen;

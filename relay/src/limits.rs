@@ -6,7 +6,8 @@
 //! - `SourceRate`: new connections per source address per minute, on governor's keyed
 //!   rate limiter; addresses are kept in memory only (never logged), swept on a schedule
 //!   and capped in number, so the map stays bounded.
-//! - `SessionCount`: sessions per host.
+//! - `CappedCount`: sessions per host, and connections in their handshake, under a cap
+//!   that follows reloads.
 //! - `OpenConnections`: hop connections open at once, overall and per source address, so
 //!   no flood of connections that stay open (a QUIC connection kept alive by PINGs costs
 //!   about 100 KiB) can take the relay's memory; the addresses of open connections are
@@ -14,7 +15,7 @@
 //! - `RefusalNotes`: how many refusals per second are explained to the peer; each costs
 //!   a TLS handshake, so past this rate a refused connection is dropped unexplained.
 //!
-//! Pending handshakes are bounded in `handshakes.rs`.
+//! Pending handshakes are bounded by a `CappedCount` too (see `state.rs`).
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -114,22 +115,25 @@ impl Drop for Reservation {
     }
 }
 
-/// Sessions of one host.
+/// A count under a cap that is passed in at each take, not fixed at creation, so a reload
+/// takes effect at once: lowering the cap turns newcomers away until enough holders have
+/// left; raising it admits more at once. Used for the sessions of one host and for the
+/// connections in their handshake (`max_pending_handshakes`).
 #[derive(Default)]
-pub(crate) struct SessionCount(AtomicUsize);
+pub(crate) struct CappedCount(AtomicUsize);
 
-/// One session's place in its host's count; released when dropped.
-pub(crate) struct SessionSlot(Arc<SessionCount>);
+/// One place in a [`CappedCount`]; given back when dropped, however its holder ends.
+pub(crate) struct CountedSlot(Arc<CappedCount>);
 
-impl SessionCount {
-    /// Takes a slot unless the host already has `max` sessions.
-    pub(crate) fn try_take(self: &Arc<Self>, max: usize) -> Option<SessionSlot> {
+impl CappedCount {
+    /// Takes a place unless `max` are already taken.
+    pub(crate) fn try_take(self: &Arc<Self>, max: usize) -> Option<CountedSlot> {
         self.0.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).ok()?;
-        Some(SessionSlot(self.clone()))
+        Some(CountedSlot(self.clone()))
     }
 }
 
-impl Drop for SessionSlot {
+impl Drop for CountedSlot {
     fn drop(&mut self) {
         self.0.0.fetch_sub(1, Ordering::AcqRel);
     }
@@ -433,11 +437,25 @@ mod tests {
 
     #[test]
     fn sessions_per_host_are_capped() {
-        let count = Arc::new(SessionCount::default());
+        let count = Arc::new(CappedCount::default());
         let slots: Vec<_> = (0..3).map(|_| count.try_take(3).unwrap()).collect();
         assert!(count.try_take(3).is_none());
         drop(slots);
         assert!(count.try_take(3).is_some());
+    }
+
+    #[test]
+    fn the_cap_holds_and_follows_a_reload() {
+        let gate = Arc::new(CappedCount::default());
+        let held: Vec<_> = (0..3).map(|_| gate.try_take(3).unwrap()).collect();
+        assert!(gate.try_take(3).is_none(), "a fourth handshake over a cap of 3");
+        assert!(gate.try_take(4).is_some(), "a raised cap admits at once");
+        drop(held);
+        // Lowered below what was running: admits again once enough have finished.
+        let one = gate.try_take(1).unwrap();
+        assert!(gate.try_take(1).is_none());
+        drop(one);
+        assert!(gate.try_take(1).is_some());
     }
 
     #[test]

@@ -31,8 +31,7 @@ use tracing::{debug, warn};
 
 use crate::Error;
 use crate::dispatch::{StreamHop, dispatch};
-use crate::handshakes::HandshakeSlot;
-use crate::limits::ConnectionSlot;
+use crate::limits::{ConnectionSlot, CountedSlot};
 use crate::metrics::Refusal;
 use crate::state::{Admitted, Shared};
 
@@ -268,7 +267,7 @@ async fn refuse_tcp(tcp: tokio::net::TcpStream, reason: RefuseReason, shared: Ar
 /// `refused{no_alpn}` and never reach the ferry protocol.
 async fn accept_tls(
     tcp: tokio::net::TcpStream,
-    slot: HandshakeSlot,
+    slot: CountedSlot,
     shared: &Shared,
 ) -> Option<(LinkSend, LinkRecv, [u8; EXPORTER_LEN])> {
     let _ = tcp.set_nodelay(true);

@@ -25,7 +25,7 @@ use ferry_proto::codes::CLOSE_REPLACED;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::limits::SessionCount;
+use crate::limits::CappedCount;
 use crate::pacing::Tier;
 
 /// How the relay reaches a registered host.
@@ -44,7 +44,7 @@ pub(crate) struct HostHandle {
     /// The host's bandwidth tier, fixed at registration.
     pub(crate) tier: Arc<Tier>,
     /// The host's running sessions, for the per-host limit.
-    pub(crate) sessions: Arc<SessionCount>,
+    pub(crate) sessions: Arc<CappedCount>,
 }
 
 struct Entry {

@@ -18,8 +18,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::attach::PendingAttach;
 use crate::config::{Reloadable, Tap};
-use crate::handshakes::{HandshakeGate, HandshakeSlot};
-use crate::limits::{BufferBudget, ConnectionSlot, OpenConnections, RefusalNotes, SourceRate};
+use crate::limits::{
+    BufferBudget, CappedCount, ConnectionSlot, CountedSlot, OpenConnections, RefusalNotes, SourceRate,
+};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::{Error, RelayConfig, tls};
@@ -56,7 +57,8 @@ pub(crate) struct Shared {
     pub(crate) draining: CancellationToken,
     live: RwLock<Arc<Live>>,
     rate: SourceRate,
-    handshakes: Arc<HandshakeGate>,
+    /// Connections in their handshake (`max_pending_handshakes`).
+    handshakes: Arc<CappedCount>,
     connections: Arc<OpenConnections>,
     /// The budget of refusals explained to the peer (each costs a TLS handshake).
     pub(crate) refusal_notes: RefusalNotes,
@@ -66,7 +68,7 @@ pub(crate) struct Shared {
 /// What an admitted connection holds: its place among the pending handshakes (given back
 /// when its handshake is over) and among the open connections (for as long as it is open).
 pub(crate) struct Admitted {
-    pub(crate) handshake: HandshakeSlot,
+    pub(crate) handshake: CountedSlot,
     pub(crate) connection: ConnectionSlot,
 }
 
@@ -99,7 +101,7 @@ impl Shared {
             draining: CancellationToken::new(),
             live: RwLock::new(Arc::new(Live::new(config.reloadable.clone())?)),
             rate: SourceRate::default(),
-            handshakes: Arc::new(HandshakeGate::default()),
+            handshakes: Arc::default(),
             connections: Arc::default(),
             refusal_notes: RefusalNotes::default(),
             active_sessions: watch::Sender::new(0),
@@ -152,7 +154,7 @@ impl Shared {
             return Err(RefuseReason::RateLimited);
         }
         let connection = self.connections.try_open(ip, limits.max_connections, limits.max_connections_per_source)?;
-        let handshake = self.handshakes.try_enter(limits.max_pending_handshakes).ok_or(RefuseReason::RelayBusy)?;
+        let handshake = self.handshakes.try_take(limits.max_pending_handshakes).ok_or(RefuseReason::RelayBusy)?;
         Ok(Admitted { handshake, connection })
     }
 }
