@@ -38,11 +38,18 @@ struct Arena {
 
 impl Arena {
     async fn start() -> Result<Self> {
+        Self::start_with(false, "").await
+    }
+
+    /// A relay with the admin port on or off and extra `[limits]` lines, a registered host
+    /// and a client.
+    async fn start_with(admin: bool, limits: &str) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let state = dir.path().join("state");
+        let admin = if admin { "enabled = true\nlisten = \"127.0.0.1:0\"" } else { "enabled = false" };
         let config = format!(
             "[relay]\nlisten = \"127.0.0.1:0\"\nstate_dir = {state:?}\nhandshake_timeout_secs = {HANDSHAKE_TIMEOUT}\n\
-             [admin]\nenabled = false\n[limits]\nconnections_per_minute_per_source = 0\n[log]\nlevel = \"warn\"\n"
+             [admin]\n{admin}\n[limits]\nconnections_per_minute_per_source = 0\n{limits}\n[log]\nlevel = \"warn\"\n"
         );
         let relay = RelayProcess::start(&config, dir.path(), &[]).await?;
         let (service, _echo) = echo_service().await?;
@@ -388,19 +395,7 @@ const SESSION_BUFFERS: u64 = 2 << 20;
 impl Arena {
     /// [`Arena::start`] with the admin port on (to read the metrics) and extra `[limits]`.
     async fn start_with_limits(limits: &str) -> Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let state = dir.path().join("state");
-        let config = format!(
-            "[relay]\nlisten = \"127.0.0.1:0\"\nstate_dir = {state:?}\nhandshake_timeout_secs = {HANDSHAKE_TIMEOUT}\n\
-             [admin]\nenabled = true\nlisten = \"127.0.0.1:0\"\n\
-             [limits]\nconnections_per_minute_per_source = 0\n{limits}\n[log]\nlevel = \"warn\"\n"
-        );
-        let relay = RelayProcess::start(&config, dir.path(), &[]).await?;
-        let (service, _echo) = echo_service().await?;
-        let (host, identity) = registered_host(relay.relays(relay.pin), service).await?;
-        let client =
-            Client::new(ticket(&identity, relay.relays(relay.pin)), StaticKey::generate()?, HopOptions::client());
-        Ok(Self { relay, _dir: dir, host, client })
+        Self::start_with(true, limits).await
     }
 
     /// One sample of the relay's `/metrics`.
