@@ -22,7 +22,8 @@
 //! - [`config`]: [`RelayConfig`], its [`Reloadable`] part and the defaults; [`config_file`]:
 //!   the TOML file, checked, and turned into a [`RelayConfig`].
 //! - [`policy`]: open/closed registration, hashed tokens, host rules, tier assignment.
-//! - [`limits`]: buffer budget, per-host sessions, per-source connection rate, open
+//! - `budget`: the buffer budget for sessions, and each host's fair share of it.
+//! - [`limits`]: per-host sessions, per-source connection rate, open
 //!   connections (overall and per source), the budget of explained refusals.
 //! - [`pacing`]: bandwidth tiers and the token bucket that paces sessions.
 //! - `metrics`: aggregate counters, gauges and histograms; `admin`: `/metrics` and `/healthz`.
@@ -37,6 +38,7 @@
 mod admin;
 pub mod allocator;
 mod attach;
+mod budget;
 pub mod config;
 pub mod config_file;
 mod control;

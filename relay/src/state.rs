@@ -17,10 +17,9 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::attach::PendingAttach;
+use crate::budget::BufferBudget;
 use crate::config::{Reloadable, Tap};
-use crate::limits::{
-    BufferBudget, CappedCount, ConnectionSlot, CountedSlot, OpenConnections, RefusalNotes, SourceRate,
-};
+use crate::limits::{CappedCount, ConnectionSlot, CountedSlot, OpenConnections, RefusalNotes, SourceRate};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::{Error, RelayConfig, tls};
