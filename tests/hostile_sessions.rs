@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use common::process::{RelayProcess, fd_count, rss_kib};
+use common::process::{Footprint, RelayProcess};
 use common::{http_get, metric, pattern, ticket};
 use ferry::local::echo_service;
 use ferry_client::{Client, Error, HopOptions, Host, HostConfig, HostIdentity, Session, Transport};
@@ -74,41 +74,7 @@ impl Relay {
     }
 
     fn footprint(&self) -> Result<Footprint> {
-        let pid = self.pid()?;
-        Ok(Footprint { rss_kib: rss_kib(pid)?, fds: fd_count(pid)? })
-    }
-
-    /// Waits (at most 20 s) until the relay holds no more file descriptors than at
-    /// `baseline` and its memory is back within `margin_kib` of it; prints both.
-    async fn back_to(&self, baseline: Footprint, margin_kib: u64) -> Result<Footprint> {
-        let started = Instant::now();
-        loop {
-            let now = self.footprint()?;
-            if now.fds <= baseline.fds && now.rss_kib <= baseline.rss_kib + margin_kib {
-                eprintln!(
-                    "relay after the attack: {now} (baseline {baseline}), {:?} after it ended",
-                    started.elapsed()
-                );
-                return Ok(now);
-            }
-            if started.elapsed() > Duration::from_secs(20) {
-                bail!("the relay stayed at {now} after the attack (baseline {baseline}, margin {margin_kib} KiB)");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-/// A process's resident memory and open file descriptors.
-#[derive(Clone, Copy, Debug)]
-struct Footprint {
-    rss_kib: u64,
-    fds: usize,
-}
-
-impl std::fmt::Display for Footprint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} KiB resident, {} fds", self.rss_kib, self.fds)
+        Footprint::of(self.pid()?)
     }
 }
 
@@ -262,7 +228,7 @@ async fn sessions_that_stop_reading_freeze_no_other_session_of_their_host() -> R
     viewer.close().await;
     honest_client.close().await;
     relay.metric_until_zero("ferry_relay_sessions_active").await?;
-    relay.back_to(baseline, 8 * 1024).await?;
+    baseline.wait_back(relay.pid()?, 8 * 1024).await?;
     host.shutdown().await;
     Ok(())
 }
@@ -361,7 +327,7 @@ async fn greedy_hosts_cannot_take_the_whole_buffer_budget() -> Result<()> {
     }
     honest.close().await;
     relay.metric_until_zero("ferry_relay_buffer_bytes_in_use").await?;
-    relay.back_to(baseline, 8 * 1024).await?;
+    baseline.wait_back(relay.pid()?, 8 * 1024).await?;
     honest_host.shutdown().await;
     Ok(())
 }
