@@ -17,7 +17,7 @@ use tracing::debug;
 
 use crate::host::{self, HostHop};
 use crate::metrics::Refusal;
-use crate::session;
+use crate::session::{self, Asker};
 use crate::state::Shared;
 
 /// Which hop a stream arrived on.
@@ -69,7 +69,22 @@ pub(crate) fn dispatch(
                     StreamHop::Quic(window) => Some(window),
                     StreamHop::Tcp { .. } => None,
                 };
-                session::serve(shared, window, send, framed, RelayConnect::new(host_id), cancel).await
+                session::serve(shared, window, send, framed, RelayConnect::new(host_id), Asker::Client, cancel).await
+            }
+            Message::Forward { host_id, proof } => {
+                // Only over QUIC, only with a fleet, only with the fleet's proof for this link.
+                let (StreamHop::Quic(window), Some(fleet)) = (hop, shared.fleet.clone()) else {
+                    return debug!("a Forward where no fleet link can be");
+                };
+                let proven = ferry_link::exporter::quic(window.connection())
+                    .is_ok_and(|exporter| fleet.verify_forward(&exporter, &host_id, &proof));
+                if !proven {
+                    shared.metrics.refused(Refusal::BadProof);
+                    window.connection().close(CLOSE_PROTOCOL.into(), b"not a node of this fleet");
+                    return debug!("a Forward without the fleet's proof");
+                }
+                let connect = RelayConnect::new(host_id);
+                session::serve(shared, Some(window), send, framed, connect, Asker::FleetNode, cancel).await
             }
             Message::Attach { session } => {
                 let (recv, first) = framed.into_parts();

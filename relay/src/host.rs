@@ -135,6 +135,9 @@ async fn stay_registered(
     let handle = HostHandle { link, tier, sessions: Arc::default(), buffers: Arc::default() };
     let generation = shared.registry.register(host_id, handle, place, replaced.clone());
     shared.metrics.host_registered();
+    if let Some(fleet) = &shared.fleet {
+        fleet.announce(host_id);
+    }
     debug!("host registered");
     let outcome = async {
         send.send_message(&reply).await?;
@@ -159,7 +162,11 @@ async fn stay_registered(
         }
     }
     .await;
-    shared.registry.unregister(&host_id, generation);
+    if shared.registry.unregister(&host_id, generation)
+        && let Some(fleet) = &shared.fleet
+    {
+        fleet.withdraw(host_id);
+    }
     shared.metrics.host_unregistered();
     debug!("host unregistered");
     outcome

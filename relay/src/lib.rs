@@ -22,6 +22,8 @@
 //! - [`config`]: [`RelayConfig`], its [`Reloadable`] part and the defaults; [`config_file`]:
 //!   the TOML file, checked, and turned into a [`RelayConfig`].
 //! - [`policy`]: open/closed registration, hashed tokens, host rules, tier assignment.
+//! - [`fleet`]: nodes that find each other's hosts through a directory on Redis, and
+//!   redirect or forward clients to them.
 //! - `budget`: the buffer budget for sessions, and each host's fair share of it.
 //! - [`limits`]: per-host sessions, per-source connection rate, open
 //!   connections (overall and per source), the budget of explained refusals.
@@ -44,6 +46,7 @@ pub mod config_file;
 mod control;
 mod dispatch;
 mod error;
+pub mod fleet;
 mod host;
 pub mod limits;
 mod listen;

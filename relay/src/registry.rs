@@ -160,11 +160,14 @@ impl Registry {
         generation
     }
 
-    /// Removes `id` if it still belongs to `generation`.
-    pub(crate) fn unregister(&self, id: &HostId, generation: u64) {
-        if self.hosts.remove_if(id, |_, entry| entry.generation == generation).is_some() {
+    /// Removes `id` if it still belongs to `generation`; whether it did (a newer
+    /// registration of the host stays).
+    pub(crate) fn unregister(&self, id: &HostId, generation: u64) -> bool {
+        let removed = self.hosts.remove_if(id, |_, entry| entry.generation == generation).is_some();
+        if removed {
             self.publish_count();
         }
+        removed
     }
 
     /// The count is read under the watch's lock, so concurrent changes publish in order
@@ -179,6 +182,11 @@ impl Registry {
     /// How to reach host `id`, if registered.
     pub(crate) fn lookup(&self, id: &HostId) -> Option<HostHandle> {
         self.hosts.get(id).map(|entry| entry.handle.clone())
+    }
+
+    /// The ids of the hosts registered now (for the fleet's heartbeat).
+    pub(crate) fn host_ids(&self) -> Vec<HostId> {
+        self.hosts.iter().map(|entry| *entry.key()).collect()
     }
 
     pub(crate) fn len(&self) -> usize {

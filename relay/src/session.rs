@@ -33,12 +33,24 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use crate::control;
+use crate::fleet;
 use crate::pump;
 use crate::registry::HostLink;
 use crate::state::Shared;
 
-/// Serves one client session stream that began with `Connect` (the conversation's rules
-/// are `ferry_proto::connect`'s: one answer, `Accepted` or `Refused`).
+/// Who asked for a session.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Asker {
+    /// A client, with `Connect`: a host registered at another node of the fleet is looked up.
+    Client,
+    /// Another node of the fleet, with `Forward`: it looked the host up already, so a host
+    /// not registered here is unknown (never forwarded again: no loops).
+    FleetNode,
+}
+
+/// Serves one client session stream that began with `Connect` or `Forward` (the
+/// conversation's rules are `ferry_proto::connect`'s: one answer, `Accepted`, `Refused`
+/// or, for a client of a fleet node, `Redirect`).
 #[expect(clippy::manual_async_fn, reason = "an `async fn` keeps its arguments twice (pump module docs)")]
 pub(crate) fn serve(
     shared: Arc<Shared>,
@@ -46,6 +58,7 @@ pub(crate) fn serve(
     mut client_send: LinkSend,
     client: Framed,
     connect: RelayConnect,
+    asker: Asker,
     cancel: CancellationToken,
 ) -> impl Future<Output = Result<(), FramedError>> {
     // Not an `async fn`: that would keep every argument twice for the session's lifetime
@@ -56,6 +69,12 @@ pub(crate) fn serve(
             return control::refuse(&mut client_send, RefuseReason::ShuttingDown, metrics).await;
         }
         let Some(host) = shared.registry.lookup(connect.host_id()) else {
+            if let (Some(fleet), Asker::Client) = (shared.fleet.clone(), asker) {
+                // Boxed: only these sessions pay for the routing future's room.
+                let elsewhere =
+                    fleet::serve_elsewhere(shared.clone(), fleet, client_window, client_send, client, connect, cancel);
+                return Box::pin(elsewhere).await;
+            }
             return control::refuse(&mut client_send, RefuseReason::UnknownHost, metrics).await;
         };
         let live = shared.live();
