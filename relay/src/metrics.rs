@@ -647,6 +647,6 @@ mod tests {
             .flat_map(|(_, labels)| labels.trim_end_matches('}').split(','))
             .filter_map(|pair| pair.split_once('=').map(|(key, _)| key))
             .collect();
-        assert_eq!(labels, BTreeSet::from(["direction", "le", "reason"]));
+        assert_eq!(labels, BTreeSet::from(["direction", "le", "reason", "route"]));
     }
 }
