@@ -1,6 +1,7 @@
-//! Hostile connections against the real `ferry-relay` binary (issue 13, findings 3, 6 and
-//! 9): QUIC connections that never open a stream, a burst of concurrent registrations past
-//! `max_hosts`, and rate-limited peers, who must be told why. Each attack runs in a bounded
+//! Hostile connections against the real `ferry-relay` binary (issue 13, findings 2, 3, 6,
+//! 9 and 11): a flood of QUIC Initials that never finish, QUIC connections that never open
+//! a stream, a burst of concurrent registrations past `max_hosts`, rate-limited peers, who
+//! must be told why, and the heap a connection flood leaves behind. Each attack runs in a bounded
 //! loop while an honest session streams through the same relay; the honest bytes are
 //! checked and the longest stall of the honest stream is bounded.
 
@@ -169,7 +170,11 @@ where
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quic_connections_that_open_no_stream_are_closed_at_the_handshake_timeout() -> Result<()> {
     const IDLE: usize = 1_000;
-    let relay = Relay::start("max_connections_per_source = 4096\nconnections_per_minute_per_source = 0").await?;
+    let relay = Relay::start(
+        "max_connections_per_source = 4096\nmax_pending_handshakes_per_source = 4096\n\
+         connections_per_minute_per_source = 0",
+    )
+    .await?;
     let pid = relay.pid()?;
     let honest = Honest::start(relay.client(Transport::Quic)).await?;
     let baseline = rss_kib(pid)?;
@@ -297,7 +302,10 @@ async fn register_on(conn: &quinn::Connection) -> Result<Registration> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_registrations_never_pass_max_hosts() -> Result<()> {
     const MAX_HOSTS: usize = 50;
-    let relay = Relay::start(&format!("max_hosts = {MAX_HOSTS}\nconnections_per_minute_per_source = 0")).await?;
+    let relay = Relay::start(&format!(
+        "max_hosts = {MAX_HOSTS}\nmax_pending_handshakes_per_source = 256\nconnections_per_minute_per_source = 0"
+    ))
+    .await?;
     let honest = Honest::start(relay.client(Transport::Quic)).await?;
     let target = relay.process.relays(relay.process.pin).remove(0);
     // 200 registrations at once (the honest host holds one place already).
@@ -374,6 +382,170 @@ async fn a_rate_limited_client_is_told_why_and_counted() -> Result<()> {
     ensure!(total <= budget, "{total} refusals explained in {elapsed:?}, over the budget of {budget}");
     ensure!(explained[0] == 20, "only {} of the first 20 refusals explained", explained[0]);
     honest.finish().await?;
+    relay.host.shutdown().await;
+    Ok(())
+}
+
+/// A UDP socket that sends but never receives: a QUIC client on it starts handshakes it
+/// can never finish (nor answer a Retry), exactly what a flood from forged addresses is.
+#[derive(Debug)]
+struct Deaf(Arc<dyn quinn::AsyncUdpSocket>);
+
+impl quinn::AsyncUdpSocket for Deaf {
+    fn create_io_poller(self: Arc<Self>) -> std::pin::Pin<Box<dyn quinn::UdpPoller>> {
+        self.0.clone().create_io_poller()
+    }
+
+    fn try_send(&self, transmit: &quinn::udp::Transmit) -> std::io::Result<()> {
+        self.0.try_send(transmit)
+    }
+
+    fn poll_recv(
+        &self,
+        _: &mut std::task::Context,
+        _: &mut [std::io::IoSliceMut<'_>],
+        _: &mut [quinn::udp::RecvMeta],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::Poll::Pending
+    }
+
+    fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.0.local_addr()
+    }
+}
+
+/// A flood of QUIC Initials (real ClientHellos, each a new connection) from `sources`
+/// loopback addresses, `per_source_per_second` each, that never finish their handshake.
+/// Runs until `stop` is set or `limit` attempts are made; returns how many were sent.
+async fn initial_flood(
+    relay: std::net::SocketAddr,
+    sources: std::ops::RangeInclusive<u8>,
+    per_source_per_second: u32,
+    limit: usize,
+    stop: Arc<AtomicBool>,
+) -> Result<usize> {
+    let runtime = quinn::default_runtime().context("a runtime")?;
+    let mut endpoints = Vec::new();
+    for last in sources {
+        let socket = std::net::UdpSocket::bind(std::net::SocketAddr::from(([127, 0, 0, last], 0)))?;
+        let deaf = Arc::new(Deaf(runtime.wrap_udp_socket(socket)?));
+        endpoints.push(quinn::Endpoint::new_with_abstract_socket(
+            quinn::EndpointConfig::default(),
+            None,
+            deaf,
+            runtime.clone(),
+        )?);
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    // Never used to verify anything: no ServerHello ever reaches a deaf endpoint.
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![ferry_proto::ALPN.to_vec()];
+    let config = quinn::ClientConfig::new(Arc::new(quinn::crypto::rustls::QuicClientConfig::try_from(tls)?));
+    // Kept, not dropped: a dropped connection would tell the relay it is gone.
+    let mut attempts = Vec::with_capacity(limit);
+    let mut tick = tokio::time::interval(Duration::from_secs(1) / per_source_per_second);
+    while attempts.len() < limit && !stop.load(Ordering::Relaxed) {
+        tick.tick().await;
+        for endpoint in &endpoints {
+            attempts.push(endpoint.connect_with(config.clone(), relay, "ferry")?);
+        }
+    }
+    Ok(attempts.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_quic_initials_locks_out_no_one() -> Result<()> {
+    // 100 Initials a second from 10 sources against 64 pending places held 2 s each: 200
+    // would be pending at once, three times the cap (issue 13, finding 2).
+    const PENDING: usize = 64;
+    let relay = Relay::start(&format!("max_pending_handshakes = {PENDING}")).await?;
+    let honest = Honest::start(relay.client(Transport::Quic)).await?;
+    let target: std::net::SocketAddr = relay.process.addr.parse()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood = tokio::spawn(initial_flood(target, 2..=11, 10, 6_000, stop.clone()));
+    // Two handshake timeouts in: the flood holds every place it can.
+    tokio::time::sleep(Duration::from_secs(2 * HANDSHAKE_TIMEOUT)).await;
+
+    // A new host registers and a new session to it streams, both over QUIC, during the flood.
+    let started = Instant::now();
+    let relays = relay.process.relays(relay.process.pin);
+    let (service, _echo) = echo_service().await?;
+    let (host, identity) = registered_host(relays.clone(), service).await.context("registering in the flood")?;
+    let registered = started.elapsed();
+    let client = Client::new(ticket(&identity, relays), StaticKey::generate()?, HopOptions::client())
+        .with_transport(Transport::Quic);
+    let newcomer = Honest::start(client).await.context("a new session in the flood")?;
+    let opened = started.elapsed();
+    eprintln!("during the flood: a new host registered in {registered:?}, its first session opened in {opened:?}");
+    newcomer.finish().await?;
+    honest.finish().await?;
+    stop.store(true, Ordering::Relaxed);
+    let sent = tokio::time::timeout(Duration::from_secs(10), flood).await.context("the flood hung")???;
+    let retries = metric(&relay.metrics().await?, "ferry_relay_quic_retries_total")?;
+    eprintln!("{sent} Initials sent from 10 sources; the relay answered {retries} with a Retry");
+    ensure!(sent > 4 * PENDING, "the flood sent only {sent} Initials");
+    ensure!(retries > 0.0, "no Retry was sent");
+    ensure!(opened < Duration::from_secs(10), "registering and opening a session took {opened:?}");
+    host.shutdown().await;
+    relay.host.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heap_freed_by_a_connection_flood_is_returned_without_a_session() -> Result<()> {
+    const IDLE: usize = 1_000;
+    let relay = Relay::start(
+        "max_connections_per_source = 4096\nmax_pending_handshakes_per_source = 4096\n\
+         connections_per_minute_per_source = 0",
+    )
+    .await?;
+    let pid = relay.pid()?;
+    let sessions = || async { metric(&relay.metrics().await?, "ferry_relay_sessions_total") };
+    ensure!(sessions().await? == 0.0);
+    let baseline = rss_kib(pid)?;
+    // Connections that open no stream: the relay closes each at the handshake timeout.
+    let target = relay.process.relays(relay.process.pin).remove(0);
+    let closed = bounded(IDLE, IDLE, move |_| {
+        let target = target.clone();
+        async move {
+            let conn = quic::connect(&target, &HopOptions::client()).await?;
+            let limit = Duration::from_secs(HANDSHAKE_TIMEOUT + 8);
+            tokio::time::timeout(limit, conn.closed()).await.context("an idle connection lived on")?;
+            anyhow::Ok(())
+        }
+    });
+    let peak = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut peak = baseline;
+        tokio::pin!(closed);
+        loop {
+            tokio::select! {
+                done = &mut closed => break done.map(|_| peak),
+                () = tokio::time::sleep(Duration::from_millis(100)) => peak = peak.max(rss_kib(pid)?),
+            }
+        }
+    })
+    .await
+    .context("idle connections hung")??;
+    // All closed: within the quiet period and a margin the relay trims, though no session
+    // came or went. At most 10 s, sampled every 250 ms.
+    let near_baseline = baseline + 8 * 1024;
+    let closed_at = Instant::now();
+    let mut after = rss_kib(pid)?;
+    while after > near_baseline && closed_at.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        after = rss_kib(pid)?;
+    }
+    eprintln!(
+        "relay RSS: baseline {baseline} KiB, peak {peak} KiB with {IDLE} idle connections, {after} KiB {:?} after \
+         they closed",
+        closed_at.elapsed()
+    );
+    ensure!(peak > near_baseline, "the flood did not raise the relay's memory ({peak} KiB): nothing to return");
+    ensure!(after <= near_baseline, "the relay kept {after} KiB (baseline {baseline} KiB)");
+    ensure!(sessions().await? == 0.0, "a session ran");
     relay.host.shutdown().await;
     Ok(())
 }

@@ -5,9 +5,12 @@
 //! harness: 7.3 MiB idle, 26 MiB after 2,000 sessions opened and all closed, 13 MiB once
 //! `malloc_trim(0)` ran (it walks every arena and `madvise`s whole free pages away).
 //! mimalloc instead of glibc was worse (19 MiB idle, 51 MiB after). So the relay trims
-//! once sessions have stopped coming and going for a moment: never in the middle of a
-//! burst, where the walk would briefly lock arenas that busy threads need, and at most
-//! once per quiet period.
+//! once sessions and connections have stopped coming and going for a moment: never in the
+//! middle of a burst, where the walk would briefly lock arenas that busy threads need, and
+//! at most once per quiet period. Connections count as much as sessions: a flood of
+//! connections that open no session (issue 13: 1,000 idle QUIC connections, ~100 KiB
+//! each) frees as much heap when it ends as a burst of sessions, and watching sessions
+//! alone left 62 MB resident after one until some session came or went.
 //!
 //! Trimming leaves behind free memory on pages that still hold a live chunk. Most of
 //! those "islands" after a burst are chunks parked in glibc's per-thread cache (tcache:
@@ -48,7 +51,8 @@ pub fn reexec_with_tunables() {
     }
 }
 
-/// How long the session count must stay unchanged before the heap is trimmed.
+/// How long the session and connection counts must stay unchanged before the heap is
+/// trimmed.
 pub const QUIET_BEFORE_TRIM: Duration = Duration::from_secs(2);
 
 /// Asks the allocator to return free pages to the system; `true` if it released any.
@@ -70,17 +74,27 @@ fn trim() -> bool {
     false
 }
 
-/// Runs until `sessions` closes: after the running-session count has changed and then
-/// stayed put for [`QUIET_BEFORE_TRIM`], trims the heap once (on a blocking thread: the
-/// walk takes milliseconds on a large heap).
-pub async fn trim_when_quiet(mut sessions: watch::Receiver<usize>) {
+/// Runs until `sessions` or `connections` closes: after the running-session count or the
+/// open-connection count has changed and then both stayed put for [`QUIET_BEFORE_TRIM`],
+/// trims the heap once (on a blocking thread: the walk takes milliseconds on a large heap).
+pub async fn trim_when_quiet(mut sessions: watch::Receiver<usize>, mut connections: watch::Receiver<usize>) {
     loop {
-        if sessions.changed().await.is_err() {
+        let changed = tokio::select! {
+            changed = sessions.changed() => changed,
+            changed = connections.changed() => changed,
+        };
+        if changed.is_err() {
             return;
         }
         // Wait out the burst: every further change restarts the quiet period.
         loop {
-            match tokio::time::timeout(QUIET_BEFORE_TRIM, sessions.changed()).await {
+            let change = async {
+                tokio::select! {
+                    changed = sessions.changed() => changed,
+                    changed = connections.changed() => changed,
+                }
+            };
+            match tokio::time::timeout(QUIET_BEFORE_TRIM, change).await {
                 Ok(Ok(())) => continue,
                 Ok(Err(_)) => return,
                 Err(_) => break,
