@@ -241,3 +241,61 @@ impl Shared {
         Ok(Admitted { handshake: PendingHandshake { _overall: overall, _source: pending }, connection })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TlsIdentity;
+
+    /// Shared state with `pending` places for handshakes, `per_source` each.
+    fn shared(pending: usize, per_source: usize) -> Shared {
+        let identity = TlsIdentity::self_signed(&["localhost".into()]).unwrap();
+        let mut config = RelayConfig::new("127.0.0.1:0".parse().unwrap(), identity);
+        let limits = &mut config.reloadable.limits;
+        limits.max_pending_handshakes = pending;
+        limits.max_pending_handshakes_per_source = per_source;
+        limits.connections_per_minute_per_source = 0;
+        Shared::new(&config).unwrap()
+    }
+
+    fn admitted(admission: QuicAdmission) -> Option<Admitted> {
+        match admission {
+            QuicAdmission::Admitted(admitted) => Some(admitted),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn unvalidated_attempts_get_a_retry_once_half_the_places_are_taken() {
+        let shared = shared(8, 8);
+        let forged = |n: u8| IpAddr::from([10, 0, 0, n]);
+        let held: Vec<_> = (0..4).map(|n| admitted(shared.admit_quic(forged(n), false)).unwrap()).collect();
+        assert!(matches!(shared.admit_quic(forged(9), false), QuicAdmission::Retry), "half are taken");
+        // Validated attempts take the other half, and then the relay is full.
+        let honest = IpAddr::from([192, 0, 2, 1]);
+        let validated: Vec<_> = (0..4).map(|_| admitted(shared.admit_quic(honest, true)).unwrap()).collect();
+        assert!(matches!(shared.admit_quic(honest, true), QuicAdmission::Refused(RefuseReason::RelayBusy)));
+        drop((held, validated));
+        assert!(admitted(shared.admit_quic(forged(9), false)).is_some(), "places come back");
+    }
+
+    #[test]
+    fn the_per_source_cap_refuses_only_validated_sources() {
+        let shared = shared(64, 2);
+        let source = IpAddr::from([192, 0, 2, 1]);
+        // Someone forging this address takes its two unvalidated places ...
+        let forged: Vec<_> = (0..2).map(|_| admitted(shared.admit_quic(source, false)).unwrap()).collect();
+        // ... and the next unvalidated attempt from it is asked to prove its address,
+        assert!(matches!(shared.admit_quic(source, false), QuicAdmission::Retry));
+        // which the real owner does: its places are its own.
+        let own: Vec<_> = (0..2).map(|_| admitted(shared.admit_quic(source, true)).unwrap()).collect();
+        assert!(matches!(shared.admit_quic(source, true), QuicAdmission::Refused(RefuseReason::RateLimited)));
+        // Another address of the same IPv6 /64 is the same source; TCP counts as validated.
+        assert!(matches!(shared.admit_tcp(source), Err(RefuseReason::RateLimited)));
+        let v6 = |last: u16| IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, last]);
+        let first = shared.admit_tcp(v6(1)).unwrap();
+        let second = shared.admit_tcp(v6(2)).unwrap();
+        assert!(matches!(shared.admit_tcp(v6(3)), Err(RefuseReason::RateLimited)));
+        drop((forged, own, first, second));
+    }
+}
