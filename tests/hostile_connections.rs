@@ -1,7 +1,8 @@
 //! Hostile connections against the real `ferry-relay` binary (issue 13, findings 2, 3, 6,
 //! 9 and 11): a flood of QUIC Initials that never finish, QUIC connections that never open
 //! a stream, a burst of concurrent registrations past `max_hosts`, rate-limited peers, who
-//! must be told why, and the heap a connection flood leaves behind. Each attack runs in a bounded
+//! must be told why, the heap a connection flood leaves behind, and a peer's stream reset
+//! code that only the relay may send (finding 10). Each attack runs in a bounded
 //! loop while an honest session streams through the same relay; the honest bytes are
 //! checked and the longest stall of the honest stream is bounded.
 
@@ -282,9 +283,13 @@ type Registration = Result<LinkSend, RefuseReason>;
 
 /// Runs the registration conversation on a new stream of `conn`.
 async fn register_on(conn: &quinn::Connection) -> Result<Registration> {
+    register_as(conn, &StaticKey::generate()?).await
+}
+
+/// Runs the registration conversation of the host `key` on a new stream of `conn`.
+async fn register_as(conn: &quinn::Connection, key: &StaticKey) -> Result<Registration> {
     let exporter = ferry_link::exporter::quic(conn)?;
-    let key = StaticKey::generate()?;
-    let (mut registration, register) = HostRegistration::start(&key, None, &exporter)?;
+    let (mut registration, register) = HostRegistration::start(key, None, &exporter)?;
     let (send, recv) = conn.open_bi().await?;
     let mut send = LinkSend::Quic(send);
     send.send_message(&register).await?;
@@ -548,6 +553,46 @@ async fn heap_freed_by_a_connection_flood_is_returned_without_a_session() -> Res
     ensure!(peak > near_baseline, "the flood did not raise the relay's memory ({peak} KiB): nothing to return");
     ensure!(after <= near_baseline, "the relay kept {after} KiB (baseline {baseline} KiB)");
     ensure!(sessions().await? == 0.0, "a session ran");
+    relay.host.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_cannot_reset_a_stream_in_the_relays_name() -> Result<()> {
+    use ferry_proto::codes::{RESET_NOT_ALLOWED, RESET_PEER_LOST, RESET_SHUTDOWN};
+    let relay = Relay::start("").await?;
+    let target = relay.process.relays(relay.process.pin).remove(0);
+    // A raw host, so it can reset a session's stream with any code it likes.
+    let key = StaticKey::generate()?;
+    let host = quic::connect(&target, &HopOptions::host()).await?;
+    let _control = register_as(&host, &key).await?.map_err(|reason| anyhow::anyhow!("refused: {reason}"))?;
+    // The host resets with `sent`; the client must read `seen`.
+    for (sent, seen) in
+        [(RESET_SHUTDOWN, RESET_PEER_LOST), (RESET_PEER_LOST, RESET_PEER_LOST), (RESET_NOT_ALLOWED, RESET_NOT_ALLOWED)]
+    {
+        let client = quic::connect(&target, &HopOptions::client()).await?;
+        let (mut send, mut recv) = client.open_bi().await?;
+        send.write_all(&Message::Connect { host_id: key.public() }.to_vec()?).await?;
+        let (mut host_send, mut host_recv) =
+            tokio::time::timeout(Duration::from_secs(5), host.accept_bi()).await.context("no session stream")??;
+        host_send.reset(sent.into())?;
+        host_recv.stop(sent.into())?;
+        // Whatever came before (`Accepted`), the stream must end in a reset.
+        let code = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match recv.read_chunk(64 * 1024, true).await {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => bail!("the stream finished cleanly"),
+                    Err(quinn::ReadError::Reset(code)) => return Ok(code.into_inner()),
+                    Err(e) => bail!("the stream ended otherwise: {e}"),
+                }
+            }
+        })
+        .await
+        .context("the reset never arrived")??;
+        eprintln!("host reset with {sent:#x}: the client read {code:#x}");
+        ensure!(code == u64::from(seen), "a host's {sent:#x} reached the client as {code:#x}, not {seen:#x}");
+    }
     relay.host.shutdown().await;
     Ok(())
 }
