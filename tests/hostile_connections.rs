@@ -215,9 +215,10 @@ async fn quic_connections_that_open_no_stream_are_closed_at_the_handshake_timeou
     ensure!(relay.refused("handshake_timeout").await? >= IDLE as f64);
     honest.finish().await?;
     // The connections' memory is freed, not held: the relay trims its heap once the session
-    // count has changed and then stayed put for 2 s (`ferry_relay::allocator`; a change in
-    // the number of connections does not trigger it, which is issue 13's finding 11). A
-    // one-byte session after the flood is such a change; at most 5 tries of 3 s each.
+    // and connection counts have changed and then stayed put for 2 s (`ferry_relay::allocator`;
+    // that connections alone suffice is checked by
+    // `heap_freed_by_a_connection_flood_is_returned_without_a_session`). A one-byte session
+    // after the flood is one more change; at most 5 tries of 3 s each.
     let near_baseline = baseline + 8 * 1024;
     let mut after = rss_kib(pid)?;
     let probe = relay.client(Transport::Quic);
