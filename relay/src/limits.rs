@@ -11,7 +11,7 @@
 //!   limiter; sources are kept in memory only (never logged), swept on a schedule and
 //!   capped in number, so the map stays bounded. Past the cap, a source not yet tracked
 //!   shares a bucket with others, chosen by a keyed hash of its key among
-//!   [`OVERFLOW_SHARDS`] buckets: one flooder of forged sources would have to drain every
+//!   `OVERFLOW_SHARDS` buckets: one flooder of forged sources would have to drain every
 //!   shard to lock out newcomers, and cannot aim at one newcomer's shard (the hash key is
 //!   random per process). Evicting the oldest entries instead would hand each forged
 //!   source a fresh burst once the table churns, and needs an order governor's store
