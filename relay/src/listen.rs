@@ -3,7 +3,13 @@
 //! Each accepted connection passes the per-source rate, the connection caps and the
 //! pending-handshake caps (`Shared::admit_quic`, `Shared::admit_tcp`) before anything
 //! costly, and its handshake runs in its own task, never on an accept loop. A QUIC
-//! attempt from an address not yet validated is answered with a Retry instead once
+//! connection must open its first stream within the handshake timeout (as a TCP one must
+//! finish TLS within it), or it is closed: PINGs alone keep no connection. Every stream a
+//! handshaken connection carries goes to [`crate::dispatch`]. Every task is spawned on the
+//! relay's `TaskTracker` and watches its `CancellationToken`, so shutting the relay down
+//! ends them all.
+//!
+//! A QUIC attempt from an address not yet validated is answered with a Retry instead once
 //! handshakes pile up (half of `max_pending_handshakes` taken) or its source has its share
 //! of them: a Retry costs one stateless packet, and only a peer that receives at its
 //! address can come back with the token, so a flood from forged addresses holds at most
@@ -12,11 +18,7 @@
 //! connection (three runs): set-up took 2.80–2.97 ms median without a Retry, 2.95–3.11 ms
 //! with one, and the relay's CPU per session was 0.9–1.35 ms either way (noise). So the
 //! Retry is about free for the relay, but across the internet it is one more round trip
-//! (tens of milliseconds) for every session set-up: honest peers pay it only under load. A QUIC connection must open its
-//! first stream within the handshake timeout (as a TCP one must finish TLS within it), or
-//! it is closed: PINGs alone keep no connection. Every stream a handshaken connection
-//! carries goes to [`crate::dispatch`]. Every task is spawned on the relay's `TaskTracker`
-//! and watches its `CancellationToken`, so shutting the relay down ends them all.
+//! (tens of milliseconds) for every session set-up: honest peers pay it only under load.
 //!
 //! A refused connection is told why while the budget of explained refusals lasts
 //! (`limits::RefusalNotes`): a QUIC one finishes its handshake and is closed with
