@@ -15,7 +15,8 @@
 //!   shard to lock out newcomers, and cannot aim at one newcomer's shard (the hash key is
 //!   random per process). Evicting the oldest entries instead would hand each forged
 //!   source a fresh burst once the table churns, and needs an order governor's store
-//!   does not keep; sharding keeps the cap and costs a few KiB.
+//!   does not keep; sharding keeps the cap and costs at most 4,096 more entries (about
+//!   200 KiB).
 //! - `CappedCount`: sessions per host, and connections in their handshake, under a cap
 //!   that follows reloads.
 //! - `PerSource`: a count per source under a cap, its entry kept only while non-zero; used
@@ -28,7 +29,8 @@
 //! - `RefusalNotes`: how many refusals per second are explained to the peer; each costs
 //!   a TLS handshake, so past this rate a refused connection is dropped unexplained.
 //!
-//! Pending handshakes are bounded by a `CappedCount` too (see `state.rs`).
+//! Pending handshakes are bounded by a `CappedCount` overall and a `PerSource` per source
+//! (see `state.rs`, which also says when QUIC's address validation is asked for).
 
 use std::hash::{BuildHasher, RandomState};
 use std::net::{IpAddr, Ipv4Addr};
