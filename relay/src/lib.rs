@@ -22,9 +22,10 @@
 //! - [`config`]: [`RelayConfig`], its [`Reloadable`] part and the defaults; [`config_file`]:
 //!   the TOML file, checked, and turned into a [`RelayConfig`].
 //! - [`policy`]: open/closed registration, hashed tokens, host rules, tier assignment.
-//! - [`limits`]: buffer budget, per-host sessions, per-source (IPv4 or IPv6 /64) connection
-//!   rate, pending handshakes per source, open connections (overall and per source), the
-//!   budget of explained refusals.
+//! - `budget`: the buffer budget for sessions, and each host's fair share of it.
+//! - [`limits`]: per-host sessions, per-source (IPv4 or IPv6 /64) connection rate, pending
+//!   handshakes per source, open connections (overall and per source), the budget of
+//!   explained refusals.
 //! - [`pacing`]: bandwidth tiers and the token bucket that paces sessions.
 //! - `metrics`: aggregate counters, gauges and histograms; `admin`: `/metrics` and `/healthz`.
 //! - [`log`]: the log filter that keeps dependencies (which log addresses) silent.
@@ -38,6 +39,7 @@
 mod admin;
 pub mod allocator;
 mod attach;
+mod budget;
 pub mod config;
 pub mod config_file;
 mod control;

@@ -17,10 +17,11 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::attach::PendingAttach;
+use crate::budget::BufferBudget;
 use crate::config::{Reloadable, Tap};
 use crate::limits::{
-    BufferBudget, CappedCount, ConnectionSlot, CountedSlot, Limits, OpenConnections, PerSource, RefusalNotes,
-    SourceKey, SourceRate, SourceSlot,
+    CappedCount, ConnectionSlot, CountedSlot, Limits, OpenConnections, PerSource, RefusalNotes, SourceKey, SourceRate,
+    SourceSlot,
 };
 use crate::metrics::Metrics;
 use crate::registry::Registry;
