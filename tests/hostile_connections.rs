@@ -470,7 +470,7 @@ async fn a_flood_of_quic_initials_locks_out_no_one() -> Result<()> {
     const PENDING: usize = 16;
     let relay = Relay::start(&format!("max_pending_handshakes = {PENDING}")).await?;
     let pid = relay.pid()?;
-    let (rss_before, fds_before) = (rss_kib(pid)?, common::process::fd_count(pid)?);
+    let baseline = common::process::Footprint::of(pid)?;
     let honest = Honest::start(relay.client(Transport::Quic)).await?;
     let target: std::net::SocketAddr = relay.process.addr.parse()?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -501,20 +501,13 @@ async fn a_flood_of_quic_initials_locks_out_no_one() -> Result<()> {
     ensure!(opened < Duration::from_secs(4), "registering and opening a session took {opened:?}");
     host.shutdown().await;
     // The flood's last handshakes end at the handshake timeout; then memory (after the
-    // heap trims) and file descriptors are back where they were. At most 20 s.
-    let ended = Instant::now();
-    let near_baseline = rss_before + 8 * 1024;
-    let (mut rss_after, mut fds_after) = (rss_kib(pid)?, common::process::fd_count(pid)?);
-    while (rss_after > near_baseline || fds_after > fds_before) && ended.elapsed() < Duration::from_secs(20) {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        (rss_after, fds_after) = (rss_kib(pid)?, common::process::fd_count(pid)?);
-    }
-    eprintln!(
-        "relay before the flood: {rss_before} KiB, {fds_before} fds; {:?} after it: {rss_after} KiB, {fds_after} fds",
-        ended.elapsed()
-    );
-    ensure!(fds_after <= fds_before, "the relay kept {fds_after} fds (before: {fds_before})");
-    ensure!(rss_after <= near_baseline, "the relay kept {rss_after} KiB (before: {rss_before} KiB)");
+    // heap trims) and file descriptors are back where they were. The margin is twice the
+    // other attacks': measured 13.5–15 MiB after (baseline 9.5) with this test alone, but
+    // up to 25 MiB when the file's other tests (1,000-connection floods against their own
+    // relays) share the two cores; a trim forced 20 s later freed nothing more, so what
+    // stays is not memory held but, most likely, heap fragmented by the burst (Initials
+    // that quinn queued while the accept loop was starved).
+    baseline.wait_back(pid, 16 * 1024).await?;
     relay.host.shutdown().await;
     Ok(())
 }
