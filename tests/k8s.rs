@@ -508,3 +508,54 @@ fn the_manifests_keep_their_promises() {
         assert_eq!(pdb["spec"]["maxUnavailable"], 1, "{at}");
     }
 }
+
+/// The shell block of deploy/k8s/README.md that contains `needle`.
+fn readme_block(needle: &str) -> String {
+    let readme = std::fs::read_to_string(Path::new(K8S).join("README.md")).unwrap();
+    let blocks: Vec<&str> =
+        readme.split("```sh\n").skip(1).filter_map(|rest| rest.split_once("```")).map(|b| b.0).collect();
+    let found: Vec<&&str> = blocks.iter().filter(|b| b.contains(needle)).collect();
+    assert_eq!(found.len(), 1, "deploy/k8s/README.md has {} sh blocks with {needle:?}", found.len());
+    found[0].to_string()
+}
+
+#[test]
+fn the_readmes_own_overlay_replaces_the_placeholders() {
+    if !have_kubectl() {
+        return;
+    }
+    // As the README says: run from a directory beside deploy/.
+    let work = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy"), work.path().join("deploy"))
+        .unwrap();
+    let block = readme_block("secretGenerator");
+    let out = run(Command::new("sh").args(["-e", "-c", &block]).current_dir(work.path()), b"").unwrap();
+    assert!(
+        out.status.success(),
+        "the README's block failed:\n{}{}\n--- block ---\n{block}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+
+    let fleet = work.path().join("my-fleet");
+    let out = run(Command::new("kubectl").arg("kustomize").arg(&fleet), b"").unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let objects = objects(&text(&out.stdout));
+    let secret = one(&objects, "Secret");
+    let statefulset = one(&objects, "StatefulSet");
+    // The pods use the replaced Secret, by its new hashed name.
+    let volumes = statefulset["spec"]["template"]["spec"]["volumes"].as_array().unwrap();
+    let used = volumes.iter().find(|v| v["name"] == "secrets").unwrap();
+    assert_eq!(used["secret"]["secretName"], secret["metadata"]["name"]);
+    assert_eq!(data(secret, "fleet-secret"), std::fs::read(fleet.join("fleet-secret")).unwrap());
+    assert_eq!(data(secret, "redis-url"), std::fs::read(fleet.join("redis-url")).unwrap());
+
+    // And prepare.sh takes the real fleet secret where it refuses the placeholder.
+    let pod = PodFiles::new(&objects);
+    let out = pod.prepare("on");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read(pod.path("out/fleet-secret")).unwrap(),
+        std::fs::read(fleet.join("fleet-secret")).unwrap()
+    );
+}
