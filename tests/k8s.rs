@@ -456,6 +456,18 @@ fn the_manifests_keep_their_promises() {
             assert_eq!(relay[probe]["httpGet"]["port"], "admin", "{at}: {probe}");
         }
 
+        // The memory limit holds what relay.toml lets the relay take: the session buffers,
+        // about 120 KiB per open QUIC connection (deploy/relay.toml), and the process.
+        let limit = str_of(&relay["resources"]["limits"]["memory"]);
+        let limit: u64 = match limit.strip_suffix("Mi") {
+            Some(mib) => mib.parse::<u64>().unwrap() << 20,
+            None => limit.strip_suffix("Gi").expect("a memory limit in Mi or Gi").parse::<u64>().unwrap() << 30,
+        };
+        let budget: u64 = toml_value(&relay_toml, "[limits]", "buffer_budget").unwrap().parse().unwrap();
+        let connections: u64 = toml_value(&relay_toml, "[limits]", "max_connections").unwrap().parse().unwrap();
+        let needed = budget + connections * (120 << 10) + (128 << 20);
+        assert!(limit >= needed, "{at}: memory limit {limit} below the {needed} bytes relay.toml [limits] allows");
+
         // The kubelet's SIGKILL comes after the preStop pause and the relay's drain.
         let deadline: u64 = toml_value(&relay_toml, "[relay]", "shutdown_deadline_secs").unwrap().parse().unwrap();
         let pause = relay["lifecycle"]["preStop"]["sleep"]["seconds"].as_u64().expect("a preStop sleep");
@@ -558,4 +570,28 @@ fn the_readmes_own_overlay_replaces_the_placeholders() {
         std::fs::read(pod.path("out/fleet-secret")).unwrap(),
         std::fs::read(fleet.join("fleet-secret")).unwrap()
     );
+}
+
+#[test]
+fn prepare_names_a_missing_secret_and_takes_an_empty_token_list() {
+    if !have_kubectl() {
+        return;
+    }
+    let objects = objects(&build("."));
+    let pod = PodFiles::new(&objects);
+    let key = pod.path("src/tls/tls.key");
+    let saved = std::fs::read(&key).unwrap();
+    std::fs::remove_file(&key).unwrap();
+    let out = pod.prepare("off");
+    assert!(!out.status.success(), "prepare.sh ran without the TLS key");
+    assert!(text(&out.stderr).contains("tls.key is missing"), "{}", text(&out.stderr));
+    assert!(!pod.path("out/relay.toml").exists(), "a relay.toml was written without the key");
+
+    std::fs::write(&key, saved).unwrap();
+    // An open fleet's operator may leave tokens.toml empty.
+    std::fs::write(pod.path("src/secret/tokens.toml"), "").unwrap();
+    let out = pod.prepare("off");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = pod.check_config();
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
 }

@@ -21,9 +21,11 @@ fail() {
   exit 1
 }
 
-for file in "$src/config/relay.toml" "$src/secret/tokens.toml" "$src/tls/tls.crt" "$src/tls/tls.key"; do
-  [ -s "$file" ] || fail "$file is missing or empty (README.md: creating the Secrets)"
+for file in "$src/config/relay.toml" "$src/tls/tls.crt" "$src/tls/tls.key"; do
+  [ -s "$file" ] || fail "$file is missing or empty (deploy/k8s/README.md, 'Create the Secrets')"
 done
+# May be empty: an open fleet has no tokens.
+[ -f "$src/secret/tokens.toml" ] || fail "$src/secret/tokens.toml is missing (deploy/k8s/README.md, 'Create the Secrets')"
 
 mkdir -p "$out/tls"
 cat "$src/tls/tls.crt" > "$out/tls/cert.pem"
@@ -40,7 +42,7 @@ if [ "${FERRY_FLEET:-off}" = on ]; then
   [ -s "$secret" ] || fail "$secret is missing or empty"
   # The placeholder in base/secrets/fleet-secret is public: a fleet keyed with it is open to anyone.
   if grep -q REPLACE "$secret"; then
-    fail "the fleet secret is still the placeholder of deploy/k8s/base/secrets (README.md: creating the Secrets)"
+    fail "the fleet secret is still the placeholder of deploy/k8s/base/secrets (deploy/k8s/README.md, 'Create the Secrets')"
   fi
   [ "$(wc -c < "$secret")" -ge 32 ] || fail "the fleet secret is shorter than 32 bytes"
   cat "$secret" > "$out/fleet-secret"
