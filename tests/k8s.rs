@@ -6,6 +6,10 @@
 //! (grace period over drain deadline, probes on the admin port, one node entry and Service
 //! per pod the autoscaler may run, the restricted security context).
 //!
+//! The README's blocks that need no cluster are run as written: the overlay that replaces
+//! the placeholder Secrets, and the validation by hand. prepare.sh runs under the machine's
+//! `sh` here (POSIX, as the pod's busybox `sh`).
+//!
 //! Without `kubectl` the tests print SKIPPED and pass; a missing validator is a failure,
 //! since the test script installs it.
 
@@ -529,6 +533,20 @@ fn readme_block(needle: &str) -> String {
     let found: Vec<&&str> = blocks.iter().filter(|b| b.contains(needle)).collect();
     assert_eq!(found.len(), 1, "deploy/k8s/README.md has {} sh blocks with {needle:?}", found.len());
     found[0].to_string()
+}
+
+#[test]
+fn the_readmes_validation_by_hand_runs() {
+    if !have_kubectl() {
+        return;
+    }
+    let block = readme_block("kubernetes_validate");
+    // pipefail: a kustomize failure must not pass as an empty, valid stream.
+    let bash = ["-e", "-o", "pipefail", "-c", &block];
+    let out = run(Command::new("bash").args(bash).current_dir(env!("CARGO_MANIFEST_DIR")), b"").unwrap();
+    let report = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "the README's validation fails:\n{report}\n--- block ---\n{block}");
+    assert!(report.contains("passed for resource statefulset/relay"), "{report}");
 }
 
 #[test]
