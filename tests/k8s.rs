@@ -71,7 +71,11 @@ fn text(bytes: &[u8]) -> String {
 fn have_kubectl() -> bool {
     let found = run(Command::new("kubectl").args(["version", "--client"]), b"").is_some();
     if !found {
-        eprintln!("SKIPPED: kubectl is not installed, so deploy/k8s cannot be built (apt-get install kubectl)");
+        // Past the test harness's capture (which `eprintln!` goes to), so a skip is seen.
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: kubectl is not installed, so deploy/k8s is not validated (install kubectl to test it)"
+        );
     }
     found
 }
