@@ -252,7 +252,9 @@ impl PodFiles {
         let written = std::fs::read_to_string(self.path("out/relay.toml")).unwrap();
         let here = written.replace(POD_OUT, &self.path("out").to_string_lossy());
         std::fs::write(self.path("check.toml"), here).unwrap();
-        run(Command::new(RELAY).arg("check-config").arg(self.path("check.toml")), b"").unwrap()
+        // As in the pod, whose host name is its own name.
+        run(Command::new(RELAY).arg("check-config").arg(self.path("check.toml")).env("HOSTNAME", "relay-0"), b"")
+            .unwrap()
     }
 }
 
@@ -332,16 +334,14 @@ fn the_fleet_section_waits_for_a_real_secret() {
         let written = std::fs::read_to_string(pod.path("out/relay.toml")).unwrap();
         let mode = toml_value(&written, "[fleet]", "mode").expect("fleet.toml sets [fleet] mode");
         assert_eq!(mode, if dir == "forward" { "forward" } else { "redirect" }, "deploy/k8s/{dir}");
-        // Until the relay knows [fleet], the only complaint may be the section itself; from
-        // then on the whole file must pass.
+        // The relay takes the whole file, fleet and all.
         let out = pod.check_config();
         let report = format!("{}{}", text(&out.stdout), text(&out.stderr));
-        if out.status.success() {
-            assert!(report.contains(": ok ("), "{report}");
-        } else {
-            assert!(report.contains("unknown field `fleet`"), "deploy/k8s/{dir}: fleet.toml is refused:\n{report}");
-            eprintln!("deploy/k8s/{dir}: the relay does not know [fleet] yet, so FERRY_FLEET stays off");
-        }
+        assert!(
+            out.status.success() && report.contains(": ok ("),
+            "deploy/k8s/{dir}: fleet.toml is refused:\n{report}"
+        );
+        assert!(report.contains("fleet node `relay-0` of 5"), "{report}");
     }
 }
 
