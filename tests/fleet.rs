@@ -315,11 +315,82 @@ async fn the_fleet_rides_out_a_redis_outage() -> Result<()> {
     fleet.health_becomes(3, "degraded").await?;
     fleet.health_becomes(1, "degraded").await?;
 
-    // Redis is back (empty: it persisted nothing): the heartbeats restore the directory.
+    // Redis is back (empty: it persisted nothing): the heartbeats restore the directory,
+    // and each node, on its next heartbeat, its connection and its health.
     fleet.redis.resume().await?;
+    let back = Instant::now();
     fleet.wait_presence().await?;
-    echo_16_mib(&fleet.client_via(3, &identity)?, 79).await.context("a cross-node session after the outage")?;
     fleet.health_becomes(3, "ok").await?;
+    eprintln!("node 3 healthy again {:?} after Redis came back", back.elapsed());
+    echo_16_mib(&fleet.client_via(3, &identity)?, 79).await.context("a cross-node session after the outage")?;
     host.shutdown().await;
     Ok(())
+}
+
+/// What must be shown, 2: a host registered at nodes 1 and 2; node 1 is killed (SIGKILL).
+/// Through the fleet's entry (node 3, forward mode) the host stays reachable, the directory
+/// then points at node 2 only, and node 1's stale claim expires by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_at_two_nodes_survives_the_death_of_one() -> Result<()> {
+    let mut fleet = Fleet::start("forward").await?;
+    let (service, _echo) = echo_service().await?;
+    let (first, identity) = fleet.host_at(1, service).await?;
+    // The same host (same key) registered at node 2 too.
+    let mut config = HostConfig::new(identity.clone(), vec![fleet.relay(2)], service.to_string());
+    config.transport = Transport::Quic;
+    let second = Host::spawn(config);
+    ferry::local::wait_registered(&second, 1).await?;
+    let key = fleet.presence_key().await?;
+    fleet.claims_become(&key, &["node-1", "node-2"]).await?;
+    let client = fleet.client_via(3, &identity)?;
+    echo_16_mib(&client, 90).await.context("before the kill")?;
+
+    fleet.nodes[0].child.kill().await?;
+    let killed = Instant::now();
+    let mut attempts = 0;
+    let reached = loop {
+        attempts += 1;
+        match echo_16_mib(&client, 91).await {
+            Ok(setup) => break setup,
+            Err(e) if killed.elapsed() < Duration::from_secs(10) => eprintln!("attempt {attempts} failed: {e:#}"),
+            Err(e) => return Err(e.context("the host stayed unreachable 10 s after node 1 died")),
+        }
+    };
+    eprintln!(
+        "node 1 killed: the host was reached through node 3 after {:?} ({attempts} attempt(s), that session's setup {reached:?})",
+        killed.elapsed()
+    );
+    // The survivor's claim is the only live one once the dead one has expired.
+    fleet.claims_become(&key, &["node-2"]).await?;
+    eprintln!("node 1's claim expired {:?} after the kill", killed.elapsed());
+    second.shutdown().await;
+    drop(first);
+    Ok(())
+}
+
+impl Fleet {
+    /// The one presence key in Redis.
+    async fn presence_key(&self) -> Result<String> {
+        self.wait_presence().await?;
+        let keys = self.redis.cli(&["--scan", "--pattern", "ferry:host:*"]).await?;
+        let mut keys = keys.lines();
+        let key = keys.next().context("no presence key")?.to_owned();
+        ensure!(keys.next().is_none(), "more than one presence key");
+        Ok(key)
+    }
+
+    /// Waits (at most 10 s) until the members of `key` are exactly `nodes`.
+    async fn claims_become(&self, key: &str, nodes: &[&str]) -> Result<()> {
+        let started = Instant::now();
+        loop {
+            let members = self.redis.cli(&["ZRANGE", key, "0", "-1"]).await?;
+            let mut members: Vec<&str> = members.lines().collect();
+            members.sort_unstable();
+            if members == nodes {
+                return Ok(());
+            }
+            ensure!(started.elapsed() < Duration::from_secs(10), "claims on the host: {members:?}, not {nodes:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }

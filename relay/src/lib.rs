@@ -15,6 +15,7 @@
 //!   the life of its control stream.
 //! - `session`: pairing a client's `Connect` (`ferry_proto::connect`) with a stream to the
 //!   host; the close log line.
+//! - `elsewhere`: a `Connect` for a host at another node of the fleet: redirect or forward.
 //! - `pump`: the bounded, zero-copy splice of two streams.
 //! - `registry`: host id → how to reach the host (QUIC connection or TCP control task).
 //! - `attach`: sessions waiting for a TCP host to dial back.
@@ -46,6 +47,7 @@ pub mod config;
 pub mod config_file;
 mod control;
 mod dispatch;
+mod elsewhere;
 mod error;
 pub mod fleet;
 mod host;

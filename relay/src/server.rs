@@ -97,7 +97,8 @@ impl Relay {
             tracker.spawn(admin::serve(listener, shared.metrics.clone(), health, cancel.clone()));
         }
         if let Some(fleet) = &shared.fleet {
-            tracker.spawn(fleet.clone().heartbeat(shared.clone(), cancel.clone()));
+            let state = shared.clone();
+            tracker.spawn(fleet.clone().heartbeat(move || state.registry.host_ids(), cancel.clone()));
         }
         if let Some(endpoint) = &endpoint {
             tracker.spawn(quic_accept_loop(endpoint.clone(), shared.clone(), cancel.clone(), tracker.clone()));

@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use crate::control;
-use crate::fleet;
+use crate::elsewhere;
 use crate::pump;
 use crate::registry::HostLink;
 use crate::state::Shared;
@@ -71,9 +71,9 @@ pub(crate) fn serve(
         let Some(host) = shared.registry.lookup(connect.host_id()) else {
             if let (Some(fleet), Asker::Client) = (shared.fleet.clone(), asker) {
                 // Boxed: only these sessions pay for the routing future's room.
-                let elsewhere =
-                    fleet::serve_elsewhere(shared.clone(), fleet, client_window, client_send, client, connect, cancel);
-                return Box::pin(elsewhere).await;
+                let routed =
+                    elsewhere::serve(shared.clone(), fleet, client_window, client_send, client, connect, cancel);
+                return Box::pin(routed).await;
             }
             return control::refuse(&mut client_send, RefuseReason::UnknownHost, metrics).await;
         };

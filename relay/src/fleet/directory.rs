@@ -71,8 +71,15 @@ impl Directory {
         format!("ferry:host:{}", data_encoding::HEXLOWER.encode(&tag.as_ref()[..16]))
     }
 
-    /// Claims `hosts` for this node for one presence period.
+    /// Claims `hosts` for this node for one presence period; with no host, checks that
+    /// Redis answers (so a node with no host of its own still knows, and keeps its
+    /// connection warm, for the lookups it makes for its clients).
     pub(crate) async fn announce(&self, hosts: &[HostId]) -> Result<(), DirectoryError> {
+        if hosts.is_empty() {
+            let mut redis = self.redis.clone();
+            redis::cmd("PING").query_async::<()>(&mut redis).await?;
+            return Ok(());
+        }
         let now = now_ms();
         let expires = now.saturating_add(self.ttl_ms);
         for batch in hosts.chunks(BATCH) {
@@ -103,10 +110,18 @@ impl Directory {
         Ok(())
     }
 
-    /// The nodes with a live claim on `host`, freshest first.
+    /// The nodes with a live claim on `host`, freshest first. Asked twice when the first
+    /// try finds the connection broken but not slow (Redis restarted: the connection
+    /// manager reconnects on that failure, and the second try gets the answer).
     pub(crate) async fn locate(&self, host: &HostId) -> Result<Vec<String>, DirectoryError> {
+        let key = self.key_of(host);
         let mut redis = self.redis.clone();
-        Ok(redis.zrevrangebyscore(self.key_of(host), "+inf", now_ms()).await?)
+        match redis.zrevrangebyscore(&key, "+inf", now_ms()).await {
+            Err(e) if !e.is_timeout() && (e.is_connection_dropped() || e.is_io_error()) => {
+                Ok(redis.zrevrangebyscore(&key, "+inf", now_ms()).await?)
+            }
+            answer => Ok(answer?),
+        }
     }
 }
 

@@ -13,7 +13,7 @@
 //!   stream to it. Every byte crosses two nodes; the end-to-end records stay sealed in
 //!   both.
 //!
-//! **What Redis holds** ([`directory`]): for each registered host, a sorted set named by a
+//! **What Redis holds** (`directory`): for each registered host, a sorted set named by a
 //! keyed hash of its host id (HMAC with the fleet secret, so a Redis dump cannot be matched
 //! against known host ids) whose members are the ids of the nodes it is registered at,
 //! scored by when each node's claim expires. No addresses (nodes' addresses are in every
@@ -26,7 +26,10 @@
 //! `/healthz` says `degraded`, and the heartbeat that re-announces every local host
 //! restores the directory by itself once Redis is back.
 //!
-//! **Node links** ([`links`]) are authenticated both ways: the dialling node accepts only a
+//! The session side of both (a `Connect` for a host that is not here) is the relay's
+//! `elsewhere` module; this module owns the membership: directory, links, health.
+//!
+//! **Node links** (`links`) are authenticated both ways: the dialling node accepts only a
 //! node presenting the same certificate it serves itself, and each forwarded stream carries
 //! an HMAC of the fleet secret over the link's TLS exporter and the host id, which the
 //! receiving node checks before it treats the stream as a session.
@@ -34,7 +37,6 @@
 mod directory;
 pub mod file;
 mod links;
-mod route;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,12 +47,10 @@ use ferry_proto::{EXPORTER_LEN, FORWARD_PROOF_LEN, HostId};
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use directory::DirectoryError;
-pub(crate) use route::serve_elsewhere;
 
 use crate::TlsIdentity;
 use crate::budget::HostBuffers;
 use crate::pacing::Tier;
-use crate::state::Shared;
 
 /// How long a node's claim on a host lasts without a heartbeat.
 pub const DEFAULT_PRESENCE_TTL: Duration = Duration::from_secs(10);
@@ -116,13 +116,13 @@ pub struct FleetConfig {
 pub(crate) struct Fleet {
     config: FleetConfig,
     directory: directory::Directory,
-    links: links::Links,
+    pub(crate) links: links::Links,
     /// Cleared when a directory operation fails, set when one succeeds.
     reachable: AtomicBool,
     /// Keys the `Forward` proofs.
     forward_key: ring::hmac::Key,
     /// Forwarded sessions are paced by the owning node, not here.
-    unpaced: Tier,
+    pub(crate) unpaced: Tier,
     /// What the sessions forwarded from here hold of this node's buffer budget, per host
     /// (their fair share, as for local hosts); emptied of unused entries on each heartbeat.
     forwarded: Mutex<std::collections::HashMap<HostId, Arc<HostBuffers>>>,
@@ -151,7 +151,7 @@ impl Fleet {
     }
 
     /// The fair-share account of sessions forwarded from here to `host`.
-    fn forwarded_share(&self, host: &HostId) -> Arc<HostBuffers> {
+    pub(crate) fn forwarded_share(&self, host: &HostId) -> Arc<HostBuffers> {
         let mut forwarded = self.forwarded.lock().unwrap_or_else(PoisonError::into_inner);
         forwarded.entry(*host).or_default().clone()
     }
@@ -183,7 +183,8 @@ impl Fleet {
     }
 
     /// Re-announces every local host three times per presence period, until `cancel`.
-    pub(crate) async fn heartbeat(self: Arc<Self>, shared: Arc<Shared>, cancel: CancellationToken) {
+    /// `local_hosts` says which hosts are registered here now.
+    pub(crate) async fn heartbeat(self: Arc<Self>, local_hosts: impl Fn() -> Vec<HostId>, cancel: CancellationToken) {
         let mut every = tokio::time::interval(self.config.presence_ttl / 3);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -191,7 +192,7 @@ impl Fleet {
                 _ = cancel.cancelled() => return,
                 _ = every.tick() => {}
             }
-            let hosts = shared.registry.host_ids();
+            let hosts = local_hosts();
             let _ = self.note(self.directory.announce(&hosts).await);
             // Accounts no session holds any more.
             self.forwarded

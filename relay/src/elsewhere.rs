@@ -1,5 +1,6 @@
-//! A `Connect` for a host that is not registered here: find its node, then redirect the
-//! client there or forward the session to it.
+//! A `Connect` for a host that is not registered here but at another node of this relay's
+//! fleet (`crate::fleet`): find its node, then redirect the client there or forward the
+//! session to it.
 //!
 //! Forwarding admits the session here as a local one is admitted (buffer budget with the
 //! host's fair share, a share of the client connection's window), opens a stream to the
@@ -9,7 +10,7 @@
 //! one line it logs for every session.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ferry_link::{ConnectionWindow, Framed, FramedError, LinkError, LinkRecv, LinkSend};
@@ -18,13 +19,13 @@ use ferry_proto::{HostId, Message, RefuseReason};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{Fleet, FleetMode};
+use crate::fleet::{Fleet, FleetMode};
 use crate::metrics::FleetRoute;
 use crate::state::Shared;
 use crate::{control, pump};
 
 /// Serves a `Connect` for `connect.host_id()`, which is not registered at this node.
-pub(crate) async fn serve_elsewhere(
+pub(crate) async fn serve(
     shared: Arc<Shared>,
     fleet: Arc<Fleet>,
     client_window: Option<Arc<ConnectionWindow>>,
@@ -82,37 +83,19 @@ async fn forward(
         Err(reason) => return control::refuse(&mut client_send, reason, metrics).await,
     };
     let window = client_window.map(|w| w.share());
-    // The first node that takes the stream carries the session (a node that just died
-    // still has the freshest claim for up to a third of a presence period).
-    let opened = async {
-        let mut failure = None;
-        for (node, addr) in to.nodes {
-            let attempt = async {
-                let link = fleet.links.open(node, addr).await?;
-                let mut send = LinkSend::Quic(link.send);
-                let proof = fleet.forward_proof(&link.exporter, &to.host_id);
-                send.send_message(&Message::Forward { host_id: to.host_id, proof }).await?;
-                Ok::<_, OpenError>((send, LinkRecv::Quic(link.recv)))
-            };
-            match attempt.await {
-                Ok(opened) => return Ok(opened),
-                Err(e) => failure = Some(e),
-            }
+    let (node_send, node_recv, node_first) = match reach_owner(shared, fleet, &to).await {
+        Ok(Reached::Accepted(opened)) => opened,
+        Ok(Reached::Refused(reason)) => {
+            drop((window, reservation));
+            return control::refuse(&mut client_send, reason, metrics).await;
         }
-        Err(failure.unwrap_or(OpenError::NoNode))
-    };
-    let (node_send, node_recv) = match tokio::time::timeout(shared.fixed.handshake_timeout, opened).await {
-        Ok(Ok(opened)) => opened,
-        outcome => {
-            match outcome {
-                Ok(Err(e)) => warn!(error = %e, "could not reach another node of the fleet"),
-                Err(_) => warn!("another node of the fleet did not take a forwarded session in time"),
-                Ok(Ok(_)) => {}
-            }
+        Err(e) => {
+            warn!(error = %e, "could not reach the node that has the host");
             drop((window, reservation));
             return control::refuse(&mut client_send, RefuseReason::FleetUnavailable, metrics).await;
         }
     };
+    client_send.send_message(&Message::Accepted).await?;
     let _held = (window, reservation);
     metrics.fleet_routed(FleetRoute::Forwarded);
     let _active = shared.session_started();
@@ -120,7 +103,7 @@ async fn forward(
     let (client_recv, client_first) = client.into_parts();
     let carried = pump::splice(
         pump::Side { send: client_send, recv: client_recv, first: client_first },
-        pump::Side { send: node_send, recv: node_recv, first: Bytes::new() },
+        pump::Side { send: node_send, recv: node_recv, first: node_first },
         pump::Shaping {
             tier: &fleet.unpaced,
             idle_timeout: shared.live().rules.limits.idle_session_timeout,
@@ -139,6 +122,57 @@ async fn forward(
     Ok(())
 }
 
+/// What the owning node answered a `Forward`.
+enum Reached {
+    /// It took the session: the stream to it, and what it sent past `Accepted`.
+    Accepted((LinkSend, LinkRecv, Bytes)),
+    /// It refused, for this reason (passed on to the client).
+    Refused(RefuseReason),
+}
+
+/// Longest wait for a node's answer to `Forward` while another node could be tried: a
+/// node answers once it has opened the stream to its host (a round trip on a live link),
+/// so a node that says nothing for this long is taken for dead.
+const ANSWER_BEFORE_NEXT: Duration = Duration::from_secs(1);
+
+/// Sends `Forward` to the nodes that claim the host, freshest first, until one answers.
+/// A node that cannot be reached, does not answer in time, or does not have the host (a
+/// claim gone stale) is passed over for the next; the last one gets what is left of the
+/// handshake timeout. The answer is read here, not just passed through, so that a dead
+/// node (whose link still looks open) costs a second, not the session.
+async fn reach_owner(shared: &Shared, fleet: &Fleet, to: &Target<'_>) -> Result<Reached, OpenError> {
+    let deadline = tokio::time::Instant::now() + shared.fixed.handshake_timeout;
+    let mut failure = OpenError::NoNode;
+    for (n, (node, addr)) in to.nodes.iter().enumerate() {
+        let last = n + 1 == to.nodes.len();
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let wait = if last { left } else { left.min(ANSWER_BEFORE_NEXT) };
+        let attempt = async {
+            let link = fleet.links.open(node, addr).await?;
+            let mut send = LinkSend::Quic(link.send);
+            let proof = fleet.forward_proof(&link.exporter, &to.host_id);
+            send.send_message(&Message::Forward { host_id: to.host_id, proof }).await?;
+            let mut recv = Framed::new(LinkRecv::Quic(link.recv));
+            let answer = recv.message(wait).await?;
+            Ok::<_, OpenError>((send, recv, answer))
+        };
+        match tokio::time::timeout(wait, attempt).await {
+            Ok(Ok((send, recv, Message::Accepted))) => {
+                let (recv, first) = recv.into_parts();
+                return Ok(Reached::Accepted((send, recv, first)));
+            }
+            Ok(Ok((_, _, Message::Refused { reason: RefuseReason::UnknownHost }))) if !last => {
+                debug!("a node's claim on a host was stale");
+            }
+            Ok(Ok((_, _, Message::Refused { reason }))) => return Ok(Reached::Refused(reason)),
+            Ok(Ok((_, _, other))) => failure = OpenError::Answer(other.name()),
+            Ok(Err(e)) => failure = e,
+            Err(_) => failure = OpenError::Silent,
+        }
+    }
+    Err(failure)
+}
+
 /// Why a forwarded stream could not be opened: the link, or the `Forward` write.
 #[derive(Debug, thiserror::Error)]
 enum OpenError {
@@ -148,4 +182,8 @@ enum OpenError {
     Framed(#[from] FramedError),
     #[error("no node has the host")]
     NoNode,
+    #[error("the node answered {0} to Forward")]
+    Answer(&'static str),
+    #[error("the node did not answer in time")]
+    Silent,
 }
