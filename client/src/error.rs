@@ -74,6 +74,12 @@ pub enum Error {
     /// The session or the relay connection ended abnormally, for a reason ferry can name.
     #[error("the session was cut: {0}")]
     Cut(&'static str),
+    /// Another instance of this host (the same host key) registered at the relay, which
+    /// keeps one registration per host and closed this one.
+    #[error(
+        "another instance of this host is running (the same host key registered at the relay and replaced this one)"
+    )]
+    Replaced,
     /// The relay closed the connection with a code this version does not know.
     #[error("the session was cut: the relay closed the connection (code {code:#x})")]
     RelayClosed {

@@ -249,6 +249,7 @@ pub(crate) struct Metrics {
     buffer_budget: CountGauge,
     handshake: LatencyHistogram,
     connections_rate_limited: Counter,
+    hosts_replaced: Counter,
 }
 
 impl Default for Metrics {
@@ -294,6 +295,12 @@ impl Default for Metrics {
             "Connections refused by the per-source rate limit or connection cap",
             connections_rate_limited.clone(),
         );
+        let hosts_replaced = Counter::default();
+        registry.register(
+            "hosts_replaced",
+            "Registrations closed because the same host registered again (two instances with one key take turns)",
+            hosts_replaced.clone(),
+        );
         Self {
             registry,
             sessions_total,
@@ -305,6 +312,7 @@ impl Default for Metrics {
             buffer_budget,
             handshake,
             connections_rate_limited,
+            hosts_replaced,
         }
     }
 }
@@ -365,6 +373,11 @@ impl Metrics {
     /// A connection was turned away by the per-source connection rate or connection cap.
     pub(crate) fn connections_rate_limited(&self) {
         self.connections_rate_limited.inc();
+    }
+
+    /// A registration was closed by a newer registration of the same host.
+    pub(crate) fn host_replaced(&self) {
+        self.hosts_replaced.inc();
     }
 
     /// Bytes of the buffer budget in use now.

@@ -115,12 +115,14 @@ impl Args {
 
 fn check_config(path: &Path) -> Result<()> {
     let file = FileConfig::load(path)?;
-    for path in [&file.relay.cert, &file.relay.key].into_iter().flatten() {
-        if !path.exists() {
-            bail!("{}: `cert`/`key` names {}, which does not exist", path.display(), path.display());
+    for named in [&file.relay.cert, &file.relay.key].into_iter().flatten() {
+        if !named.exists() {
+            bail!("{}: `cert`/`key` names {}, which does not exist", path.display(), named.display());
         }
     }
     let policy = file.checked()?.policy;
+    // As the user running check-config: run it as the relay's user.
+    file.check_files().with_context(|| path.display().to_string())?;
     println!(
         "{}: ok ({} mode, {} tier(s), {} token(s), {} host rule(s))",
         path.display(),
@@ -145,6 +147,9 @@ fn main() {
         .and_then(|runtime| runtime.block_on(run(args)));
     if let Err(e) = result {
         eprintln!("ferry-relay: {e:#}");
+        if let Some(hint) = e.chain().find_map(|c| c.downcast_ref::<ferry_relay::Error>()).and_then(|e| e.hint()) {
+            eprintln!("  {hint}");
+        }
         std::process::exit(1);
     }
 }
