@@ -12,15 +12,17 @@ use clap::{Parser, Subcommand};
 use ferry_relay::Relay;
 use ferry_relay::config_file::FileConfig;
 
-/// Run a ferry relay: media servers (hosts) connect out to it, remote clients connect
-/// to it, and it forwards their end-to-end encrypted streams without being able to read
-/// them. With no flags it listens on 0.0.0.0:4433 (QUIC on UDP, TLS on TCP) with a
+/// Run a ferry relay: hosts and clients connect to it, it cannot read what it forwards.
+///
+/// Media servers (hosts) connect out to it, remote clients connect to it, and it forwards
+/// their end-to-end encrypted streams without being able to read them. With no flags it listens on 0.0.0.0:4433 (QUIC on UDP, TLS on TCP) with a
 /// self-signed certificate made on first start, and prints the pin hosts and clients
 /// need. Settings come from --config (see deploy/relay.toml); flags override the file.
 /// SIGHUP reloads the certificate, access rules, tiers and limits without dropping
 /// sessions; SIGTERM stops accepting and drains running sessions before exiting.
+// `name`: the package is `ferry`, whose name and description clap would take otherwise.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about)]
+#[command(name = "ferry-relay", version)]
 struct Args {
     #[command(subcommand)]
     command: Option<Command>,
