@@ -26,15 +26,28 @@ use tokio_util::sync::CancellationToken;
 /// A host (e.g. a media server) runs `ferry host run` and stays connected to a relay;
 /// anyone with its ticket runs `ferry connect` (or embeds the library) and gets a local
 /// port that leads, end-to-end encrypted, to the host's service.
+// No bare `about`: it would take the package's description instead of this text.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about)]
+#[command(name = "ferry", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
     /// Log level of ferry's own lines: error, warn, info, debug or trace (its libraries
-    /// stay at warn), or a full tracing filter such as `ferry_client=debug,quinn=info`.
+    /// stay at error), or a full tracing filter such as `ferry_client=debug,quinn=info`.
     #[arg(long, global = true, default_value = "warn", env = "FERRY_LOG", value_parser = args::log_filter)]
     log: String,
+    /// Log lines as text, or as one JSON object per line (for log collectors).
+    #[arg(long, global = true, default_value = "text", env = "FERRY_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable, coloured on a terminal.
+    Text,
+    /// One JSON object per line: timestamp, level, target, fields.
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -90,6 +103,13 @@ enum Command {
         #[arg(long, default_value = "30s", value_parser = args::duration)]
         timeout: Duration,
     },
+    /// Print a shell completion script: `ferry completions bash > ~/.local/share/bash-completion/completions/ferry`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `ferry man | man -l -`.
+    Man,
     /// Start a relay, a host in front of an echo service and a client, all on loopback;
     /// stream data through them, verify it and print the throughput.
     Demo {
@@ -226,11 +246,11 @@ fn main() {
     let cli = Cli::parse();
     // Checked by `args::log_filter` at parse time; the fallback is never taken.
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => logs.json().init(),
+        LogFormat::Text => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -331,6 +351,16 @@ async fn run(command: Command) -> Result<()> {
             progress.finish(result.as_ref().ok().copied());
             result?;
         }
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "ferry", &mut script);
+            print_all(&script)?;
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut page)?;
+            print_all(&page)?;
+        }
         Command::Key { file } => println!("{}", public_key_of(&file)?),
         Command::Wait { target, timeout } => {
             let target = if target.trim().get(..5).is_some_and(|p| p.eq_ignore_ascii_case("ferry")) {
@@ -343,6 +373,15 @@ async fn run(command: Command) -> Result<()> {
         Command::Demo { mib, congestion } => demo(mib, congestion).await?,
     }
     Ok(())
+}
+
+/// Writes generated text to stdout; a reader that stops early (`| head`) is not an error.
+fn print_all(bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(bytes) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
 }
 
 fn parse_ticket(text: &str) -> Result<Ticket> {

@@ -329,3 +329,32 @@ async fn each_binary_names_itself_and_check_config_checks_state_dir() -> Result<
     assert_eq!(stderr.matches("not a directory").count(), 1, "the cause is said once: {stderr}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_parse_and_completions_and_man_page_are_generated() -> Result<()> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let target = format!("127.0.0.1:{port}"); // nothing listens there once the probe is dropped
+    let out = ferry()
+        .args(["--log-format", "json", "--log", "debug", "wait", &target, "--timeout", "300ms"])
+        .output()
+        .await?;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr)?;
+    let (logs, last) = stderr.trim_end().rsplit_once('\n').context("log lines, then the error")?;
+    assert!(last.starts_with("ferry: ") && last.contains("did not accept a connection"), "{last}");
+    let mut parsed = 0;
+    for line in logs.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).with_context(|| format!("not JSON: {line}"))?;
+        assert_eq!(v["level"], "DEBUG", "{line}");
+        assert!(v["target"].as_str().is_some_and(|t| t.starts_with("ferry")), "{line}");
+        assert!(v["timestamp"].is_string() && v["fields"]["message"].is_string(), "{line}");
+        parsed += 1;
+    }
+    assert!(parsed >= 1, "{stderr}");
+
+    let bash = ferry_output(&["completions", "bash"]).await?;
+    assert!(bash.contains("_ferry()") && bash.contains("allow-file") && bash.contains("wait"), "bash completion");
+    let man = ferry_output(&["man"]).await?;
+    assert!(man.contains(".TH ferry 1") && man.contains("reach a service behind NAT"), "man page");
+    Ok(())
+}

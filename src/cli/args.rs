@@ -9,7 +9,9 @@ use anyhow::{Context, Result};
 use ferry_proto::PublicKey;
 
 /// The crates whose log lines are ferry's own; everything else (rustls, quinn, tokio) stays
-/// at `warn` whatever level is asked for, so `--log debug` shows ferry, not its libraries.
+/// at `error` whatever level is asked for, so `--log debug` shows ferry, not its libraries.
+/// (Their warnings are about the same failures ferry reports in its own words, such as a
+/// peer that is not a relay; a full filter reaches them when needed.)
 const OWN_CRATES: [&str; 4] = ["ferry", "ferry_client", "ferry_link", "ferry_proto"];
 
 /// The levels `--log` takes by name.
@@ -27,10 +29,8 @@ pub fn address(text: &str) -> Result<String, String> {
 pub fn log_filter(text: &str) -> Result<String, String> {
     let text = text.trim();
     if LEVELS.contains(&text) {
-        // `error` quiets the libraries too; any other level leaves them at `warn`.
-        let base = if text == "error" { "error" } else { "warn" };
         let own: Vec<String> = OWN_CRATES.iter().map(|c| format!("{c}={text}")).collect();
-        return Ok(format!("{base},{}", own.join(",")));
+        return Ok(format!("error,{}", own.join(",")));
     }
     if text.contains('=') {
         return tracing_subscriber::EnvFilter::builder()
@@ -73,12 +73,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_level_names_ferry_s_own_crates_and_keeps_libraries_at_warn() {
+    fn a_level_names_ferry_s_own_crates_and_keeps_libraries_at_error() {
         let filter = log_filter("debug").unwrap();
-        assert!(filter.starts_with("warn,"), "{filter}");
+        assert!(filter.starts_with("error,"), "{filter}");
         assert!(filter.contains("ferry=debug") && filter.contains("ferry_client=debug"), "{filter}");
         assert!(!filter.contains("rustls") && !filter.contains("quinn"), "{filter}");
-        assert!(log_filter("error").unwrap().starts_with("error,"));
+        assert!(log_filter("warn").unwrap().starts_with("error,ferry=warn,"));
         assert_eq!(log_filter("quinn=info,ferry=trace").unwrap(), "quinn=info,ferry=trace");
     }
 
