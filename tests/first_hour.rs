@@ -358,3 +358,25 @@ async fn json_logs_parse_and_completions_and_man_page_are_generated() -> Result<
     assert!(man.contains(".TH ferry 1") && man.contains("reach a service behind NAT"), "man page");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_whose_relays_are_all_down_names_each_failure() -> Result<()> {
+    let pin = TlsIdentity::self_signed(&["localhost".into()])?.pin()?;
+    let dead = |_: usize| -> Result<RelayAddr> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        Ok(RelayAddr { addr: format!("127.0.0.1:{port}"), trust: RelayTrust::Pin(pin) })
+    };
+    let relays = (0..3).map(dead).collect::<Result<Vec<_>>>()?;
+    let ticket = common::ticket(&HostIdentity::generate()?, relays.clone()).encode()?;
+    let out = ferry().args(["cat", &ticket, "--transport", "tcp"]).output().await?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    let last = stderr.trim_end().lines().last().unwrap_or_default();
+    assert!(last.starts_with("ferry: none of the ticket's 3 relays answered: "), "{stderr}");
+    for relay in &relays {
+        assert!(last.contains(&relay.addr), "{} missing: {last}", relay.addr);
+    }
+    // The first two are said as they fail, not only at the end.
+    assert_eq!(stderr.matches("trying the ticket's next relay").count(), 2, "{stderr}");
+    Ok(())
+}

@@ -67,8 +67,8 @@ impl Client {
         if let Some(hop) = slot.as_ref().filter(|h| h.is_alive()) {
             return Ok(hop.clone());
         }
-        let mut last_error = None;
-        for relay in &self.ticket.relays {
+        let mut failures = Vec::new();
+        for (i, relay) in self.ticket.relays.iter().enumerate() {
             let remembered =
                 self.remembered.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&relay.addr).copied();
             let transport = match (self.transport, remembered) {
@@ -90,11 +90,19 @@ impl Client {
                 Err(e) => {
                     // A remembered transport that stopped working is forgotten.
                     self.remembered.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&relay.addr);
-                    last_error = Some(e);
+                    // Said now, not only after the last relay has had its turn too.
+                    if i + 1 < self.ticket.relays.len() {
+                        tracing::warn!("{}; trying the ticket's next relay", e.report());
+                    }
+                    failures.push(e);
                 }
             }
         }
-        Err(last_error.unwrap_or_else(|| Error::Cut("the ticket lists no relay")))
+        match failures.len() {
+            0 => Err(Error::Cut("the ticket lists no relay")),
+            1 => Err(failures.remove(0)),
+            _ => Err(Error::NoRelayAnswered { failures }),
+        }
     }
 
     /// Connects to a relay now (sessions would do it lazily), to report problems early.
