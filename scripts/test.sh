@@ -10,6 +10,8 @@ missing=()
 command -v curl >/dev/null || missing+=(curl)
 command -v python3 >/dev/null || missing+=(python3)
 command -v ip >/dev/null || missing+=(iproute2)
+# The fleet tests (tests/fleet.rs) start and stop a real Redis.
+command -v redis-server >/dev/null || missing+=(redis-server)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing test tools: ${missing[*]}"
   apt-get update -qq && apt-get install -y -qq "${missing[@]}"

@@ -164,12 +164,17 @@ async fn the_buffer_budget_refuses_new_sessions_and_spares_running_ones() -> Res
     })
     .await?;
     let client = stack.client()?;
+    // A second host: one host alone may hold only half the budget (its fair share), so
+    // filling the budget takes two.
+    let relays = stack.ticket.relays.clone();
+    let (other_host, other) = common::registered_host(relays.clone(), service).await?;
+    let other_client = Client::new(common::ticket(&other, relays), StaticKey::generate()?, HopOptions::client());
     let budget_gauge = |relay: &Relay| metric(&relay.metrics_text(), "ferry_relay_buffer_bytes_in_use");
 
     // Two sessions fill the 4 MiB budget; their readers stop, so data piles up.
     let first = stall(client.open_session().await?, 31, 16 * MIB);
     assert!(budget_gauge(&stack.relay) <= (4 * MIB) as f64);
-    let second = stall(client.open_session().await?, 32, 16 * MIB);
+    let second = stall(other_client.open_session().await?, 32, 16 * MIB);
     assert_eq!(budget_gauge(&stack.relay), (4 * MIB) as f64);
 
     let third = client.open_session().await.err().context("a third session must not fit")?;
@@ -185,6 +190,7 @@ async fn the_buffer_budget_refuses_new_sessions_and_spares_running_ones() -> Res
         assert_eq!((digest, len), (pattern_digest(seed, 16 * MIB), 16 * MIB));
         assert!(budget_gauge(&stack.relay) <= (4 * MIB) as f64);
     }
+    other_host.shutdown().await;
     stack.shutdown().await;
     Ok(())
 }

@@ -5,6 +5,13 @@
 //! request and the first handshake message leave together, so a session is ready after a
 //! single round trip to the host. Relays are tried in ticket order; a lost connection is
 //! re-established by the next session.
+//!
+//! A relay that belongs to a fleet may answer `Connect` with a redirect to the node the
+//! host is registered at. The client dials that node, checking its certificate exactly as
+//! it checked the relay that sent it there (a fleet's nodes share one certificate, so a
+//! redirect can only lead to a node the ticket already trusts), keeps it as its hop for
+//! later sessions, and asks again there. A second redirect is an error: nodes redirect
+//! only to where the host is registered, so two in a row mean the fleet is confused.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,11 +23,26 @@ use ferry_proto::connect::{ClientConnect, ConnectEvent};
 use ferry_proto::e2e::ClientHandshake;
 use ferry_proto::e2e::handshake::MAX_HANDSHAKE_LEN;
 use ferry_proto::e2e::record::put_frame;
-use ferry_proto::{StaticKey, Ticket};
+use ferry_proto::{RelayAddr, StaticKey, Ticket};
 use tokio::sync::Mutex;
 
 use crate::dial::{self, HopOptions, RelayHop, Transport};
 use crate::{Error, Session};
+
+/// The hop sessions are opened on, and the relay (or fleet node) it leads to.
+struct CurrentHop {
+    hop: Arc<RelayHop>,
+    relay: RelayAddr,
+}
+
+/// What a `Connect` on one hop came to (returned once per session, so its size matters
+/// not: a boxed session would cost an allocation for nothing).
+#[expect(clippy::large_enum_variant, reason = "a short-lived return value")]
+enum Opened {
+    Session(Session),
+    /// The fleet node at this address has the host.
+    Redirected(String),
+}
 
 /// Opens sessions to the host of one ticket.
 pub struct Client {
@@ -30,7 +52,7 @@ pub struct Client {
     transport: Transport,
     /// Longest wait for the relay's answer and the host's handshake.
     pub handshake_timeout: Duration,
-    hop: Mutex<Option<Arc<RelayHop>>>,
+    hop: Mutex<Option<CurrentHop>>,
     /// The transport that last worked, per relay address (for `Transport::Auto`).
     remembered: std::sync::Mutex<HashMap<String, Transport>>,
 }
@@ -58,38 +80,25 @@ impl Client {
 
     /// The transport of the current relay hop, once connected.
     pub async fn transport_in_use(&self) -> Option<Transport> {
-        self.hop.lock().await.as_ref().map(|hop| hop.transport())
+        self.hop.lock().await.as_ref().map(|current| current.hop.transport())
     }
 
     /// The relay hop, (re)connecting through the ticket's relays in order.
-    async fn hop(&self) -> Result<Arc<RelayHop>, Error> {
+    async fn hop(&self) -> Result<(Arc<RelayHop>, RelayAddr), Error> {
         let mut slot = self.hop.lock().await;
-        if let Some(hop) = slot.as_ref().filter(|h| h.is_alive()) {
-            return Ok(hop.clone());
+        if let Some(current) = slot.as_ref().filter(|c| c.hop.is_alive()) {
+            return Ok((current.hop.clone(), current.relay.clone()));
         }
         let mut failures = Vec::new();
         for (i, relay) in self.ticket.relays.iter().enumerate() {
-            let remembered =
-                self.remembered.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&relay.addr).copied();
-            let transport = match (self.transport, remembered) {
-                (Transport::Auto, Some(known)) => known,
-                (chosen, _) => chosen,
-            };
-            match dial::connect(relay, transport, &self.options).await {
+            match self.dial(relay).await {
                 Ok(hop) => {
-                    self.remembered
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .insert(relay.addr.clone(), hop.transport());
-                    let hop = Arc::new(hop);
-                    *slot = Some(hop.clone());
-                    return Ok(hop);
+                    *slot = Some(CurrentHop { hop: hop.clone(), relay: relay.clone() });
+                    return Ok((hop, relay.clone()));
                 }
                 // A certificate problem is never retried elsewhere silently: report it.
                 Err(e) if e.is_relay_certificate_problem() => return Err(e),
                 Err(e) => {
-                    // A remembered transport that stopped working is forgotten.
-                    self.remembered.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&relay.addr);
                     // Said now, not only after the last relay has had its turn too.
                     if i + 1 < self.ticket.relays.len() {
                         tracing::warn!("{}; trying the ticket's next relay", e.report());
@@ -105,6 +114,39 @@ impl Client {
         }
     }
 
+    /// Dials `relay` with the transport that last worked for it (or the chosen one).
+    async fn dial(&self, relay: &RelayAddr) -> Result<Arc<RelayHop>, Error> {
+        let remembered =
+            self.remembered.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&relay.addr).copied();
+        let transport = match (self.transport, remembered) {
+            (Transport::Auto, Some(known)) => known,
+            (chosen, _) => chosen,
+        };
+        match dial::connect(relay, transport, &self.options).await {
+            Ok(hop) => {
+                self.remembered
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(relay.addr.clone(), hop.transport());
+                Ok(Arc::new(hop))
+            }
+            Err(e) => {
+                // A remembered transport that stopped working is forgotten.
+                self.remembered.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&relay.addr);
+                Err(e)
+            }
+        }
+    }
+
+    /// Dials the fleet node `node` that `via` redirected us to, with `via`'s trust, and
+    /// makes it the hop for later sessions.
+    async fn follow_redirect(&self, via: &RelayAddr, node: String) -> Result<Arc<RelayHop>, Error> {
+        let relay = RelayAddr { addr: node, trust: via.trust };
+        let hop = self.dial(&relay).await?;
+        *self.hop.lock().await = Some(CurrentHop { hop: hop.clone(), relay });
+        Ok(hop)
+    }
+
     /// Connects to a relay now (sessions would do it lazily), to report problems early.
     pub async fn warm_up(&self) -> Result<(), Error> {
         self.hop().await.map(drop)
@@ -112,7 +154,19 @@ impl Client {
 
     /// Opens one end-to-end session to the host.
     pub async fn open_session(&self) -> Result<Session, Error> {
-        let stream = self.hop().await?.open_stream().await?;
+        let (hop, relay) = self.hop().await?;
+        match self.open_on(&hop).await? {
+            Opened::Session(session) => Ok(session),
+            Opened::Redirected(node) => match self.open_on(&*self.follow_redirect(&relay, node).await?).await? {
+                Opened::Session(session) => Ok(session),
+                Opened::Redirected(_) => Err(Error::Cut("the relay's fleet redirected the session twice")),
+            },
+        }
+    }
+
+    /// Opens a session on `hop`: `Connect` and the handshake, or the relay's redirect.
+    async fn open_on(&self, hop: &RelayHop) -> Result<Opened, Error> {
+        let stream = hop.open_stream().await?;
         let mut send = stream.send;
         let (handshake, hello) = ClientHandshake::start(&self.ticket.host, &self.ticket.secret, &self.key)?;
         let (mut conversation, connect) = ClientConnect::start(self.ticket.host);
@@ -125,16 +179,17 @@ impl Client {
         match conversation.handle(recv.message(self.handshake_timeout).await?)? {
             ConnectEvent::Accepted => {}
             ConnectEvent::Refused(reason) => return Err(Error::Refused(reason)),
+            ConnectEvent::Redirected(node) => return Ok(Opened::Redirected(node)),
         }
         let answer = recv.frame(MAX_HANDSHAKE_LEN, self.handshake_timeout).await?;
         let (sealer, opener) = handshake.finish(&answer)?;
-        Ok(Session { send, recv, sealer, opener })
+        Ok(Opened::Session(Session { send, recv, sealer, opener }))
     }
 
     /// Closes the relay connection.
     pub async fn close(&self) {
-        if let Some(hop) = self.hop.lock().await.take() {
-            hop.close();
+        if let Some(current) = self.hop.lock().await.take() {
+            current.hop.close();
         }
     }
 }

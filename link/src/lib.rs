@@ -22,6 +22,8 @@
 //!   endpoint on it.
 //! - [`transport`]: [`TransportSettings`], the one place a hop's quinn transport config is
 //!   built (windows, stream limit, idle timeout, keep-alive, congestion).
+//! - [`window`]: [`ConnectionWindow`], a connection receive window of one stream window
+//!   per session, so stalled streams cannot freeze the others (the relay's host links).
 //! - [`exporter`]: the TLS exporter value that binds a registration to its hop, over QUIC
 //!   and TLS alike.
 //! - [`resolve`](mod@resolve): a relay address (`name:port`) to the socket address to dial.
@@ -35,9 +37,11 @@ pub mod resolve;
 pub mod stream;
 pub mod transport;
 pub mod udp;
+pub mod window;
 
 pub use congestion::Congestion;
 pub use framed::{Framed, FramedError};
 pub use resolve::resolve;
 pub use stream::{LinkError, LinkRecv, LinkSend, TlsStream, split_tls};
 pub use transport::TransportSettings;
+pub use window::{ConnectionWindow, WindowShare};

@@ -4,8 +4,7 @@
 //! how many streams the other side may open, idle timeout, keep-alive and the congestion
 //! controller — with different numbers. [`TransportSettings`] names the knobs and
 //! [`TransportSettings::build`] turns them into a `quinn::TransportConfig`, so the two
-//! sides cannot drift apart in *how* a setting is applied (the connection window is
-//! always a multiple of the stream window; uni-streams are always off).
+//! sides cannot drift apart in *how* a setting is applied (uni-streams are always off).
 
 use std::time::Duration;
 
@@ -13,15 +12,16 @@ use quinn::{IdleTimeout, TransportConfig, VarInt};
 
 use crate::{Congestion, LinkError};
 
-/// The connection-wide receive window is this many stream windows: enough for that many
-/// sessions to stream at full speed on one connection before they share.
-pub const CONNECTION_WINDOWS: u64 = 16;
-
 /// What a hop's QUIC transport is tuned with.
 #[derive(Clone, Copy, Debug)]
 pub struct TransportSettings {
-    /// Receive window per stream (bytes); the connection's is [`CONNECTION_WINDOWS`] times it.
+    /// Receive window per stream (bytes).
     pub stream_window: u64,
+    /// Receive window of the whole connection at its start (bytes); `None`: unlimited, so
+    /// only the stream windows bound it. The relay starts at one stream window and widens
+    /// it per session (`crate::window`); peers, whose streams are all their own sessions,
+    /// leave it unlimited.
+    pub connection_window: Option<u64>,
     /// Send window for the whole connection (bytes); `None` keeps quinn's default.
     pub send_window: Option<u64>,
     /// Bi-streams the other side can always open at once (`crate::credit` sets quinn's
@@ -44,7 +44,7 @@ impl TransportSettings {
         t.max_concurrent_bidi_streams(crate::credit::stream_limit(self.incoming_streams))
             .max_concurrent_uni_streams(VarInt::from_u32(0))
             .stream_receive_window(varint(self.stream_window)?)
-            .receive_window(varint(self.stream_window.saturating_mul(CONNECTION_WINDOWS))?)
+            .receive_window(self.connection_window.map_or(Ok(VarInt::MAX), varint)?)
             .max_idle_timeout(Some(idle))
             .keep_alive_interval(self.keep_alive);
         if let Some(window) = self.send_window {
@@ -62,6 +62,7 @@ mod tests {
     fn settings() -> TransportSettings {
         TransportSettings {
             stream_window: 1 << 20,
+            connection_window: None,
             send_window: None,
             incoming_streams: 0,
             idle_timeout: Duration::from_secs(20),
@@ -75,8 +76,7 @@ mod tests {
         assert!(settings().build().is_ok());
         let too_wide = TransportSettings { stream_window: u64::MAX, ..settings() };
         assert!(matches!(too_wide.build(), Err(LinkError::WindowTooLarge(_))));
-        // The connection window overflows first: 16 stream windows above QUIC's 2^62.
-        let wide = TransportSettings { stream_window: 1 << 59, ..settings() };
+        let wide = TransportSettings { connection_window: Some(1 << 62), ..settings() };
         assert!(matches!(wide.build(), Err(LinkError::WindowTooLarge(_))));
         let forever = TransportSettings { idle_timeout: Duration::MAX, ..settings() };
         let err = forever.build().unwrap_err();

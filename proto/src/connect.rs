@@ -29,6 +29,9 @@ pub enum ConnectEvent {
     Accepted,
     /// The relay turned the session away; the stream ends.
     Refused(RefuseReason),
+    /// The host is at another node of the relay's fleet, at this address: dial it (with the
+    /// same trust) and start again there. The stream ends.
+    Redirected(String),
 }
 
 /// The client's side: asks for a host, then waits for the one answer.
@@ -53,7 +56,8 @@ impl ClientConnect {
         match message {
             Message::Accepted => Ok(ConnectEvent::Accepted),
             Message::Refused { reason } => Ok(ConnectEvent::Refused(reason)),
-            other => Err(unexpected("Accepted or Refused", &other)),
+            Message::Redirect { node } => Ok(ConnectEvent::Redirected(node)),
+            other => Err(unexpected("Accepted, Refused or Redirect", &other)),
         }
     }
 }
@@ -78,6 +82,11 @@ impl RelayConnect {
     /// The host's side is open: the message that tells the client so.
     pub fn accept(self) -> Message {
         Message::Accepted
+    }
+
+    /// The host is registered at another node of this relay's fleet, reached at `node`.
+    pub fn redirect(self, node: String) -> Message {
+        Message::Redirect { node }
     }
 }
 
@@ -119,6 +128,8 @@ mod tests {
             Message::Incoming { session: 3 },
             Message::GoingAway,
             Message::Attach { session: 3 },
+            Message::Redirect { node: "relay-2.example:4433".into() },
+            Message::Forward { host_id: HOST, proof: [7; 32] },
         ]
     }
 
@@ -135,12 +146,22 @@ mod tests {
     }
 
     #[test]
+    fn a_redirect_reaches_the_client() {
+        let (mut client, connect) = ClientConnect::start(HOST);
+        let Message::Connect { host_id } = connect else { panic!("not a Connect") };
+        let answer = RelayConnect::new(host_id).redirect("relay-2.example:4433".into());
+        let event = client.handle(answer).unwrap();
+        assert_eq!(event, ConnectEvent::Redirected("relay-2.example:4433".into()));
+    }
+
+    #[test]
     fn each_refusal_reaches_the_client() {
         for reason in [
             RefuseReason::UnknownHost,
             RefuseReason::HostOverLimit,
             RefuseReason::RelayBusy,
             RefuseReason::ShuttingDown,
+            RefuseReason::FleetUnavailable,
             RefuseReason::NotAllowed,
             RefuseReason::Other(99),
         ] {
@@ -156,9 +177,9 @@ mod tests {
             let (mut client, _) = ClientConnect::start(HOST);
             let outcome = client.handle(message.clone());
             match name {
-                "Accepted" | "Refused" => assert!(outcome.is_ok()),
+                "Accepted" | "Refused" | "Redirect" => assert!(outcome.is_ok()),
                 _ => assert!(
-                    matches!(outcome, Err(Error::Unexpected { expected: "Accepted or Refused", got }) if got == name),
+                    matches!(outcome, Err(Error::Unexpected { expected: "Accepted, Refused or Redirect", got }) if got == name),
                     "{name}"
                 ),
             }
@@ -176,7 +197,7 @@ mod tests {
             let (mut client, _) = ClientConnect::start(HOST);
             let mut answered = 0;
             for code in codes {
-                let message = every_message().swap_remove(usize::from(code) % 10);
+                let message = every_message().swap_remove(usize::from(code) % 12);
                 if client.handle(message).is_ok() {
                     answered += 1;
                 }

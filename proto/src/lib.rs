@@ -35,7 +35,7 @@ pub mod ticket;
 
 pub use error::Error;
 pub use keys::{HostId, PublicKey, StaticKey};
-pub use message::{Message, RefuseReason};
+pub use message::{FORWARD_PROOF_LEN, Message, RefuseReason};
 pub use pin::{CertPin, RelayTrust};
 pub use ticket::{RelayAddr, Ticket, TicketSecret};
 

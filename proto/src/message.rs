@@ -31,6 +31,11 @@ const REFUSED: u8 = 0x07;
 const INCOMING: u8 = 0x08;
 const GOING_AWAY: u8 = 0x09;
 const ATTACH: u8 = 0x0a;
+const REDIRECT: u8 = 0x0b;
+const FORWARD: u8 = 0x0c;
+
+/// Length of a [`Message::Forward`] proof (an HMAC-SHA256).
+pub const FORWARD_PROOF_LEN: usize = 32;
 
 /// An operator-issued registration token. `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
@@ -60,6 +65,9 @@ pub enum RefuseReason {
     RateLimited,
     /// The relay is shutting down.
     ShuttingDown,
+    /// The host is not registered at this relay, and this relay cannot ask the rest of its
+    /// fleet where it is now (its shared directory is unreachable).
+    FleetUnavailable,
     /// A reason this version does not know.
     Other(u8),
 }
@@ -74,6 +82,7 @@ impl RefuseReason {
             Self::BadProof => 5,
             Self::RateLimited => 6,
             Self::ShuttingDown => 7,
+            Self::FleetUnavailable => 8,
             Self::Other(code) => code,
         }
     }
@@ -87,6 +96,7 @@ impl RefuseReason {
             5 => Self::BadProof,
             6 => Self::RateLimited,
             7 => Self::ShuttingDown,
+            8 => Self::FleetUnavailable,
             other => Self::Other(other),
         }
     }
@@ -101,6 +111,7 @@ impl RefuseReason {
             Self::BadProof => "bad_proof",
             Self::RateLimited => "rate_limited",
             Self::ShuttingDown => "shutting_down",
+            Self::FleetUnavailable => "fleet_unavailable",
             Self::Other(_) => "other",
         }
     }
@@ -116,6 +127,10 @@ impl fmt::Display for RefuseReason {
             Self::BadProof => f.write_str("the host could not prove it holds its key"),
             Self::RateLimited => f.write_str("too many attempts; try again later"),
             Self::ShuttingDown => f.write_str("the relay is shutting down"),
+            Self::FleetUnavailable => f.write_str(
+                "the host is not on this relay node and the node cannot reach its fleet's directory now; \
+                 try again shortly or another relay of the ticket",
+            ),
             Self::Other(code) => write!(f, "the relay refused (reason code {code})"),
         }
     }
@@ -170,6 +185,24 @@ pub enum Message {
         /// The session number from `Incoming`.
         session: u64,
     },
+    /// Relay → client, the answer to `Connect`: the host is registered at another node of
+    /// this relay's fleet; dial `node` (checking it as this relay was checked: a fleet's
+    /// nodes share one certificate) and send `Connect` there. The stream ends.
+    Redirect {
+        /// The node's address, `name:port` (at most 255 bytes).
+        node: String,
+    },
+    /// Relay node → relay node, first message of a stream on a link between two nodes of
+    /// one fleet: open a session to `host_id` for a client of the sending node, exactly as
+    /// `Connect` does (the answer and the client's bytes follow on the stream). `proof` is
+    /// the fleet secret's HMAC over the link's TLS exporter and `host_id`, so only a node of
+    /// the fleet can send it, and only on this connection.
+    Forward {
+        /// The host to reach.
+        host_id: HostId,
+        /// HMAC-SHA256 of the fleet secret (see the relay's `fleet` module).
+        proof: [u8; FORWARD_PROOF_LEN],
+    },
 }
 
 impl Message {
@@ -186,6 +219,8 @@ impl Message {
             Self::Incoming { .. } => "Incoming",
             Self::GoingAway => "GoingAway",
             Self::Attach { .. } => "Attach",
+            Self::Redirect { .. } => "Redirect",
+            Self::Forward { .. } => "Forward",
         }
     }
 
@@ -234,6 +269,18 @@ impl Message {
             Self::Attach { session } => {
                 out.push(ATTACH);
                 out.extend_from_slice(&session.to_be_bytes());
+            }
+            Self::Redirect { node } => {
+                if node.len() > 255 {
+                    return Err(Error::Malformed("redirect address longer than 255 bytes"));
+                }
+                out.push(REDIRECT);
+                put_short_field(out, node.as_bytes());
+            }
+            Self::Forward { host_id, proof } => {
+                out.push(FORWARD);
+                out.extend_from_slice(host_id.as_bytes());
+                out.extend_from_slice(proof);
             }
         }
         let len = out.len() - start - HEADER_LEN;
@@ -304,6 +351,12 @@ impl Message {
             INCOMING => Self::Incoming { session: r.u64("session")? },
             GOING_AWAY => Self::GoingAway,
             ATTACH => Self::Attach { session: r.u64("session")? },
+            REDIRECT => {
+                let node = std::str::from_utf8(r.short_field("redirect address")?)
+                    .map_err(|_| Error::Malformed("redirect address is not UTF-8"))?;
+                Self::Redirect { node: node.to_owned() }
+            }
+            FORWARD => Self::Forward { host_id: PublicKey(r.array("host id")?), proof: r.array("forward proof")? },
             other => return Err(Error::UnknownMessage(other)),
         };
         r.finish("trailing bytes in message")?;
@@ -399,6 +452,9 @@ mod tests {
             any::<u64>().prop_map(|session| Message::Incoming { session }),
             Just(Message::GoingAway),
             any::<u64>().prop_map(|session| Message::Attach { session }),
+            "[ -~]{0,255}".prop_map(|node| Message::Redirect { node }),
+            (any::<[u8; 32]>(), any::<[u8; 32]>())
+                .prop_map(|(h, proof)| Message::Forward { host_id: PublicKey(h), proof }),
         ]
     }
 

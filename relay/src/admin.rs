@@ -65,18 +65,31 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 /// Longest pause between `accept` attempts.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
-/// Whether `/healthz` reports the relay as serving.
-type Healthy = dyn Fn() -> bool + Send + Sync;
+/// What `/healthz` reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Health {
+    /// `200 ok`.
+    Serving,
+    /// `200 degraded: …`: serving local hosts and running sessions, but the fleet's
+    /// directory is unreachable, so hosts at other nodes cannot be reached through this one.
+    /// Still `200`: taking this node out of a load balancer would only make things worse.
+    Degraded,
+    /// `503 shutting down`: a graceful shutdown has begun; load balancers should stop
+    /// sending new clients.
+    Draining,
+}
+
+/// What `/healthz` reports now.
+type Healthy = dyn Fn() -> Health + Send + Sync;
 
 /// Serves `/metrics` and `/healthz` on `listener` until `cancel` fires, then waits for the
 /// connections in flight (each bounded by [`SHUTDOWN_GRACE`]) to finish.
 ///
-/// `healthy` says whether to answer `/healthz` with `200` or `503` (for example, `false` once
-/// a graceful shutdown has begun, so load balancers stop sending new clients).
+/// `healthy` says what to answer `/healthz` with (see [`Health`]).
 pub(crate) async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
-    healthy: impl Fn() -> bool + Send + Sync + 'static,
+    healthy: impl Fn() -> Health + Send + Sync + 'static,
     cancel: CancellationToken,
 ) {
     let healthy: Arc<Healthy> = Arc::new(healthy);
@@ -212,8 +225,18 @@ fn respond(request: &Request<Incoming>, metrics: &Metrics, healthy: &Healthy) ->
             return response;
         }
         "/metrics" => ("metrics", StatusCode::OK, metrics::CONTENT_TYPE, Bytes::from(metrics.render())),
-        "/healthz" if healthy() => ("healthz", StatusCode::OK, TEXT, Bytes::from_static(b"ok\n")),
-        "/healthz" => ("healthz", StatusCode::SERVICE_UNAVAILABLE, TEXT, Bytes::from_static(b"shutting down\n")),
+        "/healthz" => match healthy() {
+            Health::Serving => ("healthz", StatusCode::OK, TEXT, Bytes::from_static(b"ok\n")),
+            Health::Degraded => (
+                "healthz",
+                StatusCode::OK,
+                TEXT,
+                Bytes::from_static(b"degraded: the fleet directory (Redis) is unreachable; local hosts are served\n"),
+            ),
+            Health::Draining => {
+                ("healthz", StatusCode::SERVICE_UNAVAILABLE, TEXT, Bytes::from_static(b"shutting down\n"))
+            }
+        },
         _ => ("other", StatusCode::NOT_FOUND, TEXT, Bytes::from_static(b"not found\n")),
     };
     tracing::debug!(method = %request.method(), route, status = status.as_u16(), "admin request");
@@ -240,13 +263,14 @@ fn with_body(status: StatusCode, content_type: &'static str, body: Bytes) -> Res
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicU8, Ordering};
 
     use super::*;
 
     struct Admin {
         addr: SocketAddr,
-        healthy: Arc<AtomicBool>,
+        /// 0 serving, 1 degraded, 2 draining.
+        healthy: Arc<AtomicU8>,
         cancel: CancellationToken,
         task: tokio::task::JoinHandle<()>,
     }
@@ -254,10 +278,15 @@ mod tests {
     async fn start(metrics: Arc<Metrics>) -> Admin {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let healthy = Arc::new(AtomicBool::new(true));
+        let healthy = Arc::new(AtomicU8::new(0));
         let cancel = CancellationToken::new();
         let flag = healthy.clone();
-        let task = tokio::spawn(serve(listener, metrics, move || flag.load(Ordering::Relaxed), cancel.clone()));
+        let health = move || match flag.load(Ordering::Relaxed) {
+            0 => Health::Serving,
+            1 => Health::Degraded,
+            _ => Health::Draining,
+        };
+        let task = tokio::spawn(serve(listener, metrics, health, cancel.clone()));
         Admin { addr, healthy, cancel, task }
     }
 
@@ -296,7 +325,12 @@ mod tests {
         assert!(headers.contains("Connection: close"), "{headers}");
         assert_eq!(body, "ok\n");
 
-        admin.healthy.store(false, Ordering::Relaxed);
+        admin.healthy.store(1, Ordering::Relaxed);
+        let (status, _, body) = get(admin.addr, "/healthz").await;
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        assert!(body.starts_with("degraded: "), "{body}");
+
+        admin.healthy.store(2, Ordering::Relaxed);
         let (status, _, body) = get(admin.addr, "/healthz").await;
         assert_eq!(status, "HTTP/1.1 503 Service Unavailable");
         assert_eq!(body, "shutting down\n");

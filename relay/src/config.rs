@@ -73,6 +73,8 @@ pub struct RelayConfig {
     pub shutdown_deadline: Duration,
     /// The certificate, access rules, tiers and limits: what a reload replaces.
     pub reloadable: Reloadable,
+    /// This node's fleet, if it belongs to one (`crate::fleet`).
+    pub fleet: Option<crate::fleet::FleetConfig>,
     /// Test hook: sees every byte the pump forwards. Used to prove the relay only ever
     /// handles ciphertext; never set by the binaries.
     #[doc(hidden)]
@@ -114,6 +116,7 @@ impl RelayConfig {
             admin: None,
             shutdown_deadline: DEFAULT_SHUTDOWN_DEADLINE,
             reloadable: Reloadable::new(identity),
+            fleet: None,
             tap: None,
         }
     }

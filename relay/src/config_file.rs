@@ -20,6 +20,7 @@ use crate::config::{
     DEFAULT_BUFFER_PER_DIRECTION, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN,
     DEFAULT_MAX_SESSIONS_PER_CONNECTION, DEFAULT_SHUTDOWN_DEADLINE, Reloadable,
 };
+use crate::fleet::file::FleetSection;
 use crate::limits::Limits;
 use crate::pacing::{DEFAULT_BURST_BYTES, Tier, parse_rate};
 use crate::policy::{HostRule, Policy, TokenRule};
@@ -47,6 +48,8 @@ pub struct FileConfig {
     /// Logging.
     #[serde(default)]
     pub log: LogSection,
+    /// This node's fleet (`crate::fleet`); absent: a relay on its own.
+    pub fleet: Option<FleetSection>,
 }
 
 /// `[relay]`
@@ -302,6 +305,7 @@ impl FileConfig {
         config.idle_timeout = Duration::from_secs(r.idle_timeout_secs);
         config.shutdown_deadline = Duration::from_secs(r.shutdown_deadline_secs);
         config.admin = self.admin.enabled.then_some(self.admin.listen);
+        config.fleet = self.fleet.as_ref().map(FleetSection::fleet_config).transpose()?;
         config.validate()?;
         Ok(config)
     }
@@ -385,6 +389,9 @@ impl FileConfig {
         if let Some((key, why)) = core.problem(&limits) {
             let section = if LimitsSection::KEYS.contains(&key) { "limits" } else { "relay" };
             return Err(at(&[Key(section)], key, why));
+        }
+        if let Some((key, why)) = self.fleet.as_ref().and_then(FleetSection::problem) {
+            return Err(at(&[Key("fleet")], key, why));
         }
         if !crate::log::is_level(&self.log.level) {
             return Err(at(&[Key("log")], "level", "use error, warn, info, debug or trace".into()));

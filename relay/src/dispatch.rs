@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use ferry_link::{Framed, FramedError, LinkRecv, LinkSend};
+use ferry_link::{ConnectionWindow, Framed, FramedError, LinkRecv, LinkSend};
 use ferry_proto::codes::CLOSE_PROTOCOL;
 use ferry_proto::connect::RelayConnect;
 use ferry_proto::registration::RelayRegistration;
@@ -17,13 +17,16 @@ use tracing::debug;
 
 use crate::host::{self, HostHop};
 use crate::metrics::Refusal;
-use crate::session;
+use crate::session::{self, Asker};
 use crate::state::Shared;
 
 /// Which hop a stream arrived on.
 pub(crate) enum StreamHop {
-    Quic(quinn::Connection),
-    Tcp { exporter: [u8; EXPORTER_LEN] },
+    /// A QUIC connection, with the receive window its sessions widen.
+    Quic(Arc<ConnectionWindow>),
+    Tcp {
+        exporter: [u8; EXPORTER_LEN],
+    },
 }
 
 /// Reads a stream's first message and hands the stream to the host, session or attach logic.
@@ -50,9 +53,9 @@ pub(crate) fn dispatch(
         let outcome = match first {
             Message::Register { host_id, token, handshake } => {
                 let (host_hop, exporter) = match hop {
-                    StreamHop::Quic(conn) => {
-                        let Ok(exporter) = ferry_link::exporter::quic(&conn) else { return };
-                        (HostHop::Quic(conn), exporter)
+                    StreamHop::Quic(window) => {
+                        let Ok(exporter) = ferry_link::exporter::quic(window.connection()) else { return };
+                        (HostHop::Quic(window), exporter)
                     }
                     StreamHop::Tcp { exporter } => (HostHop::Tcp, exporter),
                 };
@@ -62,7 +65,26 @@ pub(crate) fn dispatch(
                 Box::pin(host::serve(shared, host_hop, send, framed, registration, cancel)).await
             }
             Message::Connect { host_id } => {
-                session::serve(shared, send, framed, RelayConnect::new(host_id), cancel).await
+                let window = match hop {
+                    StreamHop::Quic(window) => Some(window),
+                    StreamHop::Tcp { .. } => None,
+                };
+                session::serve(shared, window, send, framed, RelayConnect::new(host_id), Asker::Client, cancel).await
+            }
+            Message::Forward { host_id, proof } => {
+                // Only over QUIC, only with a fleet, only with the fleet's proof for this link.
+                let (StreamHop::Quic(window), Some(fleet)) = (hop, shared.fleet.clone()) else {
+                    return debug!("a Forward where no fleet link can be");
+                };
+                let proven = ferry_link::exporter::quic(window.connection())
+                    .is_ok_and(|exporter| fleet.verify_forward(&exporter, &host_id, &proof));
+                if !proven {
+                    shared.metrics.refused(Refusal::BadProof);
+                    window.connection().close(CLOSE_PROTOCOL.into(), b"not a node of this fleet");
+                    return debug!("a Forward without the fleet's proof");
+                }
+                let connect = RelayConnect::new(host_id);
+                session::serve(shared, Some(window), send, framed, connect, Asker::FleetNode, cancel).await
             }
             Message::Attach { session } => {
                 let (recv, first) = framed.into_parts();
@@ -71,8 +93,8 @@ pub(crate) fn dispatch(
                 Ok(())
             }
             _ => {
-                if let StreamHop::Quic(conn) = hop {
-                    conn.close(CLOSE_PROTOCOL.into(), b"unexpected first message");
+                if let StreamHop::Quic(window) = hop {
+                    window.connection().close(CLOSE_PROTOCOL.into(), b"unexpected first message");
                 }
                 return debug!("unexpected first message");
             }

@@ -74,6 +74,15 @@ pub enum Error {
         /// What is wrong ([`Error::ConfigSyntax`] or [`Error::ConfigSetting`]).
         source: Box<Error>,
     },
+    /// The `[fleet]` Redis URL is not one redis-rs understands.
+    #[error("invalid `[fleet] redis_url` (use redis://host:port/db)")]
+    FleetRedis(#[source] redis::RedisError),
+    /// The fleet cannot be set up as configured.
+    #[error("fleet: {why}")]
+    FleetSetting {
+        /// What is wrong.
+        why: String,
+    },
     /// rustls offers no TLS 1.3 cipher suite that QUIC can use (a build without one).
     #[error("no TLS 1.3 cipher suite usable for QUIC")]
     QuicCrypto(#[source] quinn::crypto::rustls::NoInitialCipherSuite),

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use ferry_link::{Framed, FramedError, LinkSend};
+use ferry_link::{ConnectionWindow, Framed, FramedError, LinkSend};
 use ferry_proto::registration::{RelayAction, RelayRegistration};
 use ferry_proto::{Message, RefuseReason};
 use tokio::sync::mpsc;
@@ -25,8 +25,9 @@ const INCOMING_QUEUE: usize = 64;
 
 /// The host's hop, as far as registration cares.
 pub(crate) enum HostHop {
-    /// A QUIC connection (sessions are streams the relay opens on it).
-    Quic(quinn::Connection),
+    /// A QUIC connection (sessions are streams the relay opens on it), with the receive
+    /// window its sessions widen.
+    Quic(Arc<ConnectionWindow>),
     /// A TLS connection (sessions are announced on it and attached by the host).
     Tcp,
 }
@@ -48,7 +49,7 @@ pub(crate) async fn serve(
     // The claim (and the host's place) are given back before a refusal is sent: the host
     // may try again on this connection as soon as it hears it.
     let claim = match &hop {
-        HostHop::Quic(conn) => match shared.registry.claim_connection(conn.stable_id()) {
+        HostHop::Quic(window) => match shared.registry.claim_connection(window.connection().stable_id()) {
             Some(claim) => Some(claim),
             None => return control::refuse(&mut send, RefuseReason::RateLimited, metrics).await,
         },
@@ -127,13 +128,16 @@ async fn stay_registered(
     let host_id = *registration.host_id();
     let (incoming_tx, mut incoming) = mpsc::channel(INCOMING_QUEUE);
     let link = match &hop {
-        HostHop::Quic(conn) => HostLink::Quic(conn.clone()),
+        HostHop::Quic(window) => HostLink::Quic(window.clone()),
         HostHop::Tcp => HostLink::Tcp(incoming_tx),
     };
     let replaced = CancellationToken::new();
-    let handle = HostHandle { link, tier, sessions: Arc::default() };
+    let handle = HostHandle { link, tier, sessions: Arc::default(), buffers: Arc::default() };
     let generation = shared.registry.register(host_id, handle, place, replaced.clone());
     shared.metrics.host_registered();
+    if let Some(fleet) = &shared.fleet {
+        fleet.announce(host_id);
+    }
     debug!("host registered");
     let outcome = async {
         send.send_message(&reply).await?;
@@ -161,7 +165,11 @@ async fn stay_registered(
         }
     }
     .await;
-    shared.registry.unregister(&host_id, generation);
+    if shared.registry.unregister(&host_id, generation)
+        && let Some(fleet) = &shared.fleet
+    {
+        fleet.withdraw(host_id);
+    }
     shared.metrics.host_unregistered();
     debug!("host unregistered");
     outcome

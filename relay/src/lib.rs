@@ -22,7 +22,10 @@
 //! - [`config`]: [`RelayConfig`], its [`Reloadable`] part and the defaults; [`config_file`]:
 //!   the TOML file, checked, and turned into a [`RelayConfig`].
 //! - [`policy`]: open/closed registration, hashed tokens, host rules, tier assignment.
-//! - [`limits`]: buffer budget, per-host sessions, per-source connection rate, open
+//! - [`fleet`]: nodes that find each other's hosts through a directory on Redis, and
+//!   redirect or forward clients to them.
+//! - `budget`: the buffer budget for sessions, and each host's fair share of it.
+//! - [`limits`]: per-host sessions, per-source connection rate, open
 //!   connections (overall and per source), the budget of explained refusals.
 //! - [`pacing`]: bandwidth tiers and the token bucket that paces sessions.
 //! - `metrics`: aggregate counters, gauges and histograms; `admin`: `/metrics` and `/healthz`.
@@ -37,11 +40,13 @@
 mod admin;
 pub mod allocator;
 mod attach;
+mod budget;
 pub mod config;
 pub mod config_file;
 mod control;
 mod dispatch;
 mod error;
+pub mod fleet;
 mod host;
 pub mod limits;
 mod listen;

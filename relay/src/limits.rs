@@ -1,8 +1,6 @@
-//! The relay's hard limits: where memory, sessions and connection rates are bounded.
+//! The relay's hard limits: where sessions, connections and connection rates are bounded
+//! (the memory of sessions is `crate::budget`'s).
 //!
-//! - `BufferBudget`: the sum of all pump buffers. Each session reserves its two
-//!   directions' buffers up front; when the budget is spent new sessions are refused as
-//!   busy and running ones are untouched.
 //! - `SourceRate`: new connections per source address per minute, on governor's keyed
 //!   rate limiter; addresses are kept in memory only (never logged), swept on a schedule
 //!   and capped in number, so the map stays bounded.
@@ -20,7 +18,7 @@
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::ops::Add;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -35,8 +33,6 @@ use governor::state::StateStore;
 use governor::state::keyed::{DashMapStateStore, ShrinkableKeyedStateStore};
 use governor::{Quota, RateLimiter};
 use tokio::time::Instant;
-
-use crate::metrics::Metrics;
 
 /// The numeric limits a reload can change.
 #[derive(Clone, Debug, PartialEq)]
@@ -71,47 +67,6 @@ impl Default for Limits {
             max_connections: 16_384,
             max_connections_per_source: 512,
         }
-    }
-}
-
-/// The global budget for session buffers.
-pub(crate) struct BufferBudget {
-    in_use: AtomicU64,
-    cap: AtomicU64,
-}
-
-/// Bytes reserved from the budget; released when dropped.
-pub(crate) struct Reservation {
-    budget: Arc<BufferBudget>,
-    metrics: Arc<Metrics>,
-    bytes: u64,
-}
-
-impl BufferBudget {
-    pub(crate) fn new(cap: u64) -> Arc<Self> {
-        Arc::new(Self { in_use: AtomicU64::new(0), cap: AtomicU64::new(cap) })
-    }
-
-    /// Changes the budget (reload); reservations already made stay.
-    pub(crate) fn set_cap(&self, cap: u64) {
-        self.cap.store(cap, Ordering::Relaxed);
-    }
-
-    /// Reserves `bytes`, or `None` if that would exceed the budget.
-    pub(crate) fn try_reserve(self: &Arc<Self>, bytes: u64, metrics: &Arc<Metrics>) -> Option<Reservation> {
-        let cap = self.cap.load(Ordering::Relaxed);
-        self.in_use
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| used.checked_add(bytes).filter(|&n| n <= cap))
-            .ok()?;
-        metrics.buffer_reserved(bytes);
-        Some(Reservation { budget: self.clone(), metrics: metrics.clone(), bytes })
-    }
-}
-
-impl Drop for Reservation {
-    fn drop(&mut self) {
-        self.budget.in_use.fetch_sub(self.bytes, Ordering::AcqRel);
-        self.metrics.buffer_released(self.bytes);
     }
 }
 
@@ -420,20 +375,6 @@ impl Reference for TokioInstant {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn budget_is_never_exceeded_and_is_returned() {
-        let metrics = Arc::new(Metrics::default());
-        let budget = BufferBudget::new(4 << 20);
-        let a = budget.try_reserve(2 << 20, &metrics).unwrap();
-        let b = budget.try_reserve(2 << 20, &metrics).unwrap();
-        assert!(budget.try_reserve(1, &metrics).is_none());
-        assert_eq!(metrics.buffer_in_use(), 4 << 20);
-        drop(a);
-        assert!(budget.try_reserve(2 << 20, &metrics).is_some());
-        drop(b);
-        assert_eq!(metrics.buffer_in_use(), 0);
-    }
 
     #[test]
     fn sessions_per_host_are_capped() {

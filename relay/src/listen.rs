@@ -20,7 +20,7 @@ use std::net::{SocketAddr, TcpListener as StdTcpListener, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_link::{LinkRecv, LinkSend, split_tls};
+use ferry_link::{ConnectionWindow, LinkRecv, LinkSend, split_tls};
 use ferry_proto::codes::{CLOSE_BUSY, CLOSE_HANDSHAKE_TIMEOUT, CLOSE_RATE_LIMITED, CLOSE_SHUTDOWN};
 use ferry_proto::{EXPORTER_LEN, Message, RefuseReason};
 use tokio::net::TcpListener;
@@ -146,6 +146,8 @@ async fn serve_quic(
     };
     shared.metrics.handshake_seconds(started.elapsed());
     drop(slot);
+    // Its receive window widens by one buffer per session it carries (`ferry_link::window`).
+    let window = ConnectionWindow::new(conn.clone(), shared.fixed.buffer_per_direction as u64);
     // The first stream is due within the handshake timeout: a connection that only PINGs
     // would otherwise hold its memory and its place for ever.
     let mut deadline = Some(tokio::time::Instant::now() + shared.fixed.handshake_timeout);
@@ -171,7 +173,7 @@ async fn serve_quic(
         };
         let Ok((send, recv)) = stream else { return };
         deadline = None;
-        let hop = StreamHop::Quic(conn.clone());
+        let hop = StreamHop::Quic(window.clone());
         tracker.spawn(dispatch(shared.clone(), hop, LinkSend::Quic(send), LinkRecv::Quic(recv), cancel.clone()));
     }
 }

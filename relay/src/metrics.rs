@@ -57,6 +57,8 @@ pub(crate) enum Refusal {
     ShuttingDown,
     /// [`RefuseReason::Other`], whatever its code.
     Other,
+    /// [`RefuseReason::FleetUnavailable`].
+    FleetUnavailable,
     /// The TLS or QUIC handshake did not finish within the handshake timeout, or the
     /// connection then sent no first message (QUIC: opened no stream) within it.
     HandshakeTimeout,
@@ -67,7 +69,7 @@ pub(crate) enum Refusal {
 
 impl Refusal {
     /// Every reason, in the order of their discriminants (the index of their counter).
-    const ALL: [Self; 10] = [
+    const ALL: [Self; 11] = [
         Self::UnknownHost,
         Self::HostOverLimit,
         Self::RelayBusy,
@@ -76,6 +78,7 @@ impl Refusal {
         Self::RateLimited,
         Self::ShuttingDown,
         Self::Other,
+        Self::FleetUnavailable,
         Self::HandshakeTimeout,
         Self::NoAlpn,
     ];
@@ -92,6 +95,7 @@ impl Refusal {
             Self::ShuttingDown => RefuseReason::ShuttingDown,
             // Every `Other` code has the same label; 0 stands for all of them.
             Self::Other => RefuseReason::Other(0),
+            Self::FleetUnavailable => RefuseReason::FleetUnavailable,
             Self::HandshakeTimeout | Self::NoAlpn => return None,
         })
     }
@@ -117,6 +121,7 @@ impl From<RefuseReason> for Refusal {
             RefuseReason::RateLimited => Self::RateLimited,
             RefuseReason::ShuttingDown => Self::ShuttingDown,
             RefuseReason::Other(_) => Self::Other,
+            RefuseReason::FleetUnavailable => Self::FleetUnavailable,
         }
     }
 }
@@ -158,6 +163,31 @@ impl EncodeLabelValue for Direction {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ReasonLabel {
     reason: Refusal,
+}
+
+/// How a session for a host at another node of the fleet was routed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum FleetRoute {
+    /// The client was told the owning node's address.
+    Redirected,
+    /// The session was carried to the owning node.
+    Forwarded,
+}
+
+impl FleetRoute {
+    const ALL: [Self; 2] = [Self::Redirected, Self::Forwarded];
+}
+
+impl EncodeLabelValue for FleetRoute {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> fmt::Result {
+        fmt::Write::write_str(encoder, if *self == Self::Redirected { "redirected" } else { "forwarded" })
+    }
+}
+
+/// The labels of `ferry_relay_fleet_sessions_total`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RouteLabel {
+    route: FleetRoute,
 }
 
 /// The labels of `ferry_relay_bytes_relayed_total`.
@@ -250,6 +280,8 @@ pub(crate) struct Metrics {
     handshake: LatencyHistogram,
     connections_rate_limited: Counter,
     hosts_replaced: Counter,
+    /// Indexed by [`FleetRoute`].
+    fleet_routed: [Counter; FleetRoute::ALL.len()],
 }
 
 impl Default for Metrics {
@@ -301,7 +333,11 @@ impl Default for Metrics {
             "Registrations closed because the same host registered again (two instances with one key take turns)",
             hosts_replaced.clone(),
         );
+        let by_route = Family::<RouteLabel, Counter>::default();
+        let fleet_routed = FleetRoute::ALL.map(|route| by_route.get_or_create_owned(&RouteLabel { route }));
+        registry.register("fleet_sessions", "Sessions for hosts at other nodes of the fleet, by route", by_route);
         Self {
+            fleet_routed,
             registry,
             sessions_total,
             sessions_active,
@@ -333,6 +369,11 @@ impl Metrics {
     pub(crate) fn bytes_relayed(&self, client_to_host: u64, host_to_client: u64) {
         self.bytes_relayed[Direction::ClientToHost as usize].inc_by(client_to_host);
         self.bytes_relayed[Direction::HostToClient as usize].inc_by(host_to_client);
+    }
+
+    /// A session for a host at another node was redirected or forwarded.
+    pub(crate) fn fleet_routed(&self, route: FleetRoute) {
+        self.fleet_routed[route as usize].inc();
     }
 
     /// A host registered.
@@ -619,6 +660,6 @@ mod tests {
             .flat_map(|(_, labels)| labels.trim_end_matches('}').split(','))
             .filter_map(|pair| pair.split_once('=').map(|(key, _)| key))
             .collect();
-        assert_eq!(labels, BTreeSet::from(["direction", "le", "reason"]));
+        assert_eq!(labels, BTreeSet::from(["direction", "le", "reason", "route"]));
     }
 }

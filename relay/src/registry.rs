@@ -20,19 +20,22 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use dashmap::{DashMap, DashSet};
+use ferry_link::ConnectionWindow;
 use ferry_proto::HostId;
 use ferry_proto::codes::CLOSE_REPLACED;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::budget::HostBuffers;
 use crate::limits::CappedCount;
 use crate::pacing::Tier;
 
 /// How the relay reaches a registered host.
 #[derive(Clone)]
 pub(crate) enum HostLink {
-    /// Open a bi-stream on the host's QUIC connection.
-    Quic(quinn::Connection),
+    /// Open a bi-stream on the host's QUIC connection (its receive window widened by one
+    /// buffer per session).
+    Quic(Arc<ConnectionWindow>),
     /// Ask the host's control task to send `Incoming { session }`; the host attaches.
     Tcp(mpsc::Sender<u64>),
 }
@@ -45,6 +48,18 @@ pub(crate) struct HostHandle {
     pub(crate) tier: Arc<Tier>,
     /// The host's running sessions, for the per-host limit.
     pub(crate) sessions: Arc<CappedCount>,
+    /// What the host's sessions hold of the buffer budget, for its fair share.
+    pub(crate) buffers: Arc<HostBuffers>,
+}
+
+impl HostLink {
+    /// The host's QUIC connection window, if it is on QUIC.
+    pub(crate) fn window(&self) -> Option<&Arc<ConnectionWindow>> {
+        match self {
+            Self::Quic(window) => Some(window),
+            Self::Tcp(_) => None,
+        }
+    }
 }
 
 struct Entry {
@@ -136,8 +151,8 @@ impl Registry {
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         if let Some(old) = self.hosts.insert(id, Entry { handle, generation, _place: place, replaced }) {
             old.replaced.cancel();
-            if let HostLink::Quic(conn) = old.handle.link {
-                conn.close(CLOSE_REPLACED.into(), b"replaced by a newer registration");
+            if let HostLink::Quic(window) = old.handle.link {
+                window.connection().close(CLOSE_REPLACED.into(), b"replaced by a newer registration");
             }
         }
         self.registrations.send_modify(|n| *n += 1);
@@ -145,11 +160,14 @@ impl Registry {
         generation
     }
 
-    /// Removes `id` if it still belongs to `generation`.
-    pub(crate) fn unregister(&self, id: &HostId, generation: u64) {
-        if self.hosts.remove_if(id, |_, entry| entry.generation == generation).is_some() {
+    /// Removes `id` if it still belongs to `generation`; whether it did (a newer
+    /// registration of the host stays).
+    pub(crate) fn unregister(&self, id: &HostId, generation: u64) -> bool {
+        let removed = self.hosts.remove_if(id, |_, entry| entry.generation == generation).is_some();
+        if removed {
             self.publish_count();
         }
+        removed
     }
 
     /// The count is read under the watch's lock, so concurrent changes publish in order
@@ -164,6 +182,11 @@ impl Registry {
     /// How to reach host `id`, if registered.
     pub(crate) fn lookup(&self, id: &HostId) -> Option<HostHandle> {
         self.hosts.get(id).map(|entry| entry.handle.clone())
+    }
+
+    /// The ids of the hosts registered now (for the fleet's heartbeat).
+    pub(crate) fn host_ids(&self) -> Vec<HostId> {
+        self.hosts.iter().map(|entry| *entry.key()).collect()
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -202,6 +225,7 @@ mod tests {
             link: HostLink::Tcp(tx.clone()),
             tier: Arc::new(crate::pacing::Tier::unlimited()),
             sessions: Arc::default(),
+            buffers: Arc::default(),
         };
         let generation = registry.register(a, handle(), pa, CancellationToken::new());
         // A registered host may register again even at the cap; replacing keeps one place.

@@ -84,9 +84,20 @@ impl Relay {
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         if let Some(listener) = admin {
-            let health = shared.clone();
-            let healthy = move || !health.draining.is_cancelled();
-            tracker.spawn(admin::serve(listener, shared.metrics.clone(), healthy, cancel.clone()));
+            let state = shared.clone();
+            let health = move || {
+                if state.draining.is_cancelled() {
+                    admin::Health::Draining
+                } else if state.fleet.as_ref().is_some_and(|fleet| !fleet.reachable()) {
+                    admin::Health::Degraded
+                } else {
+                    admin::Health::Serving
+                }
+            };
+            tracker.spawn(admin::serve(listener, shared.metrics.clone(), health, cancel.clone()));
+        }
+        if let Some(fleet) = &shared.fleet {
+            tracker.spawn(fleet.clone().heartbeat(shared.clone(), cancel.clone()));
         }
         if let Some(endpoint) = &endpoint {
             tracker.spawn(quic_accept_loop(endpoint.clone(), shared.clone(), cancel.clone(), tracker.clone()));

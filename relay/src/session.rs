@@ -2,8 +2,11 @@
 //!
 //! Admission happens here, in order: the relay is not draining, the host is registered,
 //! the host is under its session limit, and the session's buffers fit in the global
-//! budget — each failure is a `Refused` with its reason, and running sessions are never
-//! touched. The client may send its end-to-end handshake right behind `Connect` (saving
+//! budget and the host's fair share of it (`crate::budget`) — each failure is a `Refused`
+//! with its reason, and running sessions are never touched. An admitted session then
+//! widens the receive window of each QUIC connection it rides on by one buffer
+//! (`ferry_link::window`), so sessions whose readers stopped can never hold the window
+//! that the connection's other sessions need. The client may send its end-to-end handshake right behind `Connect` (saving
 //! a round trip); whatever arrived after the `Connect` message is forwarded to the host
 //! first. The one log line per session is written here, at close: a random session
 //! number, duration and bytes each way. Nothing else about a session is ever logged.
@@ -22,7 +25,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use ferry_link::{Framed, FramedError, LinkRecv, LinkSend};
+use ferry_link::{ConnectionWindow, Framed, FramedError, LinkRecv, LinkSend};
 use ferry_proto::RefuseReason;
 use ferry_proto::connect::{self, RelayConnect};
 use tokio::sync::mpsc::error::TrySendError;
@@ -30,18 +33,32 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use crate::control;
+use crate::fleet;
 use crate::pump;
 use crate::registry::HostLink;
 use crate::state::Shared;
 
-/// Serves one client session stream that began with `Connect` (the conversation's rules
-/// are `ferry_proto::connect`'s: one answer, `Accepted` or `Refused`).
+/// Who asked for a session.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Asker {
+    /// A client, with `Connect`: a host registered at another node of the fleet is looked up.
+    Client,
+    /// Another node of the fleet, with `Forward`: it looked the host up already, so a host
+    /// not registered here is unknown (never forwarded again: no loops).
+    FleetNode,
+}
+
+/// Serves one client session stream that began with `Connect` or `Forward` (the
+/// conversation's rules are `ferry_proto::connect`'s: one answer, `Accepted`, `Refused`
+/// or, for a client of a fleet node, `Redirect`).
 #[expect(clippy::manual_async_fn, reason = "an `async fn` keeps its arguments twice (pump module docs)")]
 pub(crate) fn serve(
     shared: Arc<Shared>,
+    client_window: Option<Arc<ConnectionWindow>>,
     mut client_send: LinkSend,
     client: Framed,
     connect: RelayConnect,
+    asker: Asker,
     cancel: CancellationToken,
 ) -> impl Future<Output = Result<(), FramedError>> {
     // Not an `async fn`: that would keep every argument twice for the session's lifetime
@@ -52,6 +69,12 @@ pub(crate) fn serve(
             return control::refuse(&mut client_send, RefuseReason::ShuttingDown, metrics).await;
         }
         let Some(host) = shared.registry.lookup(connect.host_id()) else {
+            if let (Some(fleet), Asker::Client) = (shared.fleet.clone(), asker) {
+                // Boxed: only these sessions pay for the routing future's room.
+                let elsewhere =
+                    fleet::serve_elsewhere(shared.clone(), fleet, client_window, client_send, client, connect, cancel);
+                return Box::pin(elsewhere).await;
+            }
             return control::refuse(&mut client_send, RefuseReason::UnknownHost, metrics).await;
         };
         let live = shared.live();
@@ -59,9 +82,12 @@ pub(crate) fn serve(
             return control::refuse(&mut client_send, RefuseReason::HostOverLimit, metrics).await;
         };
         let buffers = 2 * shared.fixed.buffer_per_direction as u64;
-        let Some(reservation) = shared.budget.try_reserve(buffers, metrics) else {
-            return control::refuse(&mut client_send, RefuseReason::RelayBusy, metrics).await;
+        let reservation = match shared.budget.try_reserve(&host.buffers, buffers, metrics) {
+            Ok(reservation) => reservation,
+            Err(reason) => return control::refuse(&mut client_send, reason, metrics).await,
         };
+        // The buffers reserved are the room these shares let the two hops fill.
+        let windows = (client_window.map(|w| w.share()), host.link.window().map(|w| w.share()));
         let session = random_session_number();
         // Boxed: its timer lives only while the host's side is opened; unboxed, the room for
         // it would stay in every session's future for the session's whole life.
@@ -69,12 +95,12 @@ pub(crate) fn serve(
             Ok(opened) => opened,
             Err(reason) => {
                 // Given back first: a client that hears the refusal may retry at once.
-                drop((reservation, slot));
+                drop((windows, reservation, slot));
                 return control::refuse(&mut client_send, reason, metrics).await;
             }
         };
         // Held for the session's life: dropped when this future ends, however it ends.
-        let _held = (slot, reservation);
+        let _held = (windows, slot, reservation);
         client_send.send_message(&connect.accept()).await?;
 
         let _active = shared.session_started();
@@ -112,7 +138,8 @@ async fn open_to_host(
 ) -> Result<(LinkSend, LinkRecv, Bytes), RefuseReason> {
     let limit = shared.fixed.handshake_timeout;
     match link {
-        HostLink::Quic(conn) => {
+        HostLink::Quic(window) => {
+            let conn = window.connection();
             // Both waits are on the host: stream credit for `open_bi`, then flow-control
             // credit for `Incoming`.
             let opened = tokio::time::timeout(limit, async {

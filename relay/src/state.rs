@@ -17,10 +17,10 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::attach::PendingAttach;
+use crate::budget::BufferBudget;
 use crate::config::{Reloadable, Tap};
-use crate::limits::{
-    BufferBudget, CappedCount, ConnectionSlot, CountedSlot, OpenConnections, RefusalNotes, SourceRate,
-};
+use crate::fleet::Fleet;
+use crate::limits::{CappedCount, ConnectionSlot, CountedSlot, OpenConnections, RefusalNotes, SourceRate};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::{Error, RelayConfig, tls};
@@ -63,6 +63,8 @@ pub(crate) struct Shared {
     /// The budget of refusals explained to the peer (each costs a TLS handshake).
     pub(crate) refusal_notes: RefusalNotes,
     active_sessions: watch::Sender<usize>,
+    /// This node's fleet, if it belongs to one.
+    pub(crate) fleet: Option<Arc<Fleet>>,
 }
 
 /// What an admitted connection holds: its place among the pending handshakes (given back
@@ -105,6 +107,11 @@ impl Shared {
             connections: Arc::default(),
             refusal_notes: RefusalNotes::default(),
             active_sessions: watch::Sender::new(0),
+            fleet: config
+                .fleet
+                .clone()
+                .map(|fleet| Fleet::new(fleet, &config.reloadable.identity, config.buffer_per_direction as u64))
+                .transpose()?,
         })
     }
 

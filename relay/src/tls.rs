@@ -2,8 +2,11 @@
 //!
 //! TLS 1.3 only, ALPN `ferry/1`, rustls with the ring provider. QUIC flow-control windows
 //! come from the configured per-direction buffer so that memory per session is bounded by
-//! configuration, not by how fast peers send. The transport settings are fixed at start;
-//! the certificate is reloadable, so the server configs are made from both.
+//! configuration, not by how fast peers send: each stream's window is one buffer, and a
+//! connection's window starts at one buffer and grows by one per session it carries
+//! (`ferry_link::window`, taken in `session.rs` once the session's buffers are reserved).
+//! The transport settings are fixed at start; the certificate is reloadable, so the server
+//! configs are made from both.
 
 use std::sync::Arc;
 
@@ -35,12 +38,18 @@ pub(crate) fn quic_server_config(
     Ok(server)
 }
 
+/// How many buffers' worth of sent but unacknowledged bytes one connection may have in
+/// flight: enough for 16 sessions sending at full speed at once. Acknowledgements come
+/// from the peer's QUIC stack, not its reader, so a stalled reader does not hold this up.
+const SEND_WINDOW_BUFFERS: u64 = 16;
+
 /// The QUIC transport settings of every connection to this relay.
 pub(crate) fn transport_config(config: &RelayConfig) -> Result<TransportConfig, Error> {
     let window = config.buffer_per_direction as u64;
     TransportSettings {
         stream_window: window,
-        send_window: Some(window.saturating_mul(ferry_link::transport::CONNECTION_WINDOWS)),
+        connection_window: Some(window),
+        send_window: Some(window.saturating_mul(SEND_WINDOW_BUFFERS)),
         incoming_streams: config.max_sessions_per_connection,
         idle_timeout: config.idle_timeout,
         keep_alive: None,

@@ -125,6 +125,11 @@ fn check_config(path: &Path) -> Result<()> {
     let policy = file.checked()?.policy;
     // As the user running check-config: run it as the relay's user.
     file.check_files().with_context(|| path.display().to_string())?;
+    if let Some(fleet) = &file.fleet {
+        // Reads the secret file (and the host name without `node_id`), as the start will.
+        let fleet = fleet.fleet_config()?;
+        println!("{}: fleet node `{}` of {}, {:?} mode", path.display(), fleet.node_id, fleet.nodes.len(), fleet.mode);
+    }
     println!(
         "{}: ok ({} mode, {} tier(s), {} token(s), {} host rule(s))",
         path.display(),

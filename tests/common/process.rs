@@ -123,3 +123,40 @@ pub fn rss_kib(pid: u32) -> Result<u64> {
 pub fn fd_count(pid: u32) -> Result<usize> {
     Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
 }
+
+/// A process's resident memory and open file descriptors.
+#[derive(Clone, Copy, Debug)]
+pub struct Footprint {
+    pub rss_kib: u64,
+    pub fds: usize,
+}
+
+impl Footprint {
+    /// Process `pid`'s footprint now.
+    pub fn of(pid: u32) -> Result<Self> {
+        Ok(Self { rss_kib: rss_kib(pid)?, fds: fd_count(pid)? })
+    }
+
+    /// Waits (at most 20 s) until process `pid` holds no more file descriptors than this
+    /// baseline and its memory is back within `margin_kib` of it; prints both.
+    pub async fn wait_back(self, pid: u32, margin_kib: u64) -> Result<Self> {
+        let started = std::time::Instant::now();
+        loop {
+            let now = Self::of(pid)?;
+            if now.fds <= self.fds && now.rss_kib <= self.rss_kib + margin_kib {
+                eprintln!("relay after the attack: {now} (baseline {self}), {:?} after it ended", started.elapsed());
+                return Ok(now);
+            }
+            if started.elapsed() > Duration::from_secs(20) {
+                bail!("the relay stayed at {now} after the attack (baseline {self}, margin {margin_kib} KiB)");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl std::fmt::Display for Footprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} KiB resident, {} fds", self.rss_kib, self.fds)
+    }
+}

@@ -56,6 +56,9 @@ impl HopOptions {
     pub(crate) fn transport(&self) -> TransportSettings {
         TransportSettings {
             stream_window: u64::from(self.stream_window),
+            // Every stream on a peer's hop is one of its own sessions, bounded by its own
+            // stream limits: the connection adds no limit of its own (`ferry_link::window`).
+            connection_window: None,
             send_window: None,
             incoming_streams: self.max_incoming_streams,
             idle_timeout: self.idle_timeout,

@@ -1,0 +1,238 @@
+//! A relay fleet: nodes that find each other's hosts through a shared directory on Redis.
+//!
+//! A host registers at one node (or two); a client may enter the fleet at any node. When
+//! a `Connect` names a host that is not registered here, the node asks the directory
+//! which node has it and then, by the fleet's [`FleetMode`]:
+//! - **redirect**: answers `Redirect { node }` with that node's address; the client dials it
+//!   (checking it exactly as it checked this node: the fleet's nodes share one certificate)
+//!   and asks again. Later sessions of that client go to the owning node directly, so only
+//!   the first pays the detour, and no node carries another's bytes. The default.
+//! - **forward**: for clients that can reach only one load-balanced address, the node opens
+//!   a stream to the owning node over a link between the two (one QUIC connection per
+//!   pair, `links`), sends `Forward { host_id, proof }` on it and splices the client's
+//!   stream to it. Every byte crosses two nodes; the end-to-end records stay sealed in
+//!   both.
+//!
+//! **What Redis holds** ([`directory`]): for each registered host, a sorted set named by a
+//! keyed hash of its host id (HMAC with the fleet secret, so a Redis dump cannot be matched
+//! against known host ids) whose members are the ids of the nodes it is registered at,
+//! scored by when each node's claim expires. No addresses (nodes' addresses are in every
+//! node's own config), no keys, no session records.
+//!
+//! **Redis trouble is not an outage.** The directory is consulted only for hosts that are
+//! not registered here: local registrations and running sessions never wait on it, and a
+//! node starts whether Redis is up or not. While Redis cannot be reached, cross-node
+//! connects are refused as `FleetUnavailable` (the client tries the ticket's next relay),
+//! `/healthz` says `degraded`, and the heartbeat that re-announces every local host
+//! restores the directory by itself once Redis is back.
+//!
+//! **Node links** ([`links`]) are authenticated both ways: the dialling node accepts only a
+//! node presenting the same certificate it serves itself, and each forwarded stream carries
+//! an HMAC of the fleet secret over the link's TLS exporter and the host id, which the
+//! receiving node checks before it treats the stream as a session.
+
+mod directory;
+pub mod file;
+mod links;
+mod route;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use ferry_proto::{EXPORTER_LEN, FORWARD_PROOF_LEN, HostId};
+use tokio_util::sync::CancellationToken;
+
+pub(crate) use directory::DirectoryError;
+pub(crate) use route::serve_elsewhere;
+
+use crate::TlsIdentity;
+use crate::budget::HostBuffers;
+use crate::pacing::Tier;
+use crate::state::Shared;
+
+/// How long a node's claim on a host lasts without a heartbeat.
+pub const DEFAULT_PRESENCE_TTL: Duration = Duration::from_secs(10);
+
+/// How a node sends a client to a host registered at another node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FleetMode {
+    /// Tell the client the owning node's address (nodes are individually reachable).
+    #[default]
+    Redirect,
+    /// Carry the session to the owning node over a link between the nodes (clients see
+    /// one load-balanced address).
+    Forward,
+}
+
+/// The fleet secret: keys the host-id hashes in Redis and authenticates nodes to each
+/// other. Never printed.
+#[derive(Clone)]
+pub struct FleetSecret(Vec<u8>);
+
+/// The fewest bytes a fleet secret may have.
+pub const MIN_SECRET_LEN: usize = 32;
+
+impl FleetSecret {
+    /// `bytes` as the secret, if long enough.
+    pub fn new(bytes: Vec<u8>) -> Option<Self> {
+        (bytes.len() >= MIN_SECRET_LEN).then_some(Self(bytes))
+    }
+
+    fn hmac_key(&self, purpose: &[u8]) -> ring::hmac::Key {
+        // One key per purpose, so a hash made for one job is never valid for the other.
+        let base = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.0);
+        let derived = ring::hmac::sign(&base, purpose);
+        ring::hmac::Key::new(ring::hmac::HMAC_SHA256, derived.as_ref())
+    }
+}
+
+impl std::fmt::Debug for FleetSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FleetSecret(..)")
+    }
+}
+
+/// This node's place in a fleet: `[fleet]` in the config file.
+#[derive(Clone, Debug)]
+pub struct FleetConfig {
+    /// The Redis (or Valkey) the fleet shares, `redis://host:port/db`.
+    pub redis_url: String,
+    /// This node's id (a key of `nodes`).
+    pub node_id: String,
+    /// The fleet secret.
+    pub secret: FleetSecret,
+    /// How clients are sent to hosts at other nodes.
+    pub mode: FleetMode,
+    /// Every node of the fleet: id → the address clients (redirect) or nodes (forward) dial.
+    pub nodes: BTreeMap<String, String>,
+    /// How long a node's claim on a host lasts without a heartbeat (heartbeats come three
+    /// times per period).
+    pub presence_ttl: Duration,
+}
+
+/// A running node's fleet membership: the directory, the links to other nodes, health.
+pub(crate) struct Fleet {
+    config: FleetConfig,
+    directory: directory::Directory,
+    links: links::Links,
+    /// Cleared when a directory operation fails, set when one succeeds.
+    reachable: AtomicBool,
+    /// Keys the `Forward` proofs.
+    forward_key: ring::hmac::Key,
+    /// Forwarded sessions are paced by the owning node, not here.
+    unpaced: Tier,
+    /// What the sessions forwarded from here hold of this node's buffer budget, per host
+    /// (their fair share, as for local hosts); emptied of unused entries on each heartbeat.
+    forwarded: Mutex<std::collections::HashMap<HostId, Arc<HostBuffers>>>,
+}
+
+impl Fleet {
+    /// Joins the fleet. No connection is made yet: Redis is reached lazily, so the node
+    /// starts whether Redis is up or not. [`Fleet::heartbeat`] must then run.
+    pub(crate) fn new(
+        config: FleetConfig,
+        identity: &TlsIdentity,
+        stream_window: u64,
+    ) -> Result<Arc<Self>, crate::Error> {
+        let directory = directory::Directory::new(&config)?;
+        let links = links::Links::new(identity, stream_window)?;
+        let forward_key = config.secret.hmac_key(b"ferry fleet forward v1");
+        Ok(Arc::new(Self {
+            config,
+            directory,
+            links,
+            reachable: AtomicBool::new(true),
+            forward_key,
+            unpaced: Tier::unlimited(),
+            forwarded: Mutex::default(),
+        }))
+    }
+
+    /// The fair-share account of sessions forwarded from here to `host`.
+    fn forwarded_share(&self, host: &HostId) -> Arc<HostBuffers> {
+        let mut forwarded = self.forwarded.lock().unwrap_or_else(PoisonError::into_inner);
+        forwarded.entry(*host).or_default().clone()
+    }
+
+    /// Whether the directory answered the last time it was asked.
+    pub(crate) fn reachable(&self) -> bool {
+        self.reachable.load(Ordering::Relaxed)
+    }
+
+    fn note<T, E>(&self, result: Result<T, E>) -> Result<T, E> {
+        self.reachable.store(result.is_ok(), Ordering::Relaxed);
+        result
+    }
+
+    /// Records (in the background) that `host` is registered here.
+    pub(crate) fn announce(self: &Arc<Self>, host: HostId) {
+        let fleet = self.clone();
+        tokio::spawn(async move {
+            let _ = fleet.note(fleet.directory.announce(&[host]).await);
+        });
+    }
+
+    /// Removes (in the background) this node's claim on `host`, if it is still this node's.
+    pub(crate) fn withdraw(self: &Arc<Self>, host: HostId) {
+        let fleet = self.clone();
+        tokio::spawn(async move {
+            let _ = fleet.note(fleet.directory.withdraw(&host).await);
+        });
+    }
+
+    /// Re-announces every local host three times per presence period, until `cancel`.
+    pub(crate) async fn heartbeat(self: Arc<Self>, shared: Arc<Shared>, cancel: CancellationToken) {
+        let mut every = tokio::time::interval(self.config.presence_ttl / 3);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            let hosts = shared.registry.host_ids();
+            let _ = self.note(self.directory.announce(&hosts).await);
+            // Accounts no session holds any more.
+            self.forwarded
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .retain(|_, share| Arc::strong_count(share) > 1);
+        }
+    }
+
+    /// Where `host` is registered, other than here: the nodes (id, address) with a live
+    /// claim, freshest first; empty if no other node has it. Nodes this node's config does
+    /// not list are skipped (a node of another fleet config, or a typo there).
+    pub(crate) async fn locate(&self, host: &HostId) -> Result<Vec<(&str, &str)>, DirectoryError> {
+        let nodes = self.note(self.directory.locate(host).await)?;
+        Ok(nodes
+            .iter()
+            .filter(|id| **id != self.config.node_id)
+            .filter_map(|id| self.config.nodes.get_key_value(id))
+            .map(|(id, addr)| (id.as_str(), addr.as_str()))
+            .collect())
+    }
+
+    /// The proof a `Forward` for `host` carries on the link whose exporter is `exporter`.
+    pub(crate) fn forward_proof(&self, exporter: &[u8; EXPORTER_LEN], host: &HostId) -> [u8; FORWARD_PROOF_LEN] {
+        let mut ctx = ring::hmac::Context::with_key(&self.forward_key);
+        ctx.update(exporter);
+        ctx.update(host.as_bytes());
+        let mut proof = [0u8; FORWARD_PROOF_LEN];
+        proof.copy_from_slice(ctx.sign().as_ref());
+        proof
+    }
+
+    /// Whether `proof` is this fleet's for `host` on the link with `exporter`.
+    pub(crate) fn verify_forward(&self, exporter: &[u8; EXPORTER_LEN], host: &HostId, proof: &[u8]) -> bool {
+        let mut message = Vec::with_capacity(EXPORTER_LEN + 32);
+        message.extend_from_slice(exporter);
+        message.extend_from_slice(host.as_bytes());
+        ring::hmac::verify(&self.forward_key, &message, proof).is_ok()
+    }
+
+    pub(crate) fn mode(&self) -> FleetMode {
+        self.config.mode
+    }
+}

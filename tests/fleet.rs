@@ -1,0 +1,325 @@
+//! A relay fleet on loopback (issue 16): a real `redis-server`, started and stopped by the
+//! tests, and three `ferry-relay` nodes sharing one certificate. A host registers at node
+//! 1; clients enter the fleet at nodes 2 and 3 and reach it by redirect and by forward,
+//! with 16 MiB each way checked; the Redis dump holds no host id, address or key; and
+//! with Redis stopped, running and local sessions carry on, cross-node ones are refused
+//! with the fleet's reason and `/healthz` says degraded, until Redis is back.
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use common::process::RelayProcess;
+use common::{http_get, metric, pattern, ticket};
+use ferry::local::echo_service;
+use ferry_client::{Client, Error, HopOptions, Host, HostConfig, HostIdentity, Transport};
+use ferry_proto::{RefuseReason, RelayAddr, RelayTrust, StaticKey};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+
+/// Bytes each way through every fleet session.
+const PAYLOAD: usize = 16 << 20;
+
+/// A port free for both UDP and TCP on loopback now (a relay binds both).
+fn free_port() -> Result<u16> {
+    for _ in 0..50 {
+        let udp = UdpSocket::bind("127.0.0.1:0")?;
+        let port = udp.local_addr()?.port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free port pair on loopback")
+}
+
+/// A `redis-server` of the test's own, on loopback, persisting nothing.
+struct Redis {
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Redis {
+    async fn start(dir: &Path) -> Result<Self> {
+        let port = {
+            let listener = TcpListener::bind("127.0.0.1:0")?;
+            listener.local_addr()?.port()
+        };
+        let mut redis = Self { port, dir: dir.to_owned(), child: None };
+        redis.resume().await?;
+        Ok(redis)
+    }
+
+    /// Starts the server (again) on its port, and waits (at most 10 s) until it answers.
+    async fn resume(&mut self) -> Result<()> {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting redis-server (scripts/test.sh installs it)")?;
+        self.child = Some(child);
+        let started = Instant::now();
+        while self.cli(&["PING"]).await.ok().as_deref() != Some("PONG") {
+            ensure!(started.elapsed() < Duration::from_secs(10), "redis-server did not answer within 10 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    async fn stop(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await?;
+        }
+        Ok(())
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// `redis-cli` with `args`; its output, trimmed.
+    async fn cli(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new("redis-cli").args(["-p", &self.port.to_string(), "--raw"]).args(args).output().await?;
+        ensure!(out.status.success(), "redis-cli {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+    }
+
+    /// Every key and every value in the database, as text.
+    async fn dump(&self) -> Result<String> {
+        let mut dump = String::new();
+        for key in self.cli(&["--scan"]).await?.lines().filter(|k| !k.is_empty()) {
+            let kind = self.cli(&["TYPE", key]).await?;
+            let value = match kind.as_str() {
+                "zset" => self.cli(&["ZRANGE", key, "0", "-1", "WITHSCORES"]).await?,
+                "string" => self.cli(&["GET", key]).await?,
+                "hash" => self.cli(&["HGETALL", key]).await?,
+                other => format!("<{other}>"),
+            };
+            dump.push_str(&format!("{key} ({kind}): {}\n", value.replace('\n', " ")));
+        }
+        Ok(dump)
+    }
+}
+
+/// Three relay nodes of one fleet, sharing one certificate.
+struct Fleet {
+    nodes: Vec<RelayProcess>,
+    addrs: Vec<String>,
+    redis: Redis,
+    dir: tempfile::TempDir,
+}
+
+impl Fleet {
+    async fn start(mode: &str) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let redis = Redis::start(dir.path()).await?;
+        let secret = dir.path().join("fleet.secret");
+        std::fs::write(&secret, "a-test-fleet-secret-of-more-than-32-bytes")?;
+        let (identity, _) = ferry_cert::TlsIdentity::load_or_create(&dir.path().join("cert"))?;
+        drop(identity);
+        let (cert, key) =
+            (dir.path().join("cert").join(ferry_cert::CERT_FILE), dir.path().join("cert").join(ferry_cert::KEY_FILE));
+        let addrs: Vec<String> =
+            (0..3).map(|_| free_port().map(|p| format!("127.0.0.1:{p}"))).collect::<Result<_>>()?;
+        let table: String = addrs.iter().enumerate().map(|(i, a)| format!("node-{} = \"{a}\"\n", i + 1)).collect();
+        let mut nodes = Vec::new();
+        for (i, addr) in addrs.iter().enumerate() {
+            let config = format!(
+                "[relay]\nlisten = \"{addr}\"\ncert = {cert:?}\nkey = {key:?}\nhandshake_timeout_secs = 5\n\
+                 [admin]\nlisten = \"127.0.0.1:0\"\n[limits]\nconnections_per_minute_per_source = 0\n\
+                 [log]\nlevel = \"info\"\n\
+                 [fleet]\nredis_url = \"{}\"\nnode_id = \"node-{}\"\nsecret_file = {secret:?}\nmode = \"{mode}\"\n\
+                 presence_ttl_secs = 3\n[fleet.nodes]\n{table}",
+                redis.url(),
+                i + 1
+            );
+            let node_dir = dir.path().join(format!("node-{}", i + 1));
+            std::fs::create_dir_all(&node_dir)?;
+            nodes.push(RelayProcess::start(&config, &node_dir, &[]).await?);
+        }
+        Ok(Self { nodes, addrs, redis, dir })
+    }
+
+    /// How a ticket names node `n` (1-based).
+    fn relay(&self, n: usize) -> RelayAddr {
+        RelayAddr { addr: self.addrs[n - 1].clone(), trust: RelayTrust::Pin(self.nodes[0].pin) }
+    }
+
+    /// A QUIC host in front of `service`, registered at node `n`.
+    async fn host_at(&self, n: usize, service: SocketAddr) -> Result<(Host, HostIdentity)> {
+        let identity = HostIdentity::generate()?;
+        let mut config = HostConfig::new(identity.clone(), vec![self.relay(n)], service.to_string());
+        config.transport = Transport::Quic;
+        let host = Host::spawn(config);
+        ferry::local::wait_registered(&host, 1).await?;
+        Ok((host, identity))
+    }
+
+    /// A client of `identity`'s host whose ticket names only node `n`.
+    fn client_via(&self, n: usize, identity: &HostIdentity) -> Result<Client> {
+        Ok(Client::new(ticket(identity, vec![self.relay(n)]), StaticKey::generate()?, HopOptions::client())
+            .with_transport(Transport::Quic))
+    }
+
+    async fn metrics(&self, n: usize) -> Result<String> {
+        http_get(self.nodes[n - 1].admin.as_deref().context("no admin listener")?, "/metrics").await
+    }
+
+    async fn healthz(&self, n: usize) -> Result<String> {
+        let response = http_get(self.nodes[n - 1].admin.as_deref().context("no admin listener")?, "/healthz").await?;
+        Ok(response.split_once("\r\n\r\n").map_or(response.clone(), |(_, body)| body.to_owned()))
+    }
+
+    /// Waits (at most 10 s) until `/healthz` of node `n` starts with `want`.
+    async fn health_becomes(&self, n: usize, want: &str) -> Result<()> {
+        let started = Instant::now();
+        loop {
+            let body = self.healthz(n).await?;
+            if body.starts_with(want) {
+                return Ok(());
+            }
+            ensure!(started.elapsed() < Duration::from_secs(10), "node {n} /healthz still says {body:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits (at most 10 s) until the directory has `host` at some node.
+    async fn wait_presence(&self) -> Result<()> {
+        let started = Instant::now();
+        while self.redis.cli(&["--scan", "--pattern", "ferry:host:*"]).await?.is_empty() {
+            ensure!(started.elapsed() < Duration::from_secs(10), "no presence entry in Redis after 10 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+}
+
+/// One session carrying `PAYLOAD` each way through an echo service, checked byte for byte;
+/// the session's setup time.
+async fn echo_16_mib(client: &Client, seed: u64) -> Result<Duration> {
+    let started = Instant::now();
+    let session = client.open_session().await?;
+    let setup = started.elapsed();
+    let (app, bridge) = session.spawn_pipe(256 * 1024);
+    let (mut r, mut w) = tokio::io::split(app);
+    let data = pattern(seed, PAYLOAD);
+    let sent = data.clone();
+    let writer = tokio::spawn(async move {
+        w.write_all(&sent).await?;
+        w.shutdown().await
+    });
+    let mut back = Vec::with_capacity(PAYLOAD);
+    tokio::time::timeout(Duration::from_secs(60), r.read_to_end(&mut back)).await.context("echo hung")??;
+    writer.await??;
+    bridge.await??;
+    ensure!(back.len() == data.len() && back == data, "{} of {PAYLOAD} bytes came back intact", back.len());
+    Ok(setup)
+}
+
+async fn reach_the_host_from_every_node(mode: &str, route: &str) -> Result<()> {
+    let fleet = Fleet::start(mode).await?;
+    let (service, _echo) = echo_service().await?;
+    let (host, identity) = fleet.host_at(1, service).await?;
+    fleet.wait_presence().await?;
+    for n in [2, 3] {
+        let client = fleet.client_via(n, &identity)?;
+        let setup = echo_16_mib(&client, n as u64).await.with_context(|| format!("entering at node {n}"))?;
+        let again = echo_16_mib(&client, 10 + n as u64).await?;
+        eprintln!("{mode}: entering at node {n}, the first session was ready in {setup:?}, the next in {again:?}");
+        let routed =
+            metric(&fleet.metrics(n).await?, &format!("ferry_relay_fleet_sessions_total{{route=\"{route}\"}}"))?;
+        ensure!(routed >= 1.0, "node {n} {route} {routed} sessions");
+        client.close().await;
+    }
+    // Each session was paired by the host's own node; redirected clients went there.
+    let paired = metric(&fleet.metrics(1).await?, "ferry_relay_sessions_total")?;
+    ensure!(paired == 4.0, "node 1 paired {paired} sessions");
+
+    // What Redis holds: a keyed hash per host, node ids, expiry times. No host id in any
+    // form, no address, no port, no secret.
+    let dump = fleet.redis.dump().await?;
+    eprintln!("redis holds:\n{dump}");
+    let host_id = identity.key.public();
+    let mut forbidden = vec![
+        host_id.to_string(),
+        host_id.to_string().to_uppercase(),
+        host_id.as_bytes().iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        "127.0.0.1".to_owned(),
+        "a-test-fleet-secret".to_owned(),
+    ];
+    forbidden.extend(fleet.addrs.iter().cloned());
+    for needle in &forbidden {
+        ensure!(!dump.contains(needle.as_str()), "the Redis dump contains {needle:?}");
+    }
+    ensure!(dump.lines().count() == 1 && dump.contains("node-1"), "unexpected Redis contents:\n{dump}");
+    host.shutdown().await;
+    drop(fleet.dir);
+    Ok(())
+}
+
+/// What must be shown, 1 and 5: in redirect mode a client entering at nodes 2 and 3 is sent
+/// to node 1 and its sessions carry 16 MiB each way intact; Redis holds no host id, address
+/// or key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_entering_at_any_node_are_redirected_to_the_host() -> Result<()> {
+    reach_the_host_from_every_node("redirect", "redirected").await
+}
+
+/// What must be shown, 1: in forward mode the session is carried from the entry node to the
+/// host's node over a link between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_entering_at_any_node_are_forwarded_to_the_host() -> Result<()> {
+    reach_the_host_from_every_node("forward", "forwarded").await
+}
+
+/// What must be shown, 4: with Redis stopped, a running cross-node session finishes intact,
+/// local connects work, cross-node connects are refused as `FleetUnavailable`, `/healthz`
+/// says degraded; with Redis back, everything recovers by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_rides_out_a_redis_outage() -> Result<()> {
+    let mut fleet = Fleet::start("forward").await?;
+    let (service, _echo) = echo_service().await?;
+    let (host, identity) = fleet.host_at(1, service).await?;
+    fleet.wait_presence().await?;
+
+    // A forwarded session is running when Redis goes away.
+    let running_client = fleet.client_via(2, &identity)?;
+    let running = running_client.open_session().await?;
+    fleet.redis.stop().await?;
+    let (app, bridge) = running.spawn_pipe(256 * 1024);
+    let (mut r, mut w) = tokio::io::split(app);
+    let data = pattern(77, PAYLOAD);
+    let sent = data.clone();
+    let writer = tokio::spawn(async move {
+        w.write_all(&sent).await?;
+        w.shutdown().await
+    });
+    let mut back = Vec::with_capacity(PAYLOAD);
+    tokio::time::timeout(Duration::from_secs(60), r.read_to_end(&mut back)).await.context("echo hung")??;
+    writer.await??;
+    bridge.await??;
+    ensure!(back == data, "the running session's bytes were altered by the outage");
+
+    // Local connects work; cross-node ones hear why; the node says it is degraded.
+    echo_16_mib(&fleet.client_via(1, &identity)?, 78).await.context("a local session during the outage")?;
+    let refused = fleet.client_via(3, &identity)?.open_session().await.err().context("a cross-node session")?;
+    ensure!(matches!(refused, Error::Refused(RefuseReason::FleetUnavailable)), "{refused:?}");
+    fleet.health_becomes(3, "degraded").await?;
+    fleet.health_becomes(1, "degraded").await?;
+
+    // Redis is back (empty: it persisted nothing): the heartbeats restore the directory.
+    fleet.redis.resume().await?;
+    fleet.wait_presence().await?;
+    echo_16_mib(&fleet.client_via(3, &identity)?, 79).await.context("a cross-node session after the outage")?;
+    fleet.health_becomes(3, "ok").await?;
+    host.shutdown().await;
+    Ok(())
+}
