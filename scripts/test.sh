@@ -24,4 +24,17 @@ if ! command -v pebble >/dev/null; then
   { apt-get update -qq && apt-get install -y -qq pebble; } || echo "pebble could not be installed: the ACME test will be SKIPPED"
 fi
 
+# The Kubernetes manifests (tests/k8s.rs) are checked offline against the API's JSON schemas
+# by PyPI's kubernetes-validate, run as `python3 -m kubernetes_validate` (it brings PyYAML,
+# with which the test reads them). Without kubectl that test prints SKIPPED; without the
+# validator it fails, so it is installed here.
+if ! python3 -c 'import kubernetes_validate' 2>/dev/null; then
+  echo "installing the Kubernetes manifest validator: kubernetes-validate"
+  python3 -m pip --version >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq python3-pip; }
+  # Debian's own python3 refuses system-wide installs (PEP 668); this is a test machine.
+  export PIP_ROOT_USER_ACTION=ignore
+  python3 -m pip install -q kubernetes-validate 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages kubernetes-validate
+fi
+
 cargo test --workspace "$@"

@@ -68,6 +68,7 @@ fn example_config_names_every_key() {
         "max_hosts",
         "max_sessions_per_host",
         "max_pending_handshakes",
+        "max_pending_handshakes_per_source",
         "connections_per_minute_per_source",
         "buffer_budget",
         "idle_session_timeout_secs",

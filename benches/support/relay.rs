@@ -18,7 +18,7 @@ use super::process::Proc;
 /// The relay config every bench uses (listen address, state directory and log level
 /// are passed as flags, which win over the environment).
 const CONFIG: &str = "[admin]\nenabled = false\n[limits]\nmax_sessions_per_host = 100000\nmax_pending_handshakes = 65536\n\
-                      connections_per_minute_per_source = 0\nmax_connections = 1048576\nmax_connections_per_source = 1048576\n\
+                      max_pending_handshakes_per_source = 65536\nconnections_per_minute_per_source = 0\nmax_connections = 1048576\nmax_connections_per_source = 1048576\n\
                       buffer_budget = 68719476736\n";
 
 /// Longest wait for the relay to print its address and pin.

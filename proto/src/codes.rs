@@ -1,5 +1,14 @@
 //! QUIC error codes ferry puts on streams and connections, so the far end can tell the
-//! user *why* a stream ended. They travel through the relay unchanged.
+//! user *why* a stream ended.
+//!
+//! Stream reset codes are of two kinds. The relay's own ([`RESET_PEER_LOST`],
+//! [`RESET_SHUTDOWN`]) say something about the relay, so only the relay may send them;
+//! end-to-end codes ([`RESET_CANCELLED`] and the range [`END_TO_END`], where the host's
+//! refusals live) are a host's or client's word to the other end and travel through the
+//! relay unchanged. The relay passes a peer's code through [`from_peer`], so a peer
+//! cannot make the other end believe the relay is shutting down.
+
+use std::ops::RangeInclusive;
 
 /// Stream reset: the other side of the session went away (host or client lost).
 pub const RESET_PEER_LOST: u32 = 0x01;
@@ -13,6 +22,20 @@ pub const RESET_NOT_ALLOWED: u32 = 0x20;
 pub const RESET_SERVICE_UNREACHABLE: u32 = 0x21;
 /// Stream reset by the host: the end-to-end handshake did not verify.
 pub const RESET_HANDSHAKE_FAILED: u32 = 0x22;
+
+/// Stream reset codes a host or client may send to the other end, beside
+/// [`RESET_CANCELLED`]: passed through the relay unchanged (room for codes to come).
+pub const END_TO_END: RangeInclusive<u32> = 0x20..=0x3f;
+
+/// The code the relay sends on when a peer reset or stopped a stream with `code`: an
+/// end-to-end code unchanged; the relay's own codes, and any other, as
+/// [`RESET_PEER_LOST`] (from the other end's view, the peer went away).
+pub fn from_peer(code: u64) -> u32 {
+    match u32::try_from(code) {
+        Ok(code) if code == RESET_CANCELLED || END_TO_END.contains(&code) => code,
+        _ => RESET_PEER_LOST,
+    }
+}
 
 /// Connection close: a newer registration of the same host replaced this connection.
 pub const CLOSE_REPLACED: u32 = 0x10;
@@ -30,3 +53,18 @@ pub const CLOSE_RATE_LIMITED: u32 = 0x13;
 pub const CLOSE_BUSY: u32 = 0x14;
 /// Connection close: the connection opened no stream within the relay's handshake timeout.
 pub const CLOSE_HANDSHAKE_TIMEOUT: u32 = 0x15;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_cannot_speak_for_the_relay() {
+        for code in [RESET_CANCELLED, RESET_NOT_ALLOWED, RESET_SERVICE_UNREACHABLE, RESET_HANDSHAKE_FAILED, 0x3f] {
+            assert_eq!(from_peer(code.into()), code, "an end-to-end code passes");
+        }
+        for code in [0, u64::from(RESET_PEER_LOST), u64::from(RESET_SHUTDOWN), 0x11, 0x40, 1 << 40] {
+            assert_eq!(from_peer(code), RESET_PEER_LOST, "{code:#x} from a peer");
+        }
+    }
+}

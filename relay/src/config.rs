@@ -188,6 +188,7 @@ impl CoreSettings {
             ("max_hosts", l.max_hosts),
             ("max_sessions_per_host", l.max_sessions_per_host),
             ("max_pending_handshakes", l.max_pending_handshakes),
+            ("max_pending_handshakes_per_source", l.max_pending_handshakes_per_source),
             ("max_connections", l.max_connections),
             ("max_connections_per_source", l.max_connections_per_source),
         ] {

@@ -189,6 +189,8 @@ pub struct LimitsSection {
     pub max_sessions_per_host: usize,
     /// Most connections in their handshake at once.
     pub max_pending_handshakes: usize,
+    /// Most connections in their handshake at once from one source.
+    pub max_pending_handshakes_per_source: usize,
     /// New connections per source address per minute (0 = unlimited).
     pub connections_per_minute_per_source: u32,
     /// Sum of all session buffers, bytes.
@@ -208,6 +210,7 @@ impl Default for LimitsSection {
             max_hosts: l.max_hosts,
             max_sessions_per_host: l.max_sessions_per_host,
             max_pending_handshakes: l.max_pending_handshakes,
+            max_pending_handshakes_per_source: l.max_pending_handshakes_per_source,
             connections_per_minute_per_source: l.connections_per_minute_per_source,
             buffer_budget: l.buffer_budget,
             idle_session_timeout_secs: l.idle_session_timeout.as_secs(),
@@ -371,6 +374,7 @@ impl FileConfig {
             max_hosts: l.max_hosts,
             max_sessions_per_host: l.max_sessions_per_host,
             max_pending_handshakes: l.max_pending_handshakes,
+            max_pending_handshakes_per_source: l.max_pending_handshakes_per_source,
             connections_per_minute_per_source: l.connections_per_minute_per_source,
             buffer_budget: l.buffer_budget,
             idle_session_timeout: Duration::from_secs(l.idle_session_timeout_secs),
@@ -456,10 +460,11 @@ impl FileConfig {
 
 impl LimitsSection {
     /// The keys of `[limits]` (the cross-setting check reports keys of both sections).
-    const KEYS: [&'static str; 8] = [
+    const KEYS: [&'static str; 9] = [
         "max_hosts",
         "max_sessions_per_host",
         "max_pending_handshakes",
+        "max_pending_handshakes_per_source",
         "connections_per_minute_per_source",
         "buffer_budget",
         "idle_session_timeout_secs",
@@ -597,6 +602,7 @@ mod tests {
             ("limits", "max_hosts", 1 << 20),
             ("limits", "max_sessions_per_host", 1 << 20),
             ("limits", "max_pending_handshakes", 1 << 20),
+            ("limits", "max_pending_handshakes_per_source", 1 << 20),
             ("relay", "max_sessions_per_connection", 1 << 20),
         ] {
             let at_bound = format!("[{section}]\n{key} = {bound}\n");

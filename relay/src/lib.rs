@@ -25,8 +25,9 @@
 //! - [`fleet`]: nodes that find each other's hosts through a directory on Redis, and
 //!   redirect or forward clients to them.
 //! - `budget`: the buffer budget for sessions, and each host's fair share of it.
-//! - [`limits`]: per-host sessions, per-source connection rate, open
-//!   connections (overall and per source), the budget of explained refusals.
+//! - [`limits`]: per-host sessions, per-source (IPv4 or IPv6 /64) connection rate, pending
+//!   handshakes per source, open connections (overall and per source), the budget of
+//!   explained refusals.
 //! - [`pacing`]: bandwidth tiers and the token bucket that paces sessions.
 //! - `metrics`: aggregate counters, gauges and histograms; `admin`: `/metrics` and `/healthz`.
 //! - [`log`]: the log filter that keeps dependencies (which log addresses) silent.

@@ -282,6 +282,7 @@ pub(crate) struct Metrics {
     hosts_replaced: Counter,
     /// Indexed by [`FleetRoute`].
     fleet_routed: [Counter; FleetRoute::ALL.len()],
+    quic_retries: Counter,
 }
 
 impl Default for Metrics {
@@ -336,6 +337,12 @@ impl Default for Metrics {
         let by_route = Family::<RouteLabel, Counter>::default();
         let fleet_routed = FleetRoute::ALL.map(|route| by_route.get_or_create_owned(&RouteLabel { route }));
         registry.register("fleet_sessions", "Sessions for hosts at other nodes of the fleet, by route", by_route);
+        let quic_retries = Counter::default();
+        registry.register(
+            "quic_retries",
+            "QUIC connection attempts sent a Retry to prove their address (handshakes piling up)",
+            quic_retries.clone(),
+        );
         Self {
             fleet_routed,
             registry,
@@ -349,6 +356,7 @@ impl Default for Metrics {
             handshake,
             connections_rate_limited,
             hosts_replaced,
+            quic_retries,
         }
     }
 }
@@ -419,6 +427,11 @@ impl Metrics {
     /// A registration was closed by a newer registration of the same host.
     pub(crate) fn host_replaced(&self) {
         self.hosts_replaced.inc();
+    }
+
+    /// A QUIC connection attempt was sent a Retry.
+    pub(crate) fn quic_retry(&self) {
+        self.quic_retries.inc();
     }
 
     /// Bytes of the buffer budget in use now.
@@ -503,6 +516,7 @@ mod tests {
             "buffer_bytes_budget gauge",
             "handshake_duration_seconds histogram",
             "connections_rate_limited_total counter",
+            "quic_retries_total counter",
         ] {
             assert!(text.contains(&format!("\n# TYPE ferry_relay_{family}\n")), "{family} in\n{text}");
         }
@@ -536,6 +550,8 @@ mod tests {
         metrics.handshake_seconds(Duration::from_millis(300));
         metrics.handshake_seconds(Duration::from_secs(60));
         metrics.connections_rate_limited();
+        metrics.quic_retry();
+        metrics.quic_retry();
 
         let text = metrics.render();
         samples(&text);
@@ -564,6 +580,7 @@ mod tests {
         let sum = value("ferry_relay_handshake_duration_seconds_sum");
         assert!((sum - 60.3055).abs() < 1e-9, "{sum}");
         assert_eq!(value("ferry_relay_connections_rate_limited_total"), 1.0);
+        assert_eq!(value("ferry_relay_quic_retries_total"), 2.0);
 
         // The buckets are cumulative, in increasing order of their bounds, ending in `+Inf`.
         let buckets: Vec<(f64, f64)> = samples(&text)

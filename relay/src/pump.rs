@@ -13,7 +13,10 @@
 //!
 //! Ends are forwarded faithfully: a clean finish becomes a finish; a reset or a lost
 //! connection aborts the whole session (QUIC resets with the code, TLS drops without
-//! `close_notify`), so each end sees an error, never a clean end of a cut stream.
+//! `close_notify`), so each end sees an error, never a clean end of a cut stream. A
+//! peer's reset code is passed on only if a peer may send it (`codes::from_peer`): a
+//! relay-only code from a peer ("relay shutting down") reaches the other end as
+//! `RESET_PEER_LOST`.
 //!
 //! Memory: an idle session is mostly its futures. An `async fn` keeps each argument twice
 //! (once as passed, once as the body's local: rustc does not overlap the two), and an
@@ -30,7 +33,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ferry_link::{LinkError, LinkRecv, LinkSend};
-use ferry_proto::codes::{RESET_PEER_LOST, RESET_SHUTDOWN};
+use ferry_proto::codes::{RESET_PEER_LOST, RESET_SHUTDOWN, from_peer};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -182,7 +185,8 @@ impl Direction {
             .await;
             if let Err(e) = result {
                 let code = match e {
-                    LinkError::Reset(code) => u32::try_from(code).unwrap_or(RESET_PEER_LOST),
+                    // A peer's code, limited to those a peer may send (`codes::from_peer`).
+                    LinkError::Reset(code) => from_peer(code),
                     _ if self.relay.is_cancelled() => RESET_SHUTDOWN,
                     _ => RESET_PEER_LOST,
                 };

@@ -168,6 +168,12 @@ impl Relay {
         self.shared.watch_active_sessions()
     }
 
+    /// The number of hop connections open now (QUIC and TCP, handshaking ones included), as
+    /// it changes: the heap trim waits on it beside [`Relay::active_sessions`].
+    pub fn open_connections(&self) -> watch::Receiver<usize> {
+        self.shared.watch_open_connections()
+    }
+
     /// The metrics in Prometheus text format (what `/metrics` serves).
     pub fn metrics_text(&self) -> String {
         self.shared.metrics.render()

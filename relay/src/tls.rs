@@ -26,6 +26,17 @@ pub(crate) fn rustls_server_config(identity: &TlsIdentity) -> Result<rustls::Ser
     Ok(tls)
 }
 
+/// Connection attempts quinn queues while the accept loop is behind (quinn's default is
+/// 65,536, about 100 MiB of first packets). The loop takes each at once (admission is a few
+/// atomic operations, the handshake runs in its own task), so a queue this deep only fills
+/// in a flood, where shedding the excess is right.
+const MAX_QUEUED_ATTEMPTS: usize = 4096;
+/// Bytes buffered for one queued attempt past its first packet (quinn's default: 10 MiB, room
+/// for 0-RTT data, which ferry does not use; a ClientHello spans two or three packets).
+const QUEUED_ATTEMPT_BYTES: u64 = 16 * 1024;
+/// Bytes buffered for all queued attempts together (quinn's default: 100 MiB).
+const QUEUED_ATTEMPTS_BYTES: u64 = 4 << 20;
+
 /// The quinn server configuration: `identity` with the fixed `transport`.
 pub(crate) fn quic_server_config(
     identity: &TlsIdentity,
@@ -34,7 +45,11 @@ pub(crate) fn quic_server_config(
     let tls = rustls_server_config(identity)?;
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(Error::QuicCrypto)?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    server.transport_config(transport);
+    server
+        .transport_config(transport)
+        .max_incoming(MAX_QUEUED_ATTEMPTS)
+        .incoming_buffer_size(QUEUED_ATTEMPT_BYTES)
+        .incoming_buffer_size_total(QUEUED_ATTEMPTS_BYTES);
     Ok(server)
 }
 

@@ -184,7 +184,7 @@ async fn run(args: Args) -> Result<()> {
     let deadline = config.shutdown_deadline;
     let (quic, tcp) = (config.quic, config.tcp);
     let relay = Relay::spawn(config).await?;
-    tokio::spawn(ferry_relay::allocator::trim_when_quiet(relay.active_sessions()));
+    tokio::spawn(ferry_relay::allocator::trim_when_quiet(relay.active_sessions(), relay.open_connections()));
     let hops = match (quic, tcp) {
         (true, true) => "QUIC on UDP, TLS on TCP",
         (false, _) => "TLS on TCP only",

@@ -120,9 +120,13 @@ impl FleetSection {
     }
 }
 
-/// The machine's host name (a Kubernetes StatefulSet pod's name: `relay-0`).
+/// The machine's host name (a Kubernetes StatefulSet pod's name: `relay-0`): `HOSTNAME`
+/// if set (shells and Kubernetes set it), else the kernel's.
 fn host_name() -> Option<String> {
-    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = match std::env::var("HOSTNAME") {
+        Ok(name) if !name.trim().is_empty() => name,
+        _ => std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?,
+    };
     let name = name.trim();
     (!name.is_empty()).then(|| name.to_owned())
 }
