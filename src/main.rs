@@ -434,6 +434,7 @@ async fn host_run(config: HostConfig) -> Result<()> {
     let host = Host::spawn(config);
     let mut status = host.status();
     let mut was = status.borrow().registered.clone();
+    let mut replaced = status.borrow().replaced;
     loop {
         tokio::select! {
             r = tokio::signal::ctrl_c() => { r?; break; }
@@ -443,11 +444,14 @@ async fn host_run(config: HostConfig) -> Result<()> {
                 for (i, (before, after)) in was.iter().zip(&now.registered).enumerate() {
                     match (before, after) {
                         (false, true) => eprintln!("registered at {}", relays[i]),
+                        // A replacement is logged by the host itself, with its pause.
+                        (true, false) if now.replaced > replaced => {}
                         (true, false) => eprintln!("lost {} ({}); reconnecting", relays[i], now.last_error.clone().unwrap_or_default()),
                         _ => {}
                     }
                 }
                 was = now.registered;
+                replaced = now.replaced;
             }
         }
     }

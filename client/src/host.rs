@@ -163,9 +163,9 @@ async fn stay_registered(
                     let pause = replaced_backoff.next_delay();
                     warn!(
                         "relay {}: another instance of this host is running (the same host key); \
-                         registering again in {} s. Stop the other instance, or give this one its own key (ferry host init)",
+                         registering again in {:.1} s. Stop the other instance, or give this one its own key (ferry host init)",
                         relay.addr,
-                        pause.as_secs()
+                        pause.as_secs_f64()
                     );
                     tokio::select! {
                         biased;
