@@ -1,14 +1,18 @@
 //! `ferry`: host a service behind NAT, or reach one, through a ferry relay.
 //!
-//! Thin: parses flags and calls `ferry-client` (and, for `demo`, `ferry::local`).
+//! Thin: parses flags (checked as they are parsed, see [`cli::args`]) and calls
+//! `ferry-client` (and, for `demo`, `ferry::local`).
+
+mod cli;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
+use cli::args;
 use ferry::local::{LocalStack, echo_service, pattern_digest, send_and_digest};
 use ferry_client::identity::{default_dir, load_or_create_client_key};
 use ferry_client::{Client, HopOptions, Host, HostConfig, HostIdentity, Transport};
@@ -22,14 +26,28 @@ use tokio_util::sync::CancellationToken;
 /// A host (e.g. a media server) runs `ferry host run` and stays connected to a relay;
 /// anyone with its ticket runs `ferry connect` (or embeds the library) and gets a local
 /// port that leads, end-to-end encrypted, to the host's service.
+// No bare `about`: it would take the package's description instead of this text.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about)]
+#[command(name = "ferry", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Log filter (error, warn, info, debug, trace).
-    #[arg(long, global = true, default_value = "warn", env = "FERRY_LOG")]
+    /// Log level of ferry's own lines: error, warn, info, debug or trace (its libraries
+    /// stay at error), or a full tracing filter such as `ferry_client=debug,quinn=info`.
+    #[arg(long, global = true, default_value = "warn", env = "FERRY_LOG", value_parser = args::log_filter)]
     log: String,
+    /// Log lines as text, or as one JSON object per line (for log collectors).
+    #[arg(long, global = true, default_value = "text", env = "FERRY_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable, coloured on a terminal.
+    Text,
+    /// One JSON object per line: timestamp, level, target, fields.
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -52,6 +70,9 @@ enum Command {
         transport: Transport,
     },
     /// One session on stdin/stdout (like netcat); exits 0 when the host ends it cleanly.
+    ///
+    /// On a terminal, stderr shows the bytes each way while it runs and a summary at the
+    /// end (elsewhere the summary is an info line: `--log info`).
     Cat {
         /// The host's ticket (`ferry1…`).
         ticket: String,
@@ -61,6 +82,34 @@ enum Command {
         #[arg(long, default_value = "auto")]
         transport: Transport,
     },
+    /// Print the public half of a key file, for a host's `--allow` or `--allow-file`.
+    ///
+    /// Takes a client key (`ferry connect --key FILE`) or a host identity (then it prints
+    /// the host id). A client key that does not exist yet is created (0600), as `--key`
+    /// would, so `ferry key ~/.config/ferry/phone.key` is also how to make one.
+    Key {
+        /// The key file.
+        file: PathBuf,
+    },
+    /// Wait until a TCP port accepts connections (`name:port`), or until the host of a
+    /// ticket answers through its relay (`ferry1…`); exits 1 if the time runs out.
+    ///
+    /// For scripts that start things in the background: `ferry wait 127.0.0.1:4433`
+    /// after starting a relay, `ferry wait "$TICKET"` after starting a host.
+    Wait {
+        /// `name:port`, or a ticket.
+        target: String,
+        /// How long to wait (`30s`, `2m`).
+        #[arg(long, default_value = "30s", value_parser = args::duration)]
+        timeout: Duration,
+    },
+    /// Print a shell completion script: `ferry completions bash > ~/.local/share/bash-completion/completions/ferry`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `ferry man | man -l -`.
+    Man,
     /// Start a relay, a host in front of an echo service and a client, all on loopback;
     /// stream data through them, verify it and print the throughput.
     Demo {
@@ -86,12 +135,16 @@ enum HostCommand {
         key: HostKey,
     },
     /// Print a ticket that lets a client reach this host through the given relays.
+    ///
+    /// The ticket holds the host id, a secret and each relay's address and pin. Anyone
+    /// holding it can open sessions: share it like a password.
     Ticket {
         #[command(flatten)]
         relays: Relays,
         #[command(flatten)]
         key: HostKey,
-        /// Also print the ticket as a QR code (for phones).
+        /// Also print the ticket as a QR code (for phones; black on white, so it scans on
+        /// light and dark terminals alike).
         #[arg(long)]
         qr: bool,
     },
@@ -99,13 +152,17 @@ enum HostCommand {
     Run {
         #[command(flatten)]
         relays: Relays,
-        /// The local service to forward sessions to (`host:port`).
-        #[arg(long)]
+        /// The local service to forward sessions to (`name:port`, e.g. 127.0.0.1:8096).
+        #[arg(long, value_parser = args::address)]
         forward: String,
         /// Only clients with this public key may connect (repeatable; default: anyone
-        /// holding the ticket).
+        /// holding the ticket). A client prints its key with `ferry key FILE`; the host
+        /// logs the key of each client it refuses.
         #[arg(long = "allow")]
         allow: Vec<PublicKey>,
+        /// Like --allow, one key per line from a file (`#` comments, blank lines ignored).
+        #[arg(long = "allow-file")]
+        allow_file: Vec<PathBuf>,
         /// Registration token, for relays that require one.
         #[arg(long, env = "FERRY_TOKEN")]
         token: Option<String>,
@@ -160,11 +217,13 @@ impl ClientKey {
 
 #[derive(Args, Debug)]
 struct Relays {
-    /// Relay address (`name:port`), repeatable; pairs with --pin in order.
-    #[arg(long = "relay", required = true)]
+    /// Relay address (`name:port`, e.g. relay.example.org:4433), repeatable; pairs with
+    /// --pin in order.
+    #[arg(long = "relay", required = true, value_parser = args::address)]
     relays: Vec<String>,
-    /// The relay's certificate pin (`sha256:…`, printed by ferry-relay and ferry-cert) or
-    /// `webpki` for a publicly trusted certificate; one per --relay.
+    /// The relay's certificate pin (`sha256:…`: the relay prints it at start, and
+    /// `ferry-cert pin cert.pem` prints it again), or `webpki` for a publicly trusted
+    /// certificate; one per --relay.
     #[arg(long = "pin", required = true)]
     pins: Vec<RelayTrust>,
 }
@@ -185,12 +244,13 @@ impl Relays {
 
 fn main() {
     let cli = Cli::parse();
+    // Checked by `args::log_filter` at parse time; the fallback is never taken.
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => logs.json().init(),
+        LogFormat::Text => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -219,21 +279,41 @@ async fn run(command: Command) -> Result<()> {
             let text = ticket.encode()?;
             println!("{text}");
             if qr {
-                let code = qrcode::QrCode::new(text.as_bytes()).context("the ticket does not fit in a QR code")?;
-                println!("{}", code.render::<qrcode::render::unicode::Dense1x2>().quiet_zone(true).build());
+                print!("{}", cli::qr::render(&text)?);
             }
         }
-        Command::Host(HostCommand::Run { relays, forward, allow, token, transport, key }) => {
+        Command::Host(HostCommand::Run { relays, forward, mut allow, allow_file, token, transport, key }) => {
+            if let Some(token) = &token {
+                if token.is_empty() || token.len() > 255 {
+                    bail!("--token is {} bytes; a registration token has 1 to 255", token.len());
+                }
+            }
+            // A name that does not resolve is a typo to report now, not at the first session.
+            let resolved = tokio::time::timeout(Duration::from_secs(10), tokio::net::lookup_host(forward.as_str()))
+                .await
+                .map(|found| found.map(|mut addrs| addrs.next().is_some()));
+            match resolved {
+                Ok(Ok(true)) => {}
+                Ok(Ok(false)) => bail!("--forward {forward}: the name resolves to no address"),
+                Ok(Err(e)) => bail!("--forward {forward}: cannot resolve the name ({e})"),
+                Err(_) => bail!("--forward {forward}: resolving the name took over 10 s"),
+            }
+            for file in &allow_file {
+                allow.extend(args::read_allow_file(file)?);
+            }
+            let restricted = !allow.is_empty() || !allow_file.is_empty();
             let mut config = HostConfig::new(key.load()?, relays.list()?, forward);
             config.transport = transport;
-            config.allow = (!allow.is_empty()).then_some(allow);
+            config.allow = restricted.then_some(allow);
             config.token = token;
             host_run(config).await?;
         }
         Command::Connect { ticket, listen, key, transport } => {
             let client = Client::new(parse_ticket(&ticket)?, key.load()?, HopOptions::client());
             let client = Arc::new(client.with_transport(transport));
-            client.warm_up().await?;
+            if !reach_relay(&client).await? {
+                return Ok(());
+            }
             let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
             let via = match client.transport_in_use().await {
                 Some(Transport::Tcp) => "TLS over TCP",
@@ -263,17 +343,88 @@ async fn run(command: Command) -> Result<()> {
             let client =
                 Client::new(parse_ticket(&ticket)?, key.load()?, HopOptions::client()).with_transport(transport);
             let session = client.open_session().await?;
-            let result = session.bridge(tokio::io::stdin(), tokio::io::stdout(), CancellationToken::new()).await;
+            let progress = cli::progress::Progress::new();
+            let stdin = progress.sent.wrap_async_read(tokio::io::stdin());
+            let stdout = progress.received.wrap_async_write(tokio::io::stdout());
+            let result = session.bridge(stdin, stdout, CancellationToken::new()).await;
             client.close().await;
+            progress.finish(result.as_ref().ok().copied());
             result?;
+        }
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "ferry", &mut script);
+            print_all(&script)?;
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut page)?;
+            print_all(&page)?;
+        }
+        Command::Key { file } => println!("{}", public_key_of(&file)?),
+        Command::Wait { target, timeout } => {
+            let target = if target.trim().get(..5).is_some_and(|p| p.eq_ignore_ascii_case("ferry")) {
+                cli::wait::Target::Host(Box::new(parse_ticket(&target)?))
+            } else {
+                cli::wait::Target::Port(args::address(&target).map_err(|why| anyhow::anyhow!("{target}: {why}"))?)
+            };
+            cli::wait::wait(target, timeout).await?;
         }
         Command::Demo { mib, congestion } => demo(mib, congestion).await?,
     }
     Ok(())
 }
 
+/// Writes generated text to stdout; a reader that stops early (`| head`) is not an error.
+fn print_all(bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(bytes) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
 fn parse_ticket(text: &str) -> Result<Ticket> {
     Ok(Ticket::decode(text)?)
+}
+
+/// The public half of a host identity or a client key file (created if it does not exist).
+fn public_key_of(path: &Path) -> Result<PublicKey> {
+    if path.exists() {
+        match HostIdentity::load(path) {
+            Ok(identity) => return Ok(identity.key.public()),
+            // Not a host identity: read it as a client key below.
+            Err(ferry_client::Error::KeyFileMissing { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        eprintln!("creating a client key at {}", path.display());
+    }
+    Ok(load_or_create_client_key(path)?.public())
+}
+
+/// `ferry connect`'s first contact with a relay: a relay that is down (not yet started,
+/// restarting) is retried with backoff, saying so, until it answers or Ctrl-C; a refused
+/// certificate is not, since waiting cannot fix it. Returns false on Ctrl-C.
+async fn reach_relay(client: &Client) -> Result<bool> {
+    let mut pause = Duration::from_millis(250);
+    loop {
+        let error = match client.warm_up().await {
+            Ok(()) => return Ok(true),
+            Err(e) if e.is_relay_certificate_problem() => return Err(e.into()),
+            Err(e) => e,
+        };
+        eprintln!("ferry: {}; retrying in {}", error.report(), humantime::format_duration(pause));
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => { r?; return Ok(false); }
+            _ = tokio::time::sleep(pause) => {}
+        }
+        // Whole seconds past one, so the message stays readable.
+        pause = (pause * 2).min(Duration::from_secs(10));
+        if pause > Duration::from_secs(1) {
+            pause = Duration::from_secs(pause.as_secs());
+        }
+    }
 }
 
 async fn host_run(config: HostConfig) -> Result<()> {
@@ -283,6 +434,7 @@ async fn host_run(config: HostConfig) -> Result<()> {
     let host = Host::spawn(config);
     let mut status = host.status();
     let mut was = status.borrow().registered.clone();
+    let mut replaced = status.borrow().replaced;
     loop {
         tokio::select! {
             r = tokio::signal::ctrl_c() => { r?; break; }
@@ -292,11 +444,14 @@ async fn host_run(config: HostConfig) -> Result<()> {
                 for (i, (before, after)) in was.iter().zip(&now.registered).enumerate() {
                     match (before, after) {
                         (false, true) => eprintln!("registered at {}", relays[i]),
+                        // A replacement is logged by the host itself, with its pause.
+                        (true, false) if now.replaced > replaced => {}
                         (true, false) => eprintln!("lost {} ({}); reconnecting", relays[i], now.last_error.clone().unwrap_or_default()),
                         _ => {}
                     }
                 }
                 was = now.registered;
+                replaced = now.replaced;
             }
         }
     }

@@ -89,8 +89,8 @@ impl Client {
         if let Some(current) = slot.as_ref().filter(|c| c.hop.is_alive()) {
             return Ok((current.hop.clone(), current.relay.clone()));
         }
-        let mut last_error = None;
-        for relay in &self.ticket.relays {
+        let mut failures = Vec::new();
+        for (i, relay) in self.ticket.relays.iter().enumerate() {
             match self.dial(relay).await {
                 Ok(hop) => {
                     *slot = Some(CurrentHop { hop: hop.clone(), relay: relay.clone() });
@@ -98,10 +98,20 @@ impl Client {
                 }
                 // A certificate problem is never retried elsewhere silently: report it.
                 Err(e) if e.is_relay_certificate_problem() => return Err(e),
-                Err(e) => last_error = Some(e),
+                Err(e) => {
+                    // Said now, not only after the last relay has had its turn too.
+                    if i + 1 < self.ticket.relays.len() {
+                        tracing::warn!("{}; trying the ticket's next relay", e.report());
+                    }
+                    failures.push(e);
+                }
             }
         }
-        Err(last_error.unwrap_or_else(|| Error::Cut("the ticket lists no relay")))
+        match failures.len() {
+            0 => Err(Error::Cut("the ticket lists no relay")),
+            1 => Err(failures.remove(0)),
+            _ => Err(Error::NoRelayAnswered { failures }),
+        }
     }
 
     /// Dials `relay` with the transport that last worked for it (or the chosen one).

@@ -21,6 +21,12 @@ pub enum Error {
         #[source]
         source: LinkError,
     },
+    /// None of a ticket's relays could be reached; each one's failure, in ticket order.
+    #[error("none of the ticket's {} relays answered: {}", failures.len(), one_line(failures))]
+    NoRelayAnswered {
+        /// Why each relay failed.
+        failures: Vec<Error>,
+    },
     /// The relay's certificate does not match the pin.
     #[error(
         "the relay's certificate does not match the ticket's pin {expected} (wrong relay, a replaced certificate, or someone intercepting the connection)"
@@ -74,6 +80,12 @@ pub enum Error {
     /// The session or the relay connection ended abnormally, for a reason ferry can name.
     #[error("the session was cut: {0}")]
     Cut(&'static str),
+    /// Another instance of this host (the same host key) registered at the relay, which
+    /// keeps one registration per host and closed this one.
+    #[error(
+        "another instance of this host is running (the same host key registered at the relay and replaced this one)"
+    )]
+    Replaced,
     /// The relay closed the connection with a code this version does not know.
     #[error("the session was cut: the relay closed the connection (code {code:#x})")]
     RelayClosed {
@@ -157,6 +169,11 @@ pub enum Error {
     Io(#[from] io::Error),
 }
 
+/// Each failure's whole story, `; `-separated.
+fn one_line(failures: &[Error]) -> String {
+    failures.iter().map(Error::report).collect::<Vec<_>>().join("; ")
+}
+
 impl Error {
     /// This error and every cause under it on one line, `: `-separated (what a person
     /// should read; `to_string()` gives the first part only).
@@ -190,6 +207,20 @@ impl Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_relay_s_failure_is_reported() {
+        let unreachable = |addr: &str| Error::RelayUnreachable {
+            addr: addr.into(),
+            source: LinkError::Tcp(io::Error::other("refused")),
+        };
+        let e = Error::NoRelayAnswered { failures: vec![unreachable("a.test:1"), unreachable("b.test:2")] };
+        assert_eq!(
+            e.report(),
+            "none of the ticket's 2 relays answered: cannot reach the relay at a.test:1: TCP connection failed: refused; \
+             cannot reach the relay at b.test:2: TCP connection failed: refused"
+        );
+    }
 
     #[test]
     fn a_report_carries_the_causes_on_one_line() {

@@ -40,7 +40,7 @@ impl From<FramedError> for Error {
 fn close_error(code: u64) -> Error {
     match u32::try_from(code).unwrap_or(u32::MAX) {
         CLOSE_SHUTDOWN => Error::Cut("the relay is shutting down"),
-        CLOSE_REPLACED => Error::Cut("this host registered again elsewhere; this connection was replaced"),
+        CLOSE_REPLACED => Error::Replaced,
         CLOSE_PROTOCOL => Error::Cut("the relay closed the connection: protocol violation"),
         CLOSE_RATE_LIMITED => Error::Refused(RefuseReason::RateLimited),
         CLOSE_BUSY => Error::Refused(RefuseReason::RelayBusy),

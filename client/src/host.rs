@@ -11,11 +11,11 @@
 //! host an application forgets to shut down does not stay registered behind its back.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use ferry_link::{Framed, LinkSend};
-use ferry_proto::codes::{RESET_HANDSHAKE_FAILED, RESET_NOT_ALLOWED, RESET_SERVICE_UNREACHABLE};
+use ferry_proto::codes::{CLOSE_REPLACED, RESET_HANDSHAKE_FAILED, RESET_NOT_ALLOWED, RESET_SERVICE_UNREACHABLE};
 use ferry_proto::connect;
 use ferry_proto::e2e::HostHandshake;
 use ferry_proto::e2e::handshake::MAX_HANDSHAKE_LEN;
@@ -79,6 +79,8 @@ pub struct HostStatus {
     pub registrations: u64,
     /// The last problem, worded for a person.
     pub last_error: Option<String>,
+    /// How often another instance of this host (the same key) took a registration over.
+    pub replaced: u64,
 }
 
 /// A running host. Call [`Host::shutdown`] to stop it gracefully; dropping it stops its
@@ -128,6 +130,10 @@ async fn stay_registered(
 ) {
     let relay = &config.relays[index];
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+    // Two instances with one key replace each other at the relay, each registering again at
+    // once: without a pause of its own that grows (and is only reset by a registration that
+    // lasts), they would take turns several times a second, forever.
+    let mut replaced_backoff = Backoff::new(REPLACED_PAUSE, REPLACED_PAUSE_CAP);
     while !cancel.is_cancelled() {
         let attempt = tokio::select! {
             biased;
@@ -141,12 +147,34 @@ async fn stay_registered(
                     s.registered[index] = true;
                     s.registrations += 1;
                 });
+                let since = Instant::now();
                 let ended = serve(&config, hop, control, &cancel, &tracker).await;
+                if since.elapsed() >= REPLACED_PAUSE_CAP {
+                    replaced_backoff.reset();
+                }
+                let replaced = matches!(ended, Ended::Replaced);
+                let reason = ended.report();
                 status.send_modify(|s| {
                     s.registered[index] = false;
-                    s.last_error = Some(ended.clone());
+                    s.last_error = Some(reason.clone());
+                    s.replaced += u64::from(replaced);
                 });
-                debug!(reason = %ended, "registration ended");
+                if replaced {
+                    let pause = replaced_backoff.next_delay();
+                    warn!(
+                        "relay {}: another instance of this host is running (the same host key); \
+                         registering again in {:.1} s. Stop the other instance, or give this one its own key (ferry host init)",
+                        relay.addr,
+                        pause.as_secs_f64()
+                    );
+                    tokio::select! {
+                        biased;
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                    continue;
+                }
+                debug!(reason = %reason, "registration ended");
             }
             Err(e) => {
                 let report = e.report();
@@ -158,6 +186,37 @@ async fn stay_registered(
             biased;
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(backoff.next_delay()) => {}
+        }
+    }
+}
+
+/// First pause after another instance of this host took the registration over.
+const REPLACED_PAUSE: Duration = Duration::from_secs(2);
+/// Longest such pause; a registration that lasts this long resets it.
+const REPLACED_PAUSE_CAP: Duration = Duration::from_secs(60);
+
+/// Why a registration ended.
+enum Ended {
+    /// Another instance of this host registered and the relay closed this one.
+    Replaced,
+    /// Anything else, worded for a person.
+    Other(String),
+}
+
+impl Ended {
+    fn report(&self) -> String {
+        match self {
+            Self::Replaced => Error::Replaced.report(),
+            Self::Other(reason) => reason.clone(),
+        }
+    }
+}
+
+impl From<Error> for Ended {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Replaced => Self::Replaced,
+            other => Self::Other(other.report()),
         }
     }
 }
@@ -202,7 +261,7 @@ async fn serve(
     mut control: Control,
     cancel: &CancellationToken,
     tracker: &TaskTracker,
-) -> String {
+) -> Ended {
     let quic = match hop.as_ref() {
         RelayHop::Quic(conn) => Some(conn.clone()),
         RelayHop::Tcp(_) => None,
@@ -213,7 +272,7 @@ async fn serve(
             _ = cancel.cancelled() => {
                 hop.close();
                 let _ = control.send.finish().await;
-                return "the host is shutting down".into();
+                return Ended::Other("the host is shutting down".into());
             }
             message = control.recv.message_unbounded() => {
                 let event = match message {
@@ -229,10 +288,10 @@ async fn serve(
                             }
                         });
                     }
-                    Ok(HostEvent::GoingAway) => return "the relay is going away".into(),
-                    Ok(HostEvent::Refused(reason)) => return Error::Refused(reason).report(),
-                    Ok(_) => return "the relay sent an unexpected control message".into(),
-                    Err(e) => return e.report(),
+                    Ok(HostEvent::GoingAway) => return Ended::Other("the relay is going away".into()),
+                    Ok(HostEvent::Refused(reason)) => return Error::Refused(reason).into(),
+                    Ok(_) => return Ended::Other("the relay sent an unexpected control message".into()),
+                    Err(e) => return e.into(),
                 }
             }
             stream = accept_stream(quic.as_ref()) => match stream {
@@ -253,7 +312,12 @@ async fn serve(
                         }
                     });
                 }
-                Err(e) => return format!("the relay connection ended ({e})"),
+                Err(quinn::ConnectionError::ApplicationClosed(close))
+                    if close.error_code == quinn::VarInt::from_u32(CLOSE_REPLACED) =>
+                {
+                    return Ended::Replaced;
+                }
+                Err(e) => return Ended::Other(format!("the relay connection ended ({e})")),
             },
         }
     }
@@ -298,6 +362,12 @@ async fn serve_session(
     };
     if let Some(allow) = &config.allow {
         if !allow.contains(&handshake.client_key()) {
+            // The host's own log (never the relay's), so its owner can admit the client:
+            // the key is what `--allow` takes.
+            warn!(
+                "refused a session from client key {}: not on the allow-list (add it with --allow or --allow-file to admit it)",
+                handshake.client_key()
+            );
             send.reset(RESET_NOT_ALLOWED);
             return Err(Error::HostRefused("client key not on the allow-list"));
         }

@@ -27,6 +27,9 @@ pub enum Error {
     /// A certificate pin string could not be parsed.
     #[error("invalid certificate pin: {0} (expected `sha256:` followed by 52 base32 characters, or `webpki`)")]
     InvalidPin(&'static str),
+    /// An address is not of the `name:port` form (relay addresses, forward targets).
+    #[error("invalid address: {0}")]
+    InvalidAddress(&'static str),
     /// A ticket string could not be parsed.
     #[error("invalid ticket: {0}")]
     InvalidTicket(&'static str),

@@ -68,6 +68,35 @@ pub struct RelayAddr {
     pub trust: RelayTrust,
 }
 
+/// Checks that `addr` has the `name:port` form every address in a ticket needs (an IPv6
+/// address in brackets), so a command can refuse `127.0.0.1` or `4433` when it is typed
+/// instead of printing a ticket that cannot work. Names are not resolved here: the
+/// machine that makes a ticket need not be able to resolve the relay's name.
+pub fn check_address(addr: &str) -> Result<(), Error> {
+    if addr.parse::<u16>().is_ok() {
+        return Err(Error::InvalidAddress("it is a port alone; put the name or IP before it, as in 127.0.0.1:8000"));
+    }
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return Err(Error::InvalidAddress("it has no port; write name:port, as in relay.example.org:4433"));
+    };
+    if host.is_empty() {
+        return Err(Error::InvalidAddress("it has no name or IP before the port"));
+    }
+    if host.contains(char::is_whitespace) || host.contains('/') {
+        return Err(Error::InvalidAddress("the name holds a space or a slash; give just name:port, no URL"));
+    }
+    let bracketed = host.starts_with('[') && host.ends_with(']');
+    if host.contains(':') && !bracketed {
+        return Err(Error::InvalidAddress(
+            "an IPv6 address with a port goes in brackets, as in [2001:db8::1]:4433 (or it has no port)",
+        ));
+    }
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => Err(Error::InvalidAddress("its port is not a number from 1 to 65535")),
+        Ok(_) => Ok(()),
+    }
+}
+
 /// Everything a client needs to open end-to-end sessions to one host.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Ticket {
@@ -104,7 +133,7 @@ impl Ticket {
         Ok(out)
     }
 
-    /// The ticket's text form (`ferry1…`).
+    /// The ticket's text form (`ferry1…`, lowercase).
     pub fn encode(&self) -> Result<String, Error> {
         let mut bytes = self.body()?;
         let sum = ring::digest::digest(&ring::digest::SHA256, &bytes);
@@ -112,11 +141,14 @@ impl Ticket {
         Ok(format!("{TICKET_PREFIX}{}", BASE32.encode(&bytes)))
     }
 
-    /// Parses a ticket, with an error that says what is wrong with it.
+    /// Parses a ticket, with an error that says what is wrong with it. Either case is
+    /// accepted: the base32 alphabet has one letter per sound, so an uppercased ticket (the
+    /// QR code's compact alphanumeric form, or a chat app's shouting) reads the same.
     pub fn decode(text: &str) -> Result<Self, Error> {
         let text = text.trim();
-        let Some(b32) = text.strip_prefix(TICKET_PREFIX) else {
-            return Err(if text.starts_with("ferry") {
+        let prefixed = |prefix: &str| text.get(..prefix.len()).is_some_and(|p| p.eq_ignore_ascii_case(prefix));
+        let Some(b32) = text.get(TICKET_PREFIX.len()..).filter(|_| prefixed(TICKET_PREFIX)) else {
+            return Err(if prefixed("ferry") {
                 Error::InvalidTicket("this ticket is from a newer ferry version; upgrade ferry")
             } else {
                 Error::InvalidTicket("a ticket starts with `ferry1`")
@@ -133,6 +165,18 @@ impl Ticket {
         if &want.as_ref()[..CHECKSUM_LEN] != sum {
             return Err(Error::InvalidTicket("its checksum does not match (was it cut or mistyped?)"));
         }
+        // The checksum held, so the text arrived whole: a body that ends early was written
+        // wrong, not pasted wrong, and the reader's field name would only confuse.
+        Self::parse_body(body).map_err(|e| match e {
+            Error::Malformed(_) => {
+                Error::InvalidTicket("its contents end early (made by a broken or incompatible tool)")
+            }
+            other => other,
+        })
+    }
+
+    /// The fields of a checksummed body.
+    fn parse_body(body: &[u8]) -> Result<Self, Error> {
         let mut r = Reader::new(body);
         let host = PublicKey(r.array("host key")?);
         let secret = TicketSecret(r.array("ticket secret")?);
@@ -202,6 +246,42 @@ mod tests {
         assert!(err.to_string().contains("checksum"), "{err}");
         assert!(Ticket::decode("ferry2abc").unwrap_err().to_string().contains("newer"));
         assert!(Ticket::decode("hello").is_err());
+    }
+
+    #[test]
+    fn addresses_without_a_port_are_refused_with_the_fix() {
+        for good in ["relay.example.org:4433", "127.0.0.1:1", "[::1]:443", "localhost:65535"] {
+            check_address(good).unwrap();
+        }
+        let why = |addr: &str| check_address(addr).unwrap_err().to_string();
+        assert!(why("127.0.0.1").contains("no port"), "{}", why("127.0.0.1"));
+        assert!(why("8000").contains("port alone"), "{}", why("8000"));
+        assert!(why("::1").contains("brackets"), "{}", why("::1"));
+        assert!(why(":4433").contains("no name"), "{}", why(":4433"));
+        assert!(why("relay:0").contains("1 to 65535"), "{}", why("relay:0"));
+        assert!(why("relay:http").contains("1 to 65535"), "{}", why("relay:http"));
+        assert!(why("https://relay:443").contains("no URL"), "{}", why("https://relay:443"));
+    }
+
+    #[test]
+    fn an_uppercased_ticket_reads_the_same() {
+        let t = sample();
+        let upper = t.encode().unwrap().to_uppercase();
+        assert!(upper.starts_with("FERRY1"));
+        assert_eq!(Ticket::decode(&upper).unwrap(), t);
+        assert!(Ticket::decode("FERRY2ABC").unwrap_err().to_string().contains("newer"));
+    }
+
+    #[test]
+    fn a_whole_but_short_body_is_a_ticket_error() {
+        // A body cut inside the first relay address, with a checksum that matches it.
+        let mut body = sample().body().unwrap();
+        body.truncate(32 + 32 + 1 + 3);
+        let sum = ring::digest::digest(&ring::digest::SHA256, &body);
+        body.extend_from_slice(&sum.as_ref()[..CHECKSUM_LEN]);
+        let err = Ticket::decode(&format!("ferry1{}", BASE32.encode(&body))).unwrap_err().to_string();
+        assert!(err.starts_with("invalid ticket: its contents end early"), "{err}");
+        assert!(!err.contains("control message"), "{err}");
     }
 
     #[test]

@@ -313,15 +313,46 @@ impl FileConfig {
         Ok(config)
     }
 
+    /// Checks, as the user running this, that the relay can use the files this file names:
+    /// `cert` and `key` can be read, or else `state_dir` can hold (or already holds, readably)
+    /// the self-signed certificate. For `check-config`, which would otherwise pass a file
+    /// the relay cannot start with.
+    pub fn check_files(&self) -> Result<(), Error> {
+        let readable = |path: &Path| {
+            std::fs::File::open(path).map(drop).map_err(|source| Error::Read { path: path.to_owned(), source })
+        };
+        match (&self.relay.cert, &self.relay.key) {
+            (Some(cert), Some(key)) => readable(cert).and_then(|()| readable(key)),
+            _ => {
+                let dir = self.state_dir()?;
+                let (cert, key) = (dir.join(ferry_cert::CERT_FILE), dir.join(ferry_cert::KEY_FILE));
+                if cert.exists() || key.exists() {
+                    readable(&cert).and_then(|()| readable(&key))
+                } else {
+                    writable_dir(&dir).map_err(|source| Error::StateDir { path: dir, source })
+                }
+            }
+        }
+    }
+
+    /// `state_dir`, or its default.
+    fn state_dir(&self) -> Result<PathBuf, Error> {
+        match &self.relay.state_dir {
+            Some(dir) => Ok(dir.clone()),
+            None => default_state_dir(),
+        }
+    }
+
     /// The certificate the file names, or the state directory's self-signed one.
     fn identity(&self) -> Result<TlsIdentity, Error> {
         match (&self.relay.cert, &self.relay.key) {
             (Some(cert), Some(key)) => Ok(TlsIdentity::from_files(cert, key)?),
             _ => {
-                let dir = match &self.relay.state_dir {
-                    Some(dir) => dir.clone(),
-                    None => default_state_dir()?,
-                };
+                let dir = self.state_dir()?;
+                if !dir.join(ferry_cert::CERT_FILE).exists() && !dir.join(ferry_cert::KEY_FILE).exists() {
+                    // Before making a certificate: the error then says what to do.
+                    writable_dir(&dir).map_err(|source| Error::StateDir { path: dir.clone(), source })?;
+                }
                 let (identity, created) = TlsIdentity::load_or_create(&dir)?;
                 if created {
                     tracing::info!("created a self-signed certificate in {}", dir.display());
@@ -440,6 +471,27 @@ impl LimitsSection {
         "max_connections",
         "max_connections_per_source",
     ];
+}
+
+/// Whether this user can make `dir` (or it exists) and write in it: a file is created and
+/// removed in `dir`, or in its nearest existing parent if `dir` is still to be made.
+fn writable_dir(dir: &Path) -> std::io::Result<()> {
+    let mut existing = dir;
+    while !existing.exists() {
+        match existing.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => existing = parent,
+            _ => break,
+        }
+    }
+    if existing.exists() && !existing.is_dir() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotADirectory,
+            format!("{} is a file, not a directory", existing.display()),
+        ));
+    }
+    let probe = existing.join(format!(".ferry-relay-write-check-{}", std::process::id()));
+    std::fs::OpenOptions::new().write(true).create_new(true).open(&probe)?;
+    std::fs::remove_file(&probe)
 }
 
 /// The state directory's default: `$STATE_DIRECTORY` (systemd), else
@@ -619,5 +671,29 @@ mod tests {
         assert!(dir.path().join("cert.pem").exists(), "the self-signed certificate is made on first use");
         let err = FileConfig::parse("[relay]\ncongestion = \"reno\"\n").unwrap_err().to_string();
         assert!(err.contains("reno") && err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn a_state_dir_the_relay_cannot_use_is_refused_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("not-a-dir");
+        std::fs::write(&file, "").unwrap();
+        let text = format!("[relay]\nstate_dir = {:?}\n", file.join("state"));
+        let config = FileConfig::parse(&text).unwrap();
+        for err in [config.check_files().unwrap_err(), config.relay_config().unwrap_err()] {
+            assert!(matches!(err, Error::StateDir { .. }), "{err:?}");
+            let text = err.to_string();
+            assert!(text.contains("state_dir"), "{text}");
+            let hint = err.hint().unwrap();
+            assert!(hint.contains("--state-dir") && hint.contains("run the relay as"), "{hint}");
+            let cause = std::error::Error::source(&err).unwrap().to_string();
+            assert!(cause.contains("is a file, not a directory"), "{cause}");
+            assert!(!text.contains(&cause), "the cause is said once: {text}");
+        }
+        let fine = FileConfig::parse(&format!("[relay]\nstate_dir = {:?}\n", dir.path().join("a/b"))).unwrap();
+        fine.check_files().unwrap();
+        assert!(!dir.path().join("a").exists(), "checking makes nothing");
+        let files = FileConfig::parse(&format!("[relay]\ncert = {:?}\nkey = {:?}\n", file, dir.path().join("missing")));
+        assert!(matches!(files.unwrap().check_files(), Err(Error::Read { .. })));
     }
 }

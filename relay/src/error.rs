@@ -21,11 +21,22 @@ pub enum Error {
     /// The relay's certificate or key is unusable.
     #[error(transparent)]
     Certificate(#[from] ferry_cert::Error),
+    /// The state directory cannot hold the self-signed certificate for the user running the
+    /// relay (not writable, not a directory).
+    /// [`Error::hint`] says what to do.
+    #[error("cannot keep the relay's certificate in state_dir {}", path.display())]
+    StateDir {
+        /// The directory.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
     /// rustls refused the certificate and key (for example, they do not match).
     #[error("TLS setup failed (do the certificate and key belong together?)")]
     Tls(#[from] rustls::Error),
     /// The UDP port could not be bound.
-    #[error("cannot listen on {addr} (is another relay running on that port?)")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address.
         addr: std::net::SocketAddr,
@@ -80,4 +91,22 @@ pub enum Error {
 /// toml's multi-line message (with its snippet) as one line, for logs and `check-config`.
 fn one_line(e: &toml::de::Error) -> String {
     e.to_string().trim_end().replace('\n', " ")
+}
+
+impl Error {
+    /// What to do about this error, for the line a command prints after it (the message
+    /// itself states the cause, once).
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            Self::StateDir { .. } => Some(
+                "give a directory this user can write with --state-dir DIR (or `state_dir` in the config), \
+                 leave `state_dir` unset to use ~/.local/state/ferry-relay, or run the relay as the directory's owner",
+            ),
+            Self::Bind { .. } => Some(
+                "if another program (another relay?) holds that port, stop it or pick another port with --listen; \
+                 a port below 1024 needs root or CAP_NET_BIND_SERVICE",
+            ),
+            _ => None,
+        }
+    }
 }

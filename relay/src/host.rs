@@ -149,7 +149,10 @@ async fn stay_registered(
                     return Ok(());
                 }
                 _ = cancel.cancelled() => return Ok(()),
-                _ = replaced.cancelled() => return Ok(()),
+                _ = replaced.cancelled() => {
+                    shared.metrics.host_replaced();
+                    return Ok(());
+                }
                 // The host sends nothing after its proof: any end of the stream, clean or
                 // not, ends the registration.
                 _ = control.message_unbounded() => return Ok(()),

@@ -279,6 +279,7 @@ pub(crate) struct Metrics {
     buffer_budget: CountGauge,
     handshake: LatencyHistogram,
     connections_rate_limited: Counter,
+    hosts_replaced: Counter,
     /// Indexed by [`FleetRoute`].
     fleet_routed: [Counter; FleetRoute::ALL.len()],
     quic_retries: Counter,
@@ -327,6 +328,12 @@ impl Default for Metrics {
             "Connections refused by the per-source rate limit or connection cap",
             connections_rate_limited.clone(),
         );
+        let hosts_replaced = Counter::default();
+        registry.register(
+            "hosts_replaced",
+            "Registrations closed because the same host registered again (two instances with one key take turns)",
+            hosts_replaced.clone(),
+        );
         let by_route = Family::<RouteLabel, Counter>::default();
         let fleet_routed = FleetRoute::ALL.map(|route| by_route.get_or_create_owned(&RouteLabel { route }));
         registry.register("fleet_sessions", "Sessions for hosts at other nodes of the fleet, by route", by_route);
@@ -348,6 +355,7 @@ impl Default for Metrics {
             buffer_budget,
             handshake,
             connections_rate_limited,
+            hosts_replaced,
             quic_retries,
         }
     }
@@ -414,6 +422,11 @@ impl Metrics {
     /// A connection was turned away by the per-source connection rate or connection cap.
     pub(crate) fn connections_rate_limited(&self) {
         self.connections_rate_limited.inc();
+    }
+
+    /// A registration was closed by a newer registration of the same host.
+    pub(crate) fn host_replaced(&self) {
+        self.hosts_replaced.inc();
     }
 
     /// A QUIC connection attempt was sent a Retry.

@@ -16,8 +16,13 @@ use ferry_cert::{
 };
 
 /// Provision ferry relay certificates and print the pins that go into tickets.
+///
+/// Self-signed (one command), an own CA (pins that survive renewal) or ACME; `pin`
+/// prints the pin of any certificate, `inspect` what a certificate holds. See
+/// docs/certificates.md.
+// `name`: the package is `ferry`, whose name and description clap would take otherwise.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(name = "ferry-cert", version)]
 struct Args {
     #[command(subcommand)]
     command: Command,

@@ -12,15 +12,17 @@ use clap::{Parser, Subcommand};
 use ferry_relay::Relay;
 use ferry_relay::config_file::FileConfig;
 
-/// Run a ferry relay: media servers (hosts) connect out to it, remote clients connect
-/// to it, and it forwards their end-to-end encrypted streams without being able to read
-/// them. With no flags it listens on 0.0.0.0:4433 (QUIC on UDP, TLS on TCP) with a
+/// Run a ferry relay: hosts and clients connect to it, it cannot read what it forwards.
+///
+/// Media servers (hosts) connect out to it, remote clients connect to it, and it forwards
+/// their end-to-end encrypted streams without being able to read them. With no flags it listens on 0.0.0.0:4433 (QUIC on UDP, TLS on TCP) with a
 /// self-signed certificate made on first start, and prints the pin hosts and clients
 /// need. Settings come from --config (see deploy/relay.toml); flags override the file.
 /// SIGHUP reloads the certificate, access rules, tiers and limits without dropping
 /// sessions; SIGTERM stops accepting and drains running sessions before exiting.
+// `name`: the package is `ferry`, whose name and description clap would take otherwise.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about)]
+#[command(name = "ferry-relay", version)]
 struct Args {
     #[command(subcommand)]
     command: Option<Command>,
@@ -115,12 +117,14 @@ impl Args {
 
 fn check_config(path: &Path) -> Result<()> {
     let file = FileConfig::load(path)?;
-    for path in [&file.relay.cert, &file.relay.key].into_iter().flatten() {
-        if !path.exists() {
-            bail!("{}: `cert`/`key` names {}, which does not exist", path.display(), path.display());
+    for named in [&file.relay.cert, &file.relay.key].into_iter().flatten() {
+        if !named.exists() {
+            bail!("{}: `cert`/`key` names {}, which does not exist", path.display(), named.display());
         }
     }
     let policy = file.checked()?.policy;
+    // As the user running check-config: run it as the relay's user.
+    file.check_files().with_context(|| path.display().to_string())?;
     if let Some(fleet) = &file.fleet {
         // Reads the secret file (and the host name without `node_id`), as the start will.
         let fleet = fleet.fleet_config()?;
@@ -150,6 +154,9 @@ fn main() {
         .and_then(|runtime| runtime.block_on(run(args)));
     if let Err(e) = result {
         eprintln!("ferry-relay: {e:#}");
+        if let Some(hint) = e.chain().find_map(|c| c.downcast_ref::<ferry_relay::Error>()).and_then(|e| e.hint()) {
+            eprintln!("  {hint}");
+        }
         std::process::exit(1);
     }
 }
