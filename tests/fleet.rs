@@ -394,3 +394,85 @@ impl Fleet {
         }
     }
 }
+
+/// CPU time process `pid` has used (user + system), from `/proc/<pid>/stat`.
+fn cpu_time(pid: u32) -> Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let fields: Vec<&str> = stat.rsplit_once(')').context("stat")?.1.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    // The kernel's USER_HZ is 100 on every Linux this runs on.
+    Ok(Duration::from_millis(ticks * 10))
+}
+
+/// Not a pass/fail test: measures what each mode costs, for docs/fleet.md. Run by name:
+/// `cargo test --release --test fleet -- --ignored measure_redirect_against_forward --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, run by name"]
+async fn measure_redirect_against_forward() -> Result<()> {
+    const BYTES: usize = 256 << 20;
+    const SETUPS: usize = 50;
+    for mode in ["redirect", "forward"] {
+        let fleet = Fleet::start(mode).await?;
+        let (service, _echo) = echo_service().await?;
+        let (host, identity) = fleet.host_at(1, service).await?;
+        fleet.wait_presence().await?;
+        // Setup: a fresh client's first session, then sessions on its kept hop.
+        let mut first = Vec::new();
+        let mut later = Vec::new();
+        for _ in 0..SETUPS {
+            let client = fleet.client_via(2, &identity)?;
+            let started = Instant::now();
+            drop(client.open_session().await?);
+            first.push(started.elapsed());
+            let started = Instant::now();
+            drop(client.open_session().await?);
+            later.push(started.elapsed());
+            client.close().await;
+        }
+        first.sort_unstable();
+        later.sort_unstable();
+        // Bytes: one session, `BYTES` each way, CPU of the host's node and the entry node.
+        let pids: Vec<u32> = fleet.nodes.iter().map(|n| n.child.id().context("a node exited")).collect::<Result<_>>()?;
+        let before: Vec<Duration> = pids.iter().map(|&p| cpu_time(p)).collect::<Result<_>>()?;
+        let client = fleet.client_via(2, &identity)?;
+        let session = client.open_session().await?;
+        let (app, bridge) = session.spawn_pipe(1 << 20);
+        let (mut r, mut w) = tokio::io::split(app);
+        let started = Instant::now();
+        let writer = tokio::spawn(async move {
+            let chunk = vec![7u8; 1 << 20];
+            for _ in 0..BYTES / chunk.len() {
+                w.write_all(&chunk).await?;
+            }
+            w.shutdown().await
+        });
+        let mut buf = vec![0u8; 1 << 20];
+        let mut got = 0;
+        while got < BYTES {
+            let n = r.read(&mut buf).await?;
+            ensure!(n > 0, "ended early");
+            got += n;
+        }
+        writer.await??;
+        drop(r);
+        bridge.abort();
+        let elapsed = started.elapsed();
+        let after: Vec<Duration> = pids.iter().map(|&p| cpu_time(p)).collect::<Result<_>>()?;
+        let gb = 2.0 * BYTES as f64 / 1e9;
+        let cpu = |i: usize| (after[i] - before[i]).as_secs_f64() / gb;
+        eprintln!(
+            "{mode}: setup p50 first {:?} / later {:?} (p90 {:?} / {:?}); {:.2} Gbit/s echoed; CPU-s per GB: host's node {:.2}, entry node {:.2}, fleet {:.2}",
+            first[SETUPS / 2],
+            later[SETUPS / 2],
+            first[SETUPS * 9 / 10],
+            later[SETUPS * 9 / 10],
+            gb * 8.0 / elapsed.as_secs_f64(),
+            cpu(0),
+            cpu(1),
+            cpu(0) + cpu(1) + cpu(2),
+        );
+        host.shutdown().await;
+    }
+    Ok(())
+}
