@@ -1,7 +1,9 @@
 //! Turning hop-level failures into explanations a person can act on.
 //!
-//! Reset codes travel through the relay unchanged (see `ferry_proto::codes`), so the
-//! client can say *why* a session ended; TLS hops carry no codes and read as "cut". A relay
+//! End-to-end reset codes travel through the relay unchanged, and the relay's own codes
+//! reach the client only from the relay (it maps any other code a peer sends to "the other
+//! side went away", `ferry_proto::codes::from_peer`), so the client can say *why* a session
+//! ended; TLS hops carry no codes and read as "cut". A relay
 //! that refuses a connection before any message (too many attempts from this address, no
 //! room) closes it with a code that reads as the refusal it stands for.
 
