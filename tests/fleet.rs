@@ -433,7 +433,8 @@ async fn measure_redirect_against_forward() -> Result<()> {
         first.sort_unstable();
         later.sort_unstable();
         // Bytes: one session, `BYTES` each way, CPU of the host's node and the entry node.
-        let pids: Vec<u32> = fleet.nodes.iter().map(|n| n.child.id().context("a node exited")).collect::<Result<_>>()?;
+        let pids: Vec<u32> =
+            fleet.nodes.iter().map(|n| n.child.id().context("a node exited")).collect::<Result<_>>()?;
         let before: Vec<Duration> = pids.iter().map(|&p| cpu_time(p)).collect::<Result<_>>()?;
         let client = fleet.client_via(2, &identity)?;
         let session = client.open_session().await?;
