@@ -21,6 +21,15 @@ pub enum Error {
         #[source]
         source: LinkError,
     },
+    /// Neither transport reached the relay (`Transport::Auto`): each one's own failure, so a
+    /// TCP "connection refused" is not hidden behind QUIC's silence.
+    #[error("neither QUIC nor TLS over TCP reached the relay: QUIC: {}; TCP: {}", quic.report(), tcp.report())]
+    NoTransportAnswered {
+        /// Why QUIC failed.
+        quic: Box<Error>,
+        /// Why TLS over TCP failed.
+        tcp: Box<Error>,
+    },
     /// None of a ticket's relays could be reached; each one's failure, in ticket order.
     #[error("none of the ticket's {} relays answered: {}", failures.len(), one_line(failures))]
     NoRelayAnswered {
