@@ -11,7 +11,7 @@ use common::{echo_stack, ferry, ferry_output, wait_for_line};
 use ferry::local::{Pattern, echo_service};
 use ferry_client::Client;
 use ferry_relay::{Relay, RelayConfig, TlsIdentity};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 /// A relay in this process and a host identity file for the `ferry` binary.
 struct Setup {
@@ -87,7 +87,11 @@ async fn an_http_service_answers_curl_through_ferry_connect() -> Result<()> {
 
     let _host = s.host(&format!("127.0.0.1:{http_port}")).await?;
     let ticket = s.ticket().await?;
-    let mut connect = ferry().args(["connect", &ticket, "--listen", "127.0.0.1:0"]).stdout(Stdio::piped()).spawn()?;
+    let mut connect = ferry()
+        .args(["connect", &ticket, "--listen", "127.0.0.1:0", "--log", "info"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
     let line = wait_for_line(&mut connect, "listening on", Duration::from_secs(10)).await?;
     let local = line.split_whitespace().nth(2).context("address in the listening line")?.to_owned();
 
@@ -100,6 +104,27 @@ async fn an_http_service_answers_curl_through_ferry_connect() -> Result<()> {
     assert!(out.status.success(), "curl: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.stdout.len(), page.len());
     assert!(out.stdout == page, "the page arrived altered");
+    // The one line the session gets at `--log info`: how long, how much, which way.
+    let stderr = connect.stderr.take().context("stderr")?;
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    let summary = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(line) = lines.next_line().await? {
+            if line.contains("session closed after") {
+                return anyhow::Ok(line);
+            }
+        }
+        anyhow::bail!("ferry connect's log ended without a session summary")
+    })
+    .await
+    .context("no session summary within 10 s")??;
+    let received: usize = summary
+        .split("received ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("a byte count in {summary:?}"))?;
+    assert!(received > page.len(), "{summary}");
+    assert!(summary.contains("via relay 127.0.0.1:"), "{summary}");
     s.relay.shutdown(Duration::from_secs(2)).await;
     Ok(())
 }

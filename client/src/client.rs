@@ -83,6 +83,11 @@ impl Client {
         self.hop.lock().await.as_ref().map(|current| current.hop.transport())
     }
 
+    /// The relay (or fleet node) address and transport of the current hop, once connected.
+    pub async fn hop_in_use(&self) -> Option<(String, Transport)> {
+        self.hop.lock().await.as_ref().map(|current| (current.relay.addr.clone(), current.hop.transport()))
+    }
+
     /// The relay hop, (re)connecting through the ticket's relays in order.
     async fn hop(&self) -> Result<(Arc<RelayHop>, RelayAddr), Error> {
         let mut slot = self.hop.lock().await;

@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
 use crate::{Client, Error};
@@ -129,10 +129,23 @@ async fn session(client: Arc<Client>, stream: TcpStream, cancel: CancellationTok
     };
     match opened {
         Ok(session) => {
+            let started = std::time::Instant::now();
+            let hop = match client.hop_in_use().await {
+                Some((relay, transport)) => format!("relay {relay} ({})", transport.name()),
+                None => "an unknown hop".to_owned(),
+            };
             let (read, write) = stream.into_split();
             match session.bridge(read, write, cancel).await {
-                Ok(_) | Err(Error::Cancelled) => {}
-                Err(e) => warn!("a session ended with an error: {}", e.report()),
+                // The one line a session gets, on the user's own machine: how long, how much,
+                // which way.
+                Ok(carried) => info!(
+                    "session closed after {:.1} s: sent {} bytes, received {} bytes, via {hop}",
+                    started.elapsed().as_secs_f64(),
+                    carried.sent,
+                    carried.received
+                ),
+                Err(Error::Cancelled) => {}
+                Err(e) => warn!("a session via {hop} ended with an error: {}", e.report()),
             }
         }
         Err(e) => warn!("cannot open a session: {}", e.report()),

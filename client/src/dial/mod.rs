@@ -46,6 +46,17 @@ pub enum Transport {
     Tcp,
 }
 
+impl Transport {
+    /// The name flags and logs use: `auto`, `quic` or `tcp`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Quic => "quic",
+            Self::Tcp => "tcp",
+        }
+    }
+}
+
 impl FromStr for Transport {
     type Err = Error;
 
