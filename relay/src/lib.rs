@@ -30,7 +30,8 @@
 //!   handshakes per source, open connections (overall and per source), the budget of
 //!   explained refusals.
 //! - [`pacing`]: bandwidth tiers and the token bucket that paces sessions.
-//! - `metrics`: aggregate counters, gauges and histograms; `admin`: `/metrics` and `/healthz`.
+//! - `metrics`: aggregate counters, gauges and histograms, and `process_metrics` (memory,
+//!   fds, CPU, start time); `admin`: `/metrics` and `/healthz`.
 //! - [`log`]: the log filter that keeps dependencies (which log addresses) silent.
 //! - `tls`: rustls and quinn settings of the listener.
 //!
@@ -57,6 +58,7 @@ pub mod log;
 mod metrics;
 pub mod pacing;
 pub mod policy;
+mod process_metrics;
 mod pump;
 mod registry;
 mod server;

@@ -288,7 +288,15 @@ pub(crate) struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         // prometheus-client appends `_total` to counters and a full stop to help texts.
-        let mut registry = Registry::with_prefix("ferry_relay");
+        // The process's own figures under their usual names; the relay's under its prefix.
+        let mut root = Registry::default();
+        root.register_collector(Box::new(crate::process_metrics::ProcessCollector));
+        let registry = root.sub_registry_with_prefix("ferry_relay");
+        registry.register(
+            "build",
+            "The relay's version",
+            prometheus_client::metrics::info::Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
         let sessions_active = CountGauge::default();
         registry.register("sessions_active", "Sessions open now", sessions_active.clone());
         let sessions_total = Counter::default();
@@ -345,7 +353,7 @@ impl Default for Metrics {
         );
         Self {
             fleet_routed,
-            registry,
+            registry: root,
             sessions_total,
             sessions_active,
             bytes_relayed,
@@ -504,7 +512,10 @@ mod tests {
     fn empty_metrics_render_valid_text() {
         let text = Metrics::default().render();
         let samples = samples(&text);
-        assert!(samples.iter().all(|(_, value)| *value == 0.0), "{text}");
+        // Nothing has happened: every count is 0 but the build's info (1) and the process's
+        // own figures, which a live process always has.
+        let fresh = |series: &str| series.starts_with("ferry_relay_build_info") || series.starts_with("process_");
+        assert!(samples.iter().all(|(series, value)| *value == 0.0 || fresh(series)), "{text}");
         // Every family is declared, names as operators know them.
         for family in [
             "sessions_active gauge",
@@ -521,8 +532,17 @@ mod tests {
             assert!(text.contains(&format!("\n# TYPE ferry_relay_{family}\n")), "{family} in\n{text}");
         }
         for (series, _) in &samples {
-            assert!(series.starts_with("ferry_relay_"), "{series}");
+            assert!(series.starts_with("ferry_relay_") || series.starts_with("process_"), "{series}");
         }
+        for family in
+            ["process_cpu_seconds_total counter", "process_resident_memory_bytes gauge", "process_open_fds gauge"]
+        {
+            assert!(text.contains(&format!("\n# TYPE {family}\n")), "{family} in\n{text}");
+        }
+        assert!(
+            text.contains(&format!("ferry_relay_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))),
+            "{text}"
+        );
     }
 
     #[test]
@@ -677,6 +697,6 @@ mod tests {
             .flat_map(|(_, labels)| labels.trim_end_matches('}').split(','))
             .filter_map(|pair| pair.split_once('=').map(|(key, _)| key))
             .collect();
-        assert_eq!(labels, BTreeSet::from(["direction", "le", "reason", "route"]));
+        assert_eq!(labels, BTreeSet::from(["direction", "le", "reason", "route", "version"]));
     }
 }
