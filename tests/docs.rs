@@ -215,7 +215,7 @@ async fn readme_try_all_three_runs_as_pasted_and_curl_gets_the_page() -> Result<
         .context("README.md's \"Try all three\" block is marked to run")?;
     let sandbox = tempfile::tempdir()?;
     let script = sandboxed(&block.text, sandbox.path(), &mut BTreeMap::new())?;
-    for fixed in ["4433", "8000", "9000", "9090", "/tmp/ferry-try"] {
+    for fixed in ["4433", "8000", "9000", "4434", "/tmp/ferry-try"] {
         ensure!(!script.contains(fixed), "{fixed} was not moved into the sandbox:\n{script}");
     }
     let stdout = run_script(&script, sandbox.path()).await?;

@@ -120,7 +120,8 @@ pub struct AdminSection {
 
 impl Default for AdminSection {
     fn default() -> Self {
-        Self { enabled: true, listen: SocketAddr::from(([127, 0, 0, 1], 9090)) }
+        // The relay's port plus one: Prometheus takes 9090 and its exporters 9100-9999.
+        Self { enabled: true, listen: SocketAddr::from(([127, 0, 0, 1], 4434)) }
     }
 }
 

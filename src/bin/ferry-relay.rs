@@ -52,7 +52,7 @@ struct Args {
     /// Do not serve TLS over TCP.
     #[arg(long)]
     no_tcp: bool,
-    /// Serve /metrics and /healthz here (default 127.0.0.1:9090), or `off`.
+    /// Serve /metrics and /healthz here (default 127.0.0.1:4434), or `off`.
     #[arg(long)]
     admin: Option<String>,
     /// Log level: error, warn, info, debug or trace. No level logs addresses, host ids,
@@ -101,7 +101,7 @@ impl Args {
             Some("off") => file.admin.enabled = false,
             Some(addr) => {
                 file.admin.enabled = true;
-                file.admin.listen = addr.parse().context("--admin takes an address like 127.0.0.1:9090, or `off`")?;
+                file.admin.listen = addr.parse().context("--admin takes an address like 127.0.0.1:4434, or `off`")?;
             }
             None => {}
         }
