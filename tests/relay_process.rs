@@ -201,3 +201,22 @@ async fn relay_runs_with_its_glibc_tunables_unless_the_operator_set_some() -> Re
     assert!(!env.contains(&wanted));
     Ok(())
 }
+
+/// Issue 17: `--log-format json` writes one JSON object per line, with a timestamp, for log
+/// collectors; the start-up line goes through the log too.
+#[tokio::test]
+async fn json_logs_are_one_object_per_line_with_a_timestamp() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let config = format!(
+        "[relay]\nlisten = \"127.0.0.1:0\"\nstate_dir = {:?}\n[admin]\nenabled = false\n[log]\nlevel = \"info\"\n",
+        dir.path().join("state")
+    );
+    let mut relay = RelayProcess::start(&config, dir.path(), &["--log-format", "json"]).await?;
+    let line = relay.wait_log("listening (").await?;
+    let object: serde_json::Value = serde_json::from_str(&line).with_context(|| format!("not JSON: {line}"))?;
+    assert!(object["timestamp"].is_string(), "{line}");
+    assert_eq!(object["level"], "INFO", "{line}");
+    let message = object["fields"]["message"].as_str().context("a message field")?;
+    assert!(message.contains("QUIC on UDP"), "{line}");
+    Ok(())
+}

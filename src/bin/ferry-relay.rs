@@ -59,6 +59,18 @@ struct Args {
     /// keys or payload.
     #[arg(long, env = "FERRY_LOG")]
     log: Option<String>,
+    /// Log lines as text, or as one JSON object per line (for log collectors).
+    #[arg(long, env = "FERRY_RELAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines (coloured on a terminal).
+    Text,
+    /// One JSON object per line: timestamp, level, target, fields.
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -172,13 +184,15 @@ async fn run(args: Args) -> Result<()> {
         None => {}
     }
     let settings = args.settings()?;
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(ferry_relay::log::filter_directive(
             &settings.log.level,
         ))?)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Json => logs.json().init(),
+        LogFormat::Text => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+    }
 
     let config = settings.relay_config()?;
     let deadline = config.shutdown_deadline;
@@ -204,6 +218,9 @@ async fn run(args: Args) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(banner.as_bytes()).and_then(|()| stdout.flush());
     drop(stdout);
+    // And once in the log, with its timestamp; no address, not even the relay's own (the log
+    // never holds one: tests/relay_process.rs checks it at trace level).
+    tracing::info!("listening ({hops}); the address and certificate pin are on standard output");
 
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
@@ -213,19 +230,14 @@ async fn run(args: Args) -> Result<()> {
             r = tokio::signal::ctrl_c() => { r?; break; }
             _ = term.recv() => break,
             _ = hup.recv() => match reload(&args, &relay) {
-                Ok(pin) => note(&format!("reloaded; certificate pin: {pin}")),
-                Err(e) => note(&format!("reload failed, keeping the running settings: {e:#}")),
+                Ok(pin) => tracing::info!("reloaded; certificate pin: {pin}"),
+                Err(e) => tracing::warn!("reload failed, keeping the running settings: {e:#}"),
             },
         }
     }
-    note(&format!("shutting down: draining sessions for up to {}s", deadline.as_secs()));
+    tracing::info!("shutting down: draining sessions for up to {}s", deadline.as_secs());
     relay.shutdown(deadline).await;
     Ok(())
-}
-
-/// A status line on stderr; a closed stderr must not take the relay down.
-fn note(line: &str) {
-    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// SIGHUP: re-read the file, certificate, access rules, tiers and limits, and put them in
