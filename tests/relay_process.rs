@@ -220,3 +220,25 @@ async fn json_logs_are_one_object_per_line_with_a_timestamp() -> Result<()> {
     assert!(message.contains("QUIC on UDP"), "{line}");
     Ok(())
 }
+
+/// Issue 17: under systemd (`Type=notify`) the relay says when it serves and when it stops,
+/// on the socket systemd names in NOTIFY_SOCKET (here, one of the test's own).
+#[tokio::test]
+async fn the_relay_tells_systemd_when_it_is_ready_and_when_it_stops() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let socket_path = dir.path().join("notify.sock");
+    let socket = tokio::net::UnixDatagram::bind(&socket_path)?;
+    let config = format!(
+        "[relay]\nlisten = \"127.0.0.1:0\"\nstate_dir = {:?}\n[admin]\nenabled = false\n",
+        dir.path().join("state")
+    );
+    let path = socket_path.to_str().context("a UTF-8 temp path")?;
+    let relay = RelayProcess::start_with_env(&config, dir.path(), &[], &[("NOTIFY_SOCKET", Some(path))]).await?;
+    let mut buf = [0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(10), socket.recv(&mut buf)).await.context("no READY")??;
+    assert_eq!(std::str::from_utf8(&buf[..n])?, "READY=1\n");
+    relay.signal("TERM")?;
+    let n = tokio::time::timeout(Duration::from_secs(10), socket.recv(&mut buf)).await.context("no STOPPING")??;
+    assert_eq!(std::str::from_utf8(&buf[..n])?, "STOPPING=1\n");
+    Ok(())
+}

@@ -221,6 +221,9 @@ async fn run(args: Args) -> Result<()> {
     // And once in the log, with its timestamp; no address, not even the relay's own (the log
     // never holds one: tests/relay_process.rs checks it at trace level).
     tracing::info!("listening ({hops}); the address and certificate pin are on standard output");
+    // Under systemd (`Type=notify`): serving now. Elsewhere NOTIFY_SOCKET is unset and this
+    // does nothing; a service manager that went away must not take the relay down.
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
@@ -236,6 +239,7 @@ async fn run(args: Args) -> Result<()> {
         }
     }
     tracing::info!("shutting down: draining sessions for up to {}s", deadline.as_secs());
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     relay.shutdown(deadline).await;
     Ok(())
 }
