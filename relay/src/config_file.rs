@@ -24,6 +24,7 @@ use crate::fleet::file::FleetSection;
 use crate::limits::Limits;
 use crate::pacing::{DEFAULT_BURST_BYTES, Tier, parse_rate};
 use crate::policy::{HostRule, Policy, TokenRule};
+use crate::units;
 use crate::{Error, RelayConfig, TlsIdentity};
 
 /// The whole file.
@@ -72,14 +73,18 @@ pub struct RelaySection {
     /// Where the self-signed certificate lives.
     pub state_dir: Option<PathBuf>,
     /// Bytes buffered per session and direction.
+    #[serde(deserialize_with = "units::bytes")]
     pub buffer_per_direction: u64,
     /// Most sessions one client connection may have open.
     pub max_sessions_per_connection: u32,
     /// Seconds a peer has to finish its handshake and first message.
+    #[serde(deserialize_with = "units::seconds")]
     pub handshake_timeout_secs: u64,
     /// Seconds of silence after which a QUIC connection is dropped.
+    #[serde(deserialize_with = "units::seconds")]
     pub idle_timeout_secs: u64,
     /// Seconds SIGTERM waits for running sessions before cutting them.
+    #[serde(deserialize_with = "units::seconds")]
     pub shutdown_deadline_secs: u64,
 }
 
@@ -195,8 +200,10 @@ pub struct LimitsSection {
     /// New connections per source address per minute (0 = unlimited).
     pub connections_per_minute_per_source: u32,
     /// Sum of all session buffers, bytes.
+    #[serde(deserialize_with = "units::bytes")]
     pub buffer_budget: u64,
     /// Seconds without bytes after which a session is closed.
+    #[serde(deserialize_with = "units::seconds")]
     pub idle_session_timeout_secs: u64,
     /// Most hop connections open at once.
     pub max_connections: usize,
@@ -551,6 +558,27 @@ fn line_of(text: &str, path: &[Segment], key: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_and_durations_take_units_and_plain_integers_alike() {
+        let human = FileConfig::parse(
+            "[relay]\nbuffer_per_direction = \"512 KiB\"\nhandshake_timeout_secs = \"5s\"\nidle_timeout_secs = \"1m\"\n\
+             [limits]\nbuffer_budget = \"1 GiB\"\nidle_session_timeout_secs = \"5m\"\n",
+        )
+        .unwrap();
+        let plain = FileConfig::parse(
+            "[relay]\nbuffer_per_direction = 524288\nhandshake_timeout_secs = 5\nidle_timeout_secs = 60\n\
+             [limits]\nbuffer_budget = 1073741824\nidle_session_timeout_secs = 300\n",
+        )
+        .unwrap();
+        assert_eq!(human.relay.buffer_per_direction, plain.relay.buffer_per_direction);
+        assert_eq!(human.relay.handshake_timeout_secs, 5);
+        assert_eq!(human.relay.idle_timeout_secs, 60);
+        assert_eq!(human.limits.buffer_budget, plain.limits.buffer_budget);
+        assert_eq!(human.limits.idle_session_timeout_secs, 300);
+        let wrong = FileConfig::parse("[relay]\n\nbuffer_per_direction = \"lots\"\n").unwrap_err().to_string();
+        assert!(wrong.contains("line 3") && wrong.contains("\"1 MiB\""), "{wrong}");
+    }
 
     #[test]
     fn empty_file_is_an_open_relay_with_defaults() {

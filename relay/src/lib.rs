@@ -34,6 +34,7 @@
 //!   fds, CPU, start time); `admin`: `/metrics` and `/healthz`.
 //! - [`log`]: the log filter that keeps dependencies (which log addresses) silent.
 //! - `tls`: rustls and quinn settings of the listener.
+//! - [`units`]: `"1 MiB"` and `"30s"` in the config file, beside plain integers.
 //!
 //! The certificate it serves, [`TlsIdentity`], comes from the `ferry-cert` crate (which
 //! also makes, renews and obtains certificates); the `ferry-relay` binary is in the
@@ -65,6 +66,7 @@ mod server;
 mod session;
 mod state;
 mod tls;
+pub mod units;
 
 pub use config::{RelayConfig, Reloadable};
 pub use error::Error;

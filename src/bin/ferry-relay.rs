@@ -43,8 +43,8 @@ struct Args {
     /// else $XDG_STATE_HOME/ferry-relay, else ~/.local/state/ferry-relay.
     #[arg(long, env = "FERRY_RELAY_STATE_DIR")]
     state_dir: Option<PathBuf>,
-    /// Most bytes buffered per session and direction.
-    #[arg(long)]
+    /// Most bytes buffered per session and direction: bytes, or a size such as "1 MiB".
+    #[arg(long, value_parser = ferry_relay::units::parse_bytes)]
     buffer: Option<u64>,
     /// Do not serve QUIC (UDP); clients and hosts must use --transport tcp or auto.
     #[arg(long, conflicts_with = "no_tcp")]
