@@ -193,7 +193,8 @@ fn every_readme_shell_block_runs_or_says_why_not() -> Result<()> {
         for block in blocks(&file)? {
             let marker = block.marker.as_deref().unwrap_or_default();
             let known = marker == RUN || marker == RUN_AFTER || marker.starts_with(SKIP);
-            if block.file == "README.md" && !known {
+            // The pages a newcomer pastes from: every block says whether it runs.
+            if (block.file == "README.md" || block.file == "operators.md") && !known {
                 unmarked.push(format!("{}:{}", block.file, block.line));
             }
             if marker.starts_with(SKIP) {
