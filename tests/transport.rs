@@ -119,3 +119,33 @@ async fn ferry_cat_over_tcp_reports_a_clean_end() -> Result<()> {
     stack.shutdown().await;
     Ok(())
 }
+
+/// A ticket that lists a dead relay first and a live one second: the live one takes over
+/// after the dead one's head start (`NEXT_RELAY_AFTER`), not after its connect timeout.
+/// The time is reported, not asserted; the session's bytes are checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_relay_first_in_the_ticket_costs_only_its_head_start() -> Result<()> {
+    let (service, _echo) = echo_service().await?;
+    let stack = LocalStack::start(service, |_| {}).await?;
+    // A relay address nothing answers at (UDP or TCP), before the live relay.
+    let dead = {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        udp.local_addr()?.port()
+    };
+    let mut ticket = stack.ticket.clone();
+    let live = ticket.relays[0].clone();
+    ticket.relays.insert(0, ferry_proto::RelayAddr { addr: format!("127.0.0.1:{dead}"), ..live });
+    for transport in [Transport::Quic, Transport::Auto] {
+        let client =
+            Client::new(ticket.clone(), StaticKey::generate()?, HopOptions::client()).with_transport(transport);
+        let started = Instant::now();
+        client.warm_up().await.context("through the ticket's second relay")?;
+        let took = started.elapsed();
+        let data = common::pattern(41, 1 << 20);
+        assert!(common::echo_session(&client, &data).await? == data, "the echo came back altered");
+        eprintln!("{transport:?}: a dead first relay cost {took:?} (head start {:?})", ferry_client::NEXT_RELAY_AFTER);
+        client.close().await;
+    }
+    stack.shutdown().await;
+    Ok(())
+}

@@ -3,8 +3,9 @@
 //! One QUIC connection to a relay carries every session as its own stream, so opening a
 //! session costs one stream and one Noise handshake, not a new connection. The `Connect`
 //! request and the first handshake message leave together, so a session is ready after a
-//! single round trip to the host. Relays are tried in ticket order; a lost connection is
-//! re-established by the next session.
+//! single round trip to the host. Relays are tried in ticket order, each with a head start
+//! of [`NEXT_RELAY_AFTER`] over the next (so a dead relay first in a ticket costs that, not
+//! its connect timeout); a lost connection is re-established by the next session.
 //!
 //! A relay that belongs to a fleet may answer `Connect` with a redirect to the node the
 //! host is registered at. The client dials that node, checking its certificate exactly as
@@ -24,10 +25,16 @@ use ferry_proto::e2e::ClientHandshake;
 use ferry_proto::e2e::handshake::MAX_HANDSHAKE_LEN;
 use ferry_proto::e2e::record::put_frame;
 use ferry_proto::{RelayAddr, StaticKey, Ticket};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use tokio::sync::Mutex;
 
 use crate::dial::{self, HopOptions, RelayHop, Transport};
 use crate::{Error, Session};
+
+/// How long a relay of the ticket has to answer before the next one is tried alongside it
+/// (twice QUIC's head start over TCP, so a relay that answers only over TCP still wins).
+pub const NEXT_RELAY_AFTER: Duration = Duration::from_millis(500);
 
 /// The hop sessions are opened on, and the relay (or fleet node) it leads to.
 struct CurrentHop {
@@ -94,24 +101,44 @@ impl Client {
         if let Some(current) = slot.as_ref().filter(|c| c.hop.is_alive()) {
             return Ok((current.hop.clone(), current.relay.clone()));
         }
+        // Relays in ticket order, each with a head start over the next: the next joins once
+        // the ones before have failed or `NEXT_RELAY_AFTER` has passed without an answer, so
+        // a dead relay costs at most the head start, not its connect timeout.
+        let relays = &self.ticket.relays;
+        let dial = |i: usize| async move { (i, self.dial(&relays[i]).await) };
+        let mut dialling = FuturesUnordered::new();
+        let mut next = 0;
         let mut failures = Vec::new();
-        for (i, relay) in self.ticket.relays.iter().enumerate() {
-            match self.dial(relay).await {
-                Ok(hop) => {
-                    *slot = Some(CurrentHop { hop: hop.clone(), relay: relay.clone() });
-                    return Ok((hop, relay.clone()));
-                }
-                // A certificate problem is never retried elsewhere silently: report it.
-                Err(e) if e.is_relay_certificate_problem() => return Err(e),
-                Err(e) => {
-                    // Said now, not only after the last relay has had its turn too.
-                    if i + 1 < self.ticket.relays.len() {
-                        tracing::warn!("{}; trying the ticket's next relay", e.report());
+        while next < relays.len() || !dialling.is_empty() {
+            if dialling.is_empty() {
+                dialling.push(dial(next));
+                next += 1;
+                continue;
+            }
+            tokio::select! {
+                Some((i, dialled)) = dialling.next() => match dialled {
+                    Ok(hop) => {
+                        *slot = Some(CurrentHop { hop: hop.clone(), relay: relays[i].clone() });
+                        return Ok((hop, relays[i].clone()));
                     }
-                    failures.push(e);
+                    // A certificate problem is never retried elsewhere silently: report it.
+                    Err(e) if e.is_relay_certificate_problem() => return Err(e),
+                    Err(e) => {
+                        // Said now, not only after the last relay has had its turn too.
+                        if next < relays.len() || !dialling.is_empty() {
+                            tracing::warn!("{}; trying the ticket's other relays", e.report());
+                        }
+                        failures.push((i, e));
+                    }
+                },
+                () = tokio::time::sleep(NEXT_RELAY_AFTER), if next < relays.len() => {
+                    dialling.push(dial(next));
+                    next += 1;
                 }
             }
         }
+        failures.sort_by_key(|(i, _)| *i);
+        let mut failures: Vec<Error> = failures.into_iter().map(|(_, e)| e).collect();
         match failures.len() {
             0 => Err(Error::Cut("the ticket lists no relay")),
             1 => Err(failures.remove(0)),

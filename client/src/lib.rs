@@ -32,7 +32,7 @@ pub mod serve;
 pub mod session;
 mod verify;
 
-pub use client::Client;
+pub use client::{Client, NEXT_RELAY_AFTER};
 pub use dial::{HopOptions, Transport};
 pub use error::Error;
 pub use host::{Host, HostConfig, HostStatus};
