@@ -22,7 +22,7 @@
 //! **Redis trouble is not an outage.** The directory is consulted only for hosts that are
 //! not registered here: local registrations and running sessions never wait on it, and a
 //! node starts whether Redis is up or not. While Redis cannot be reached, cross-node
-//! connects are refused as `FleetUnavailable` (the client tries the ticket's next relay),
+//! connects are refused as `FleetUnavailable` (the client is told why),
 //! `/healthz` says `degraded`, and the heartbeat that re-announces every local host
 //! restores the directory by itself once Redis is back.
 //!
