@@ -12,9 +12,6 @@ use prometheus_client::metrics::gauge::ConstGauge;
 
 /// Ticks per second of `/proc`'s CPU times (`USER_HZ`, 100 on every Linux there is).
 const TICKS_PER_SECOND: f64 = 100.0;
-/// Bytes per page of `/proc/self/stat`'s resident set (4 KiB on the machines a relay runs on;
-/// `/proc/self/status` in KiB would need no assumption, but its parsing is dearer).
-const PAGE_BYTES: u64 = 4096;
 
 /// Reads the process's figures at each scrape.
 #[derive(Debug, Default)]
@@ -34,11 +31,16 @@ fn read() -> Option<Reading> {
     // The fields after the command name, which is in parentheses and may hold spaces.
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     let number = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
-    // utime, stime, starttime and rss are fields 14, 15, 22 and 24 of stat(5), so 11, 12,
-    // 19 and 21 after the name.
+    // utime, stime and starttime are fields 14, 15 and 22 of stat(5), so 11, 12 and 19
+    // after the name.
     let cpu_seconds = (number(11)? + number(12)?) as f64 / TICKS_PER_SECOND;
     let started_ticks = number(19)?;
-    let resident_bytes = number(21)? * PAGE_BYTES;
+    // Resident memory from `status`, in KiB: `stat` counts pages, whose size varies (4 KiB
+    // on x86, up to 64 KiB on some ARM kernels).
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let resident_kib: u64 =
+        status.lines().find_map(|line| line.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()?;
+    let resident_bytes = resident_kib * 1024;
     let boot_time = std::fs::read_to_string("/proc/stat")
         .ok()?
         .lines()
