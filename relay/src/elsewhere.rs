@@ -4,10 +4,11 @@
 //!
 //! Forwarding admits the session here as a local one is admitted (buffer budget with the
 //! host's fair share, a share of the client connection's window), opens a stream to the
-//! owning node on the link to it, sends `Forward` and splices the two streams. The owning
-//! node answers the client itself (`Accepted` or `Refused`, passed through as bytes) and
-//! paces the session by the host's tier; this node only carries ciphertext, and logs the
-//! one line it logs for every session.
+//! owning node on the link to it and sends `Forward`. It reads that node's answer itself,
+//! so that a node that died or no longer has the host is passed over for the next one that
+//! claims it, then tells the client (`Accepted`, or the owner's refusal) and splices the two
+//! streams. The owning node paces the session by the host's tier; this node only carries
+//! ciphertext, and logs the one line it logs for every session.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
