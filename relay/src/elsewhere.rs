@@ -175,11 +175,13 @@ async fn reach_owner(shared: &Shared, fleet: &Fleet, to: &Target<'_>) -> Result<
 }
 
 /// Why a forwarded stream could not be opened: the link, or the `Forward` write.
+/// Logged by its own words only, never its source's: those can name a node's address, and
+/// the relay's log holds no address.
 #[derive(Debug, thiserror::Error)]
 enum OpenError {
-    #[error(transparent)]
+    #[error("the link to it failed")]
     Link(#[from] LinkError),
-    #[error(transparent)]
+    #[error("its stream failed")]
     Framed(#[from] FramedError),
     #[error("no node has the host")]
     NoNode,

@@ -35,8 +35,9 @@ const BATCH: usize = 1_000;
 /// Why the directory could not answer.
 #[derive(Debug, thiserror::Error)]
 pub enum DirectoryError {
-    /// Redis refused, failed or did not answer in time.
-    #[error("the fleet directory (Redis) did not answer: {0}")]
+    /// Redis refused, failed or did not answer in time. Its own words only: redis-rs's can
+    /// name the server's address, and the relay's log holds no address.
+    #[error("the fleet directory (Redis) did not answer")]
     Redis(#[from] redis::RedisError),
 }
 
