@@ -260,6 +260,20 @@ async fn reach_the_host_from_every_node(mode: &str, route: &str) -> Result<()> {
         ensure!(!dump.contains(needle.as_str()), "the Redis dump contains {needle:?}");
     }
     ensure!(dump.lines().count() == 1 && dump.contains("node-1"), "unexpected Redis contents:\n{dump}");
+    // Nor do the nodes' logs (at info: each session's close line), redirect or forward.
+    let mut fleet = fleet;
+    for (n, node) in fleet.nodes.iter_mut().enumerate() {
+        let mut log = String::new();
+        while let Ok(line) = node.log.try_recv() {
+            log.push_str(&line);
+            log.push('\n');
+        }
+        // The host's node paired every session, whichever way the clients came.
+        ensure!(n > 0 || log.contains("session closed"), "node 1 logged no session:\n{log}");
+        for needle in &forbidden {
+            ensure!(!log.contains(needle.as_str()), "a node's log contains {needle:?}:\n{log}");
+        }
+    }
     host.shutdown().await;
     drop(fleet.dir);
     Ok(())
