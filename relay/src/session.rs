@@ -6,9 +6,10 @@
 //! with its reason, and running sessions are never touched. An admitted session then
 //! widens the receive window of each QUIC connection it rides on by one buffer
 //! (`ferry_link::window`), so sessions whose readers stopped can never hold the window
-//! that the connection's other sessions need. The client may send its end-to-end handshake right behind `Connect` (saving
-//! a round trip); whatever arrived after the `Connect` message is forwarded to the host
-//! first. The one log line per session is written here, at close: a random session
+//! that the connection's other sessions need.
+//!
+//! The client may send its end-to-end handshake right behind `Connect` (saving a round
+//! trip); whatever arrived after the `Connect` message is forwarded to the host first. The one log line per session is written here, at close: a random session
 //! number, duration and bytes each way. Nothing else about a session is ever logged.
 //!
 //! Reaching the host is a wait on the host, so it is bounded by the handshake timeout:
