@@ -9,8 +9,9 @@
 //! that the connection's other sessions need.
 //!
 //! The client may send its end-to-end handshake right behind `Connect` (saving a round
-//! trip); whatever arrived after the `Connect` message is forwarded to the host first. The one log line per session is written here, at close: a random session
-//! number, duration and bytes each way. Nothing else about a session is ever logged.
+//! trip); whatever arrived after the `Connect` message is forwarded to the host first.
+//! The one log line per session is written here, at close: a random session number,
+//! duration and bytes each way. Nothing else about a session is ever logged.
 //!
 //! Reaching the host is a wait on the host, so it is bounded by the handshake timeout:
 //! a QUIC host that grants no stream credit (or no flow-control credit for `Incoming`),
