@@ -69,11 +69,6 @@ impl ConnectionWindow {
         WindowShare(self.clone())
     }
 
-    /// Sessions holding a share now.
-    pub fn sessions(&self) -> u64 {
-        *self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     fn change(&self, f: impl FnOnce(u64) -> u64) {
         let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
         *sessions = f(*sessions);
