@@ -136,12 +136,6 @@ pub(crate) async fn connect(relay: &RelayAddr, transport: Transport, options: &H
     }
 }
 
-/// Splits `name:port` / `[v6]:port` into the TLS server name and the port.
-pub(crate) fn server_name(addr: &str) -> &str {
-    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
-    host.trim_start_matches('[').trim_end_matches(']')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,12 +149,5 @@ mod tests {
         let err = "udp".parse::<Transport>().unwrap_err();
         assert!(matches!(&err, Error::UnknownTransport { name } if name == "udp"), "{err:?}");
         assert_eq!(err.to_string(), "unknown transport `udp` (use quic, tcp or auto)");
-    }
-
-    #[test]
-    fn server_names_from_addresses() {
-        assert_eq!(server_name("relay.example.org:4433"), "relay.example.org");
-        assert_eq!(server_name("127.0.0.1:4433"), "127.0.0.1");
-        assert_eq!(server_name("[::1]:4433"), "::1");
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use ferry_link::LinkError;
 use ferry_proto::RelayAddr;
 
-use super::{HopOptions, server_name};
+use super::HopOptions;
 use crate::Error;
 use crate::verify::client_tls_explained;
 
@@ -23,7 +23,7 @@ pub async fn connect(relay: &RelayAddr, options: &HopOptions) -> Result<quinn::C
 
     let endpoint = ferry_link::udp::client_endpoint(target).map_err(unreachable)?;
     let connecting = endpoint
-        .connect_with(config, target, server_name(&relay.addr))
+        .connect_with(config, target, ferry_link::resolve::server_name(&relay.addr))
         .map_err(|e| unreachable(LinkError::Connect(Box::new(e))))?;
     match tokio::time::timeout(options.connect_timeout, connecting).await {
         Ok(Ok(conn)) => Ok(conn),

@@ -11,7 +11,7 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use super::{HopOptions, server_name};
+use super::HopOptions;
 use crate::Error;
 use crate::verify::{Rejection, client_tls_explained};
 
@@ -34,7 +34,7 @@ impl TcpDialer {
     pub(crate) async fn connect(relay: &RelayAddr, options: &HopOptions) -> Result<Self, Error> {
         let unreachable = |source: LinkError| Error::RelayUnreachable { addr: relay.addr.clone(), source };
         let target = ferry_link::resolve(&relay.addr).await.map_err(unreachable)?;
-        let name = ServerName::try_from(server_name(&relay.addr).to_owned())
+        let name = ServerName::try_from(ferry_link::resolve::server_name(&relay.addr).to_owned())
             .map_err(|e| unreachable(LinkError::ServerName(e)))?;
         let (tls, rejection) =
             client_tls_explained(relay.trust).map_err(|e| unreachable(LinkError::TlsConfig(Box::new(e))))?;

@@ -99,7 +99,7 @@ impl Links {
         }
         let target = ferry_link::resolve(addr).await?;
         let endpoint = ferry_link::udp::client_endpoint(target)?;
-        let name = server_name(addr);
+        let name = ferry_link::resolve::server_name(addr);
         let connecting =
             endpoint.connect_with(self.client.clone(), target, name).map_err(|e| LinkError::Connect(Box::new(e)))?;
         let conn = tokio::time::timeout(DIAL_TIMEOUT, connecting)
@@ -109,12 +109,6 @@ impl Links {
         open.insert(id.to_owned(), (endpoint, conn.clone()));
         Ok(conn)
     }
-}
-
-/// The TLS server name for `addr` (`name:port`, `[v6]:port`).
-fn server_name(addr: &str) -> &str {
-    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
-    host.trim_start_matches('[').trim_end_matches(']')
 }
 
 /// Accepts exactly one certificate: this node's own, which every node of the fleet serves.
