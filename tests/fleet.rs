@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use common::process::RelayProcess;
-use common::{http_get, metric, pattern, ticket};
+use common::{echo_over, http_get, metric, pattern, ticket};
 use ferry::local::echo_service;
 use ferry_client::{Client, Error, HopOptions, Host, HostConfig, HostIdentity, Transport};
 use ferry_proto::{RefuseReason, RelayAddr, RelayTrust, StaticKey};
@@ -208,18 +208,9 @@ async fn echo_16_mib(client: &Client, seed: u64) -> Result<Duration> {
     let started = Instant::now();
     let session = client.open_session().await?;
     let setup = started.elapsed();
-    let (app, bridge) = session.spawn_pipe(256 * 1024);
-    let (mut r, mut w) = tokio::io::split(app);
     let data = pattern(seed, PAYLOAD);
-    let sent = data.clone();
-    let writer = tokio::spawn(async move {
-        w.write_all(&sent).await?;
-        w.shutdown().await
-    });
-    let mut back = Vec::with_capacity(PAYLOAD);
-    tokio::time::timeout(Duration::from_secs(60), r.read_to_end(&mut back)).await.context("echo hung")??;
-    writer.await??;
-    bridge.await??;
+    let back =
+        tokio::time::timeout(Duration::from_secs(60), echo_over(session, &data)).await.context("echo hung")??;
     ensure!(back.len() == data.len() && back == data, "{} of {PAYLOAD} bytes came back intact", back.len());
     Ok(setup)
 }
@@ -308,18 +299,9 @@ async fn the_fleet_rides_out_a_redis_outage() -> Result<()> {
     let running_client = fleet.client_via(2, &identity)?;
     let running = running_client.open_session().await?;
     fleet.redis.stop().await?;
-    let (app, bridge) = running.spawn_pipe(256 * 1024);
-    let (mut r, mut w) = tokio::io::split(app);
     let data = pattern(77, PAYLOAD);
-    let sent = data.clone();
-    let writer = tokio::spawn(async move {
-        w.write_all(&sent).await?;
-        w.shutdown().await
-    });
-    let mut back = Vec::with_capacity(PAYLOAD);
-    tokio::time::timeout(Duration::from_secs(60), r.read_to_end(&mut back)).await.context("echo hung")??;
-    writer.await??;
-    bridge.await??;
+    let back =
+        tokio::time::timeout(Duration::from_secs(60), echo_over(running, &data)).await.context("echo hung")??;
     ensure!(back == data, "the running session's bytes were altered by the outage");
 
     // Local connects work; cross-node ones hear why; the node says it is degraded.

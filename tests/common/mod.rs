@@ -105,7 +105,11 @@ pub fn ticket(identity: &HostIdentity, relays: Vec<RelayAddr>) -> Ticket {
 
 /// One echo session carrying `payload`; returns what came back.
 pub async fn echo_session(client: &Client, payload: &[u8]) -> Result<Vec<u8>> {
-    let session = client.open_session().await?;
+    echo_over(client.open_session().await?, payload).await
+}
+
+/// `payload` through an open session to an echo service; what came back.
+pub async fn echo_over(session: ferry_client::Session, payload: &[u8]) -> Result<Vec<u8>> {
     let (mut app, bridge) = session.spawn_pipe(64 * 1024);
     let (mut app_r, mut app_w) = tokio::io::split(&mut app);
     let (_, back) = tokio::try_join!(
