@@ -48,7 +48,7 @@ impl LocalStack {
         host_tweak(&mut host_config);
         let host = Host::spawn(host_config);
         wait_registered(&host, 1).await?;
-        let ticket = Ticket { host: identity.key.public(), secret: identity.secret.clone(), relays };
+        let ticket = Ticket::new(identity.key.public(), identity.secret.clone(), relays);
         Ok(Self { relay, host, identity, ticket })
     }
 

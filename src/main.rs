@@ -275,7 +275,7 @@ async fn run(command: Command) -> Result<()> {
         Command::Host(HostCommand::Id { key }) => println!("{}", key.load()?.key.public()),
         Command::Host(HostCommand::Ticket { relays, key, qr }) => {
             let identity = key.load()?;
-            let ticket = Ticket { host: identity.key.public(), secret: identity.secret, relays: relays.list()? };
+            let ticket = Ticket::new(identity.key.public(), identity.secret, relays.list()?);
             let text = ticket.encode()?;
             println!("{text}");
             if qr {

@@ -47,11 +47,11 @@ async fn relay_with(identity: TlsIdentity) -> Result<Relay> {
 
 /// A client for a host that need not exist: certificate checks happen before any lookup.
 fn client_for(relay: &Relay, trust: RelayTrust) -> Result<Client> {
-    let ticket = Ticket {
-        host: StaticKey::generate()?.public(),
-        secret: HostIdentity::generate()?.secret,
-        relays: vec![RelayAddr { addr: relay.local_addr().to_string(), trust }],
-    };
+    let ticket = Ticket::new(
+        StaticKey::generate()?.public(),
+        HostIdentity::generate()?.secret,
+        vec![RelayAddr { addr: relay.local_addr().to_string(), trust }],
+    );
     Ok(Client::new(ticket, StaticKey::generate()?, HopOptions::client()))
 }
 
@@ -82,7 +82,7 @@ async fn echo_host(relay: &Relay, trust: RelayTrust) -> Result<(Host, Ticket)> {
     let relays = vec![RelayAddr { addr: relay.local_addr().to_string(), trust }];
     let host = Host::spawn(HostConfig::new(identity.clone(), relays.clone(), service.to_string()));
     wait_registered(&host, 1).await?;
-    Ok((host, Ticket { host: identity.key.public(), secret: identity.secret.clone(), relays }))
+    Ok((host, Ticket::new(identity.key.public(), identity.secret.clone(), relays)))
 }
 
 /// Issue item 1: CA → issue → relay; a ticket pinning the CA connects before and after a

@@ -200,7 +200,7 @@ async fn sessions_work_again_after_the_relay_restarts() -> Result<()> {
     // No manual step: the host notices, backs off and registers again by itself.
     ferry::local::wait_registered(&host, 2).await?;
 
-    let ticket = Ticket { host: host_identity.key.public(), secret: host_identity.secret.clone(), relays };
+    let ticket = Ticket::new(host_identity.key.public(), host_identity.secret.clone(), relays);
     let port = local_port(Client::new(ticket, StaticKey::generate()?, HopOptions::client())).await?;
     let (digest, len) = send_and_digest(TcpStream::connect(port).await?, 9, MIB).await?;
     assert_eq!((digest, len), (pattern_digest(9, MIB), MIB));

@@ -55,7 +55,7 @@ async fn start_host(
 ) -> Result<(Ticket, oneshot::Sender<()>, oneshot::Receiver<Result<()>>)> {
     let identity = HostIdentity::generate()?;
     let relays = vec![RelayAddr { addr: relay.addr.to_string(), trust: RelayTrust::Pin(relay.pin) }];
-    let ticket = Ticket { host: identity.key.public(), secret: identity.secret.clone(), relays: relays.clone() };
+    let ticket = Ticket::new(identity.key.public(), identity.secret.clone(), relays.clone());
     let (ready, registered) = oneshot::channel();
     let (stop, stopped) = oneshot::channel::<()>();
     let done = lab.run_on("host", move || async move {

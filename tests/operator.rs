@@ -92,7 +92,7 @@ async fn a_two_megabit_tier_paces_while_an_unlimited_session_is_not_paced() -> R
     ferry::local::wait_registered(&plus_host, 1).await?;
 
     let port_for = |identity: &HostIdentity| {
-        let ticket = Ticket { host: identity.key.public(), secret: identity.secret.clone(), relays: relays_of(&relay) };
+        let ticket = Ticket::new(identity.key.public(), identity.secret.clone(), relays_of(&relay));
         Client::new(ticket, StaticKey::generate().expect("key"), HopOptions::client())
     };
     let timed = |client: Client, seed: u64| async move {

@@ -128,7 +128,7 @@ async fn start_ferry(service: SocketAddr, transport: Transport) -> Result<Runnin
     config.transport = transport;
     let host = Host::spawn(config);
     wait_registered(&host, 1).await?;
-    let ticket = Ticket { host: identity.key.public(), secret: identity.secret.clone(), relays };
+    let ticket = Ticket::new(identity.key.public(), identity.secret.clone(), relays);
     let client = Arc::new(new_client(&ticket, transport)?);
     client.warm_up().await?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;

@@ -186,7 +186,7 @@ async fn run() -> Result<bool> {
     host_config.transport = opts.transport;
     let host = Host::spawn(host_config);
     wait_registered(&host, 1).await?;
-    let ticket = Ticket { host: identity.key.public(), secret: identity.secret.clone(), relays: relay.relays.clone() };
+    let ticket = Ticket::new(identity.key.public(), identity.secret.clone(), relay.relays.clone());
 
     // Cold: host registered, nothing else yet.
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -31,15 +31,17 @@ use tracing::{debug, warn};
 
 use crate::backoff::Backoff;
 use crate::dial::{self, HopOptions, HopStream, RelayHop, Transport};
-use crate::{Error, HostIdentity, Session};
+use crate::{DirectConfig, Error, HostIdentity, Session};
 
 /// What a host needs to serve.
 #[derive(Clone, Debug)]
 pub struct HostConfig {
     /// The host's key and ticket secret.
     pub identity: HostIdentity,
-    /// Relays to stay registered at.
+    /// Relays to stay registered at (empty: relaying off, direct sessions only).
     pub relays: Vec<RelayAddr>,
+    /// Accept sessions without a relay (`None`: only through relays).
+    pub direct: Option<DirectConfig>,
     /// The local service each session is forwarded to (`host:port`).
     pub forward: String,
     /// Hop tuning.
@@ -60,6 +62,7 @@ impl HostConfig {
         Self {
             identity,
             relays,
+            direct: None,
             forward,
             options: HopOptions::host(),
             transport: Transport::Auto,

@@ -12,6 +12,7 @@
 //! - [`dial`]: opening the hop to a relay — QUIC, TLS over TCP, or the two raced — its
 //!   tuning ([`HopOptions`]) and the streams on it.
 //! - `verify`: certificate checks by pin or public roots.
+//! - [`direct`]: the direct path (sessions without a relay): [`DirectConfig`].
 //! - [`host`]: [`Host`] — registration, reconnect with backoff, session forwarding.
 //! - [`client`]: [`Client`] — relay selection and session opening.
 //! - [`serve`]: [`Client::serve`] — a local listener whose connections become sessions
@@ -24,6 +25,7 @@
 mod backoff;
 pub mod client;
 pub mod dial;
+pub mod direct;
 mod error;
 mod explain;
 pub mod host;
@@ -34,6 +36,7 @@ mod verify;
 
 pub use client::{Client, NEXT_RELAY_AFTER};
 pub use dial::{HopOptions, Transport};
+pub use direct::DirectConfig;
 pub use error::Error;
 pub use host::{Host, HostConfig, HostStatus};
 pub use identity::HostIdentity;

@@ -61,6 +61,11 @@ impl<'a> Reader<'a> {
         self.take(usize::from(n), what)
     }
 
+    /// Whether every byte was consumed.
+    pub fn is_empty(&self) -> bool {
+        self.rest.is_empty()
+    }
+
     /// Fails unless every byte was consumed, so trailing garbage is never ignored.
     pub fn finish(self, what: &'static str) -> Result<(), Error> {
         if self.rest.is_empty() { Ok(()) } else { Err(Error::Malformed(what)) }

@@ -6,9 +6,20 @@
 //!        | per relay: address (u8 length + UTF-8 "name:port") | trust
 //! trust = 0x01 | SPKI SHA-256 pin (32)      -- pinned certificate or CA key
 //!       | 0x02                             -- publicly trusted (webpki roots)
+//!
+//! ferry2<base32( body2 | sha256(body2)[..4] )>
+//! body2 = the ferry1 body, but relay count 0..=8 | extensions
+//! extension = tag (u8) | u8 length | value
+//!   0x01 direct address: UTF-8 "ip:port" (or "name:port") where the host accepts
+//!        sessions without a relay (up to 8)
+//!   0x02 service: UTF-8 name of the host's service the ticket reaches (at most one)
 //! ```
-//! The `ferry1` prefix is the version: a later format gets a new prefix, and old clients say
-//! so instead of misreading it. The 4-byte checksum catches a truncated or mistyped paste
+//! The prefix is the version: a later format gets a new prefix, and old clients say so
+//! instead of misreading it. A ticket with neither direct addresses nor a service is
+//! written as `ferry1`, byte for byte what older versions wrote, so it still works with
+//! them; `ferry2` is only written when it carries something `ferry1` cannot. Unknown
+//! extension tags are skipped (each carries its length), so a later extension does not
+//! need a third prefix unless older clients must not ignore it. The 4-byte checksum catches a truncated or mistyped paste
 //! before any network traffic. The ticket secret is the Noise PSK of the end-to-end
 //! handshake, so whoever holds the ticket can open sessions: treat it like a password.
 
@@ -19,11 +30,20 @@ use crate::codec::{Reader, put_short_field};
 use crate::keys::BASE32;
 use crate::{CertPin, Error, HostId, PublicKey, RelayTrust};
 
-/// Version prefix of every ticket this crate writes and reads.
+/// Version prefix of tickets without extensions (the first format).
 pub const TICKET_PREFIX: &str = "ferry1";
+/// Version prefix of tickets with direct addresses or a service.
+pub const TICKET_PREFIX_V2: &str = "ferry2";
 
 /// Most relays a ticket may list.
 pub const MAX_TICKET_RELAYS: usize = 8;
+/// Most direct addresses a ticket may list.
+pub const MAX_TICKET_DIRECT: usize = 8;
+/// Longest service name, bytes.
+pub const MAX_SERVICE_NAME: usize = 64;
+
+const EXT_DIRECT: u8 = 1;
+const EXT_SERVICE: u8 = 2;
 
 const CHECKSUM_LEN: usize = 4;
 const TRUST_PIN: u8 = 1;
@@ -104,14 +124,45 @@ pub struct Ticket {
     pub host: HostId,
     /// The Noise PSK that proves the client was given this ticket.
     pub secret: TicketSecret,
-    /// Relays the host registers at, in the order clients should try them.
+    /// Relays the host registers at, in the order clients should try them (may be empty
+    /// for a host with relaying off, which lists direct addresses instead).
     pub relays: Vec<RelayAddr>,
+    /// Addresses (`ip:port` or `name:port`) where the host accepts sessions without a
+    /// relay: the ones its owner advertises, e.g. a forwarded port.
+    pub direct: Vec<String>,
+    /// The host's service this ticket reaches (`None`: the host's default service).
+    pub service: Option<String>,
+}
+
+/// Checks a service name: 1 to 64 bytes of ASCII letters, digits, `-`, `_` and `.`, so it
+/// can be typed, put in a file name, and never needs quoting.
+pub fn check_service_name(name: &str) -> Result<(), Error> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if name.is_empty() || name.len() > MAX_SERVICE_NAME || !name.chars().all(allowed) {
+        return Err(Error::InvalidTicket(
+            "a service name is 1 to 64 letters, digits, `-`, `_` or `.` (as in web or ssh)",
+        ));
+    }
+    Ok(())
 }
 
 impl Ticket {
+    /// A ticket for `host` through `relays`, with no direct address, for the default service.
+    pub fn new(host: HostId, secret: TicketSecret, relays: Vec<RelayAddr>) -> Self {
+        Self { host, secret, relays, direct: Vec::new(), service: None }
+    }
+
+    /// Whether the ticket needs the second format (it carries direct addresses or a service).
+    fn has_extensions(&self) -> bool {
+        !self.direct.is_empty() || self.service.is_some()
+    }
+
     fn body(&self) -> Result<Vec<u8>, Error> {
-        if self.relays.is_empty() || self.relays.len() > MAX_TICKET_RELAYS {
-            return Err(Error::InvalidTicket("a ticket lists between 1 and 8 relays"));
+        if self.relays.len() > MAX_TICKET_RELAYS || self.direct.len() > MAX_TICKET_DIRECT {
+            return Err(Error::InvalidTicket("a ticket lists at most 8 relays and 8 direct addresses"));
+        }
+        if self.relays.is_empty() && self.direct.is_empty() {
+            return Err(Error::InvalidTicket("a ticket lists at least one relay or one direct address"));
         }
         let mut out = Vec::with_capacity(128);
         out.extend_from_slice(self.host.as_bytes());
@@ -130,15 +181,28 @@ impl Ticket {
                 RelayTrust::WebPki => out.push(TRUST_WEBPKI),
             }
         }
+        for addr in &self.direct {
+            if addr.is_empty() || addr.len() > 255 {
+                return Err(Error::InvalidTicket("a direct address is empty or longer than 255 bytes"));
+            }
+            out.push(EXT_DIRECT);
+            put_short_field(&mut out, addr.as_bytes());
+        }
+        if let Some(service) = &self.service {
+            check_service_name(service)?;
+            out.push(EXT_SERVICE);
+            put_short_field(&mut out, service.as_bytes());
+        }
         Ok(out)
     }
 
-    /// The ticket's text form (`ferry1…`, lowercase).
+    /// The ticket's text form (`ferry1…` or `ferry2…`, lowercase).
     pub fn encode(&self) -> Result<String, Error> {
         let mut bytes = self.body()?;
         let sum = ring::digest::digest(&ring::digest::SHA256, &bytes);
         bytes.extend_from_slice(&sum.as_ref()[..CHECKSUM_LEN]);
-        Ok(format!("{TICKET_PREFIX}{}", BASE32.encode(&bytes)))
+        let prefix = if self.has_extensions() { TICKET_PREFIX_V2 } else { TICKET_PREFIX };
+        Ok(format!("{prefix}{}", BASE32.encode(&bytes)))
     }
 
     /// Parses a ticket, with an error that says what is wrong with it. Either case is
@@ -147,13 +211,18 @@ impl Ticket {
     pub fn decode(text: &str) -> Result<Self, Error> {
         let text = text.trim();
         let prefixed = |prefix: &str| text.get(..prefix.len()).is_some_and(|p| p.eq_ignore_ascii_case(prefix));
-        let Some(b32) = text.get(TICKET_PREFIX.len()..).filter(|_| prefixed(TICKET_PREFIX)) else {
+        let version = if prefixed(TICKET_PREFIX) {
+            Version::One
+        } else if prefixed(TICKET_PREFIX_V2) {
+            Version::Two
+        } else {
             return Err(if prefixed("ferry") {
                 Error::InvalidTicket("this ticket is from a newer ferry version; upgrade ferry")
             } else {
-                Error::InvalidTicket("a ticket starts with `ferry1`")
+                Error::InvalidTicket("a ticket starts with `ferry1` or `ferry2`")
             });
         };
+        let b32 = &text[TICKET_PREFIX.len()..];
         let bytes = BASE32
             .decode(b32.as_bytes())
             .map_err(|_| Error::InvalidTicket("it is not valid base32 (was it cut or mistyped?)"))?;
@@ -167,7 +236,7 @@ impl Ticket {
         }
         // The checksum held, so the text arrived whole: a body that ends early was written
         // wrong, not pasted wrong, and the reader's field name would only confuse.
-        Self::parse_body(body).map_err(|e| match e {
+        Self::parse_body(body, version).map_err(|e| match e {
             Error::Malformed(_) => {
                 Error::InvalidTicket("its contents end early (made by a broken or incompatible tool)")
             }
@@ -176,13 +245,14 @@ impl Ticket {
     }
 
     /// The fields of a checksummed body.
-    fn parse_body(body: &[u8]) -> Result<Self, Error> {
+    fn parse_body(body: &[u8], version: Version) -> Result<Self, Error> {
         let mut r = Reader::new(body);
         let host = PublicKey(r.array("host key")?);
         let secret = TicketSecret(r.array("ticket secret")?);
         let count = usize::from(r.u8("relay count")?);
-        if count == 0 || count > MAX_TICKET_RELAYS {
-            return Err(Error::InvalidTicket("a ticket lists between 1 and 8 relays"));
+        let fewest = if version == Version::One { 1 } else { 0 };
+        if count < fewest || count > MAX_TICKET_RELAYS {
+            return Err(Error::InvalidTicket("a ticket lists at most 8 relays (a ferry1 ticket at least 1)"));
         }
         let mut relays = Vec::with_capacity(count);
         for _ in 0..count {
@@ -196,9 +266,43 @@ impl Ticket {
             };
             relays.push(RelayAddr { addr, trust });
         }
-        r.finish("trailing bytes").map_err(|_| Error::InvalidTicket("it has trailing bytes"))?;
-        Ok(Self { host, secret, relays })
+        let mut ticket = Self::new(host, secret, relays);
+        if version == Version::One {
+            r.finish("trailing bytes").map_err(|_| Error::InvalidTicket("it has trailing bytes"))?;
+            return Ok(ticket);
+        }
+        while !r.is_empty() {
+            let tag = r.u8("extension tag")?;
+            let value = r.short_field("extension")?;
+            let text = || {
+                std::str::from_utf8(value)
+                    .map(str::to_owned)
+                    .map_err(|_| Error::InvalidTicket("a direct address or service name is not UTF-8"))
+            };
+            match tag {
+                EXT_DIRECT if ticket.direct.len() < MAX_TICKET_DIRECT => ticket.direct.push(text()?),
+                EXT_DIRECT => return Err(Error::InvalidTicket("a ticket lists at most 8 direct addresses")),
+                EXT_SERVICE if ticket.service.is_none() => {
+                    let name = text()?;
+                    check_service_name(&name)?;
+                    ticket.service = Some(name);
+                }
+                EXT_SERVICE => return Err(Error::InvalidTicket("a ticket names at most one service")),
+                _ => {} // A later version's extension: skipped, its length is known.
+            }
+        }
+        if ticket.relays.is_empty() && ticket.direct.is_empty() {
+            return Err(Error::InvalidTicket("a ticket lists at least one relay or one direct address"));
+        }
+        Ok(ticket)
     }
+}
+
+/// Which format a ticket's prefix announced.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Version {
+    One,
+    Two,
 }
 
 impl FromStr for Ticket {
@@ -215,14 +319,60 @@ mod tests {
     use proptest::prelude::*;
 
     fn sample() -> Ticket {
-        Ticket {
-            host: PublicKey([7; 32]),
-            secret: TicketSecret([9; 32]),
-            relays: vec![
+        Ticket::new(
+            PublicKey([7; 32]),
+            TicketSecret([9; 32]),
+            vec![
                 RelayAddr { addr: "relay.example.org:4433".into(), trust: RelayTrust::Pin(CertPin([1; 32])) },
                 RelayAddr { addr: "[::1]:443".into(), trust: RelayTrust::WebPki },
             ],
+        )
+    }
+
+    #[test]
+    fn a_ticket_without_extensions_is_the_first_format_byte_for_byte() {
+        // What ferry1-only versions wrote: prefix, body, checksum, nothing else.
+        let t = sample();
+        let text = t.encode().unwrap();
+        assert!(text.starts_with("ferry1"), "{text}");
+        let bytes = BASE32.decode(text["ferry1".len()..].as_bytes()).unwrap();
+        assert_eq!(&bytes[..bytes.len() - CHECKSUM_LEN], &t.body().unwrap()[..]);
+        assert_eq!(bytes.len(), 32 + 32 + 1 + (1 + 22 + 1 + 32) + (1 + 9 + 1) + CHECKSUM_LEN);
+    }
+
+    #[test]
+    fn direct_addresses_and_a_service_use_the_second_format() {
+        let mut t = sample();
+        t.direct = vec!["192.0.2.7:4433".into(), "[2001:db8::7]:4433".into()];
+        t.service = Some("web".into());
+        let text = t.encode().unwrap();
+        assert!(text.starts_with("ferry2"), "{text}");
+        assert_eq!(Ticket::decode(&text).unwrap(), t);
+        assert_eq!(Ticket::decode(&text.to_uppercase()).unwrap(), t);
+
+        // Relaying off: direct addresses only.
+        t.relays.clear();
+        assert_eq!(Ticket::decode(&t.encode().unwrap()).unwrap(), t);
+        t.direct.clear();
+        t.service = None;
+        assert!(t.encode().unwrap_err().to_string().contains("at least one relay or one direct"));
+    }
+
+    #[test]
+    fn unknown_extensions_are_skipped_and_bad_service_names_refused() {
+        let mut t = sample();
+        t.service = Some("ssh".into());
+        let mut body = t.body().unwrap();
+        body.extend_from_slice(&[0x7f, 3, b'x', b'y', b'z']);
+        let sum = ring::digest::digest(&ring::digest::SHA256, &body);
+        body.extend_from_slice(&sum.as_ref()[..CHECKSUM_LEN]);
+        assert_eq!(Ticket::decode(&format!("ferry2{}", BASE32.encode(&body))).unwrap(), t);
+
+        for bad in ["", "a b", "web/1", &"x".repeat(65)] {
+            assert!(check_service_name(bad).is_err(), "{bad:?}");
         }
+        t.service = Some("we b".into());
+        assert!(t.encode().unwrap_err().to_string().contains("service name"));
     }
 
     #[test]
@@ -244,7 +394,7 @@ mod tests {
         flipped[i] = if flipped[i] == b'a' { b'b' } else { b'a' };
         let err = Ticket::decode(std::str::from_utf8(&flipped).unwrap()).unwrap_err();
         assert!(err.to_string().contains("checksum"), "{err}");
-        assert!(Ticket::decode("ferry2abc").unwrap_err().to_string().contains("newer"));
+        assert!(Ticket::decode("ferry3abc").unwrap_err().to_string().contains("newer"));
         assert!(Ticket::decode("hello").is_err());
     }
 
@@ -269,7 +419,7 @@ mod tests {
         let upper = t.encode().unwrap().to_uppercase();
         assert!(upper.starts_with("FERRY1"));
         assert_eq!(Ticket::decode(&upper).unwrap(), t);
-        assert!(Ticket::decode("FERRY2ABC").unwrap_err().to_string().contains("newer"));
+        assert!(Ticket::decode("FERRY3ABC").unwrap_err().to_string().contains("newer"));
     }
 
     #[test]
@@ -298,6 +448,7 @@ mod tests {
         #[test]
         fn random_payload_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
             let _ = Ticket::decode(&format!("ferry1{}", BASE32.encode(&bytes)));
+            let _ = Ticket::decode(&format!("ferry2{}", BASE32.encode(&bytes)));
         }
 
         #[test]
@@ -305,15 +456,20 @@ mod tests {
             host in any::<[u8; 32]>(),
             secret in any::<[u8; 32]>(),
             relays in proptest::collection::vec(("[a-z0-9.:-]{1,60}", proptest::option::of(any::<[u8; 32]>())), 1..=8),
+            direct in proptest::collection::vec("[a-z0-9.:-]{1,60}", 0..=8),
+            service in proptest::option::of("[a-z0-9_.-]{1,64}"),
         ) {
-            let t = Ticket {
-                host: PublicKey(host),
-                secret: TicketSecret(secret),
-                relays: relays.into_iter().map(|(addr, pin)| RelayAddr {
+            let mut t = Ticket::new(
+                PublicKey(host),
+                TicketSecret(secret),
+                relays.into_iter().map(|(addr, pin)| RelayAddr {
                     addr,
                     trust: pin.map_or(RelayTrust::WebPki, |p| RelayTrust::Pin(CertPin(p))),
                 }).collect(),
-            };
+            );
+            prop_assert_eq!(Ticket::decode(&t.encode().unwrap()).unwrap(), t.clone());
+            t.direct = direct;
+            t.service = service;
             prop_assert_eq!(Ticket::decode(&t.encode().unwrap()).unwrap(), t);
         }
     }

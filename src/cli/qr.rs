@@ -123,11 +123,8 @@ mod tests {
                 trust: ferry_proto::RelayTrust::Pin(ferry_proto::CertPin([i; 32])),
             })
             .collect();
-        let ticket = ferry_proto::Ticket {
-            host: ferry_proto::PublicKey([7; 32]),
-            secret: ferry_proto::TicketSecret([9; 32]),
-            relays,
-        };
+        let ticket =
+            ferry_proto::Ticket::new(ferry_proto::PublicKey([7; 32]), ferry_proto::TicketSecret([9; 32]), relays);
         ticket.encode().unwrap()
     }
 

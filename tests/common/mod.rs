@@ -100,7 +100,7 @@ pub async fn registered_host(relays: Vec<RelayAddr>, service: std::net::SocketAd
 
 /// The ticket for `identity` at `relays`.
 pub fn ticket(identity: &HostIdentity, relays: Vec<RelayAddr>) -> Ticket {
-    Ticket { host: identity.key.public(), secret: identity.secret.clone(), relays }
+    Ticket::new(identity.key.public(), identity.secret.clone(), relays)
 }
 
 /// One echo session carrying `payload`; returns what came back.
