@@ -335,7 +335,7 @@ mod tests {
         let t = sample();
         let text = t.encode().unwrap();
         assert!(text.starts_with("ferry1"), "{text}");
-        let bytes = BASE32.decode(text["ferry1".len()..].as_bytes()).unwrap();
+        let bytes = BASE32.decode(&text.as_bytes()["ferry1".len()..]).unwrap();
         assert_eq!(&bytes[..bytes.len() - CHECKSUM_LEN], &t.body().unwrap()[..]);
         assert_eq!(bytes.len(), 32 + 32 + 1 + (1 + 22 + 1 + 32) + (1 + 9 + 1) + CHECKSUM_LEN);
     }
