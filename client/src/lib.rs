@@ -34,7 +34,7 @@ pub mod serve;
 pub mod session;
 mod verify;
 
-pub use client::{Client, NEXT_RELAY_AFTER};
+pub use client::{Client, NEXT_RELAY_AFTER, Path};
 pub use dial::{HopOptions, Transport};
 pub use direct::DirectConfig;
 pub use error::Error;

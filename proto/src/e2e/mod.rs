@@ -1,11 +1,13 @@
 //! The end-to-end layer between a client and a host, which the relay cannot read.
 //!
 //! - [`handshake`]: Noise `IKpsk2` (the client knows the host key and the ticket secret).
+//! - [`direct`]: the tag in front of a client's first message on the direct path.
 //! - [`record`]: the framed, authenticated record stream that follows it.
 //!
 //! Handshake messages and records share one framing: a 2-byte big-endian length then that
 //! many bytes. See `docs/protocol.md` for the sequence.
 
+pub mod direct;
 pub mod handshake;
 pub mod record;
 
