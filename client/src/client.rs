@@ -290,6 +290,7 @@ impl Client {
         Fut: Future<Output = Result<T, Error>>,
     {
         let order = self.ranked();
+        let relays_only = order.iter().all(|p| matches!(p, Path::Relay(_)));
         let run = |i: usize| {
             let path = order[i].clone();
             let attempt = attempt(path);
@@ -311,7 +312,9 @@ impl Client {
                     Err(e) => {
                         self.failed(&order[i]);
                         if next < order.len() || !running.is_empty() {
-                            tracing::warn!("{}: {}; trying the ticket's other ways to the host", order[i], e.report());
+                            // The error names the address already.
+                            let others = if relays_only { "relays" } else { "ways to the host" };
+                            tracing::warn!("{}; trying the ticket's other {others}", e.report());
                         }
                         failures.push((i, e));
                     }
@@ -324,10 +327,12 @@ impl Client {
         }
         failures.sort_by_key(|(i, _)| *i);
         let mut failures: Vec<Error> = failures.into_iter().map(|(_, e)| e).collect();
-        if self.ticket.relays.is_empty() && !failures.is_empty() {
+        // A host with relaying off that no address of it answers at: the one line that
+        // names the fix (a refusal by the host itself is reported as it is).
+        let unreachable = |e: &Error| matches!(e, Error::HostUnreachable { .. } | Error::NoTransportAnswered { .. });
+        if self.ticket.relays.is_empty() && !failures.is_empty() && failures.iter().all(unreachable) {
             return Err(Error::DirectOnlyUnreachable { failures });
         }
-        let relays_only = order.iter().all(|p| matches!(p, Path::Relay(_)));
         match failures.len() {
             0 => Err(Error::Cut("the ticket lists no way to the host")),
             1 => Err(failures.remove(0)),

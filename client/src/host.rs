@@ -87,6 +87,9 @@ pub struct HostStatus {
     pub replaced: u64,
     /// Where the direct port is bound, if the host has one.
     pub direct: Option<std::net::SocketAddr>,
+    /// Per relay, the address it sees this host's connection come from (asked only with a
+    /// direct port: it is a hole punch's candidate).
+    pub observed: Vec<Option<std::net::SocketAddr>>,
 }
 
 /// A running host. Call [`Host::shutdown`] to stop it gracefully; dropping it stops its
@@ -136,8 +139,12 @@ impl Host {
         if let Some(direct) = &direct {
             config.options.endpoint = Some(direct.endpoint.clone());
         }
-        let initial =
-            HostStatus { registered: vec![false; config.relays.len()], direct: direct_addr, ..Default::default() };
+        let initial = HostStatus {
+            registered: vec![false; config.relays.len()],
+            observed: vec![None; config.relays.len()],
+            direct: direct_addr,
+            ..Default::default()
+        };
         let (status_tx, status) = watch::channel(initial);
         let status_tx = Arc::new(status_tx);
         let config = Arc::new(config);
@@ -194,6 +201,13 @@ async fn stay_registered(
                     s.registered[index] = true;
                     s.registrations += 1;
                 });
+                if config.direct.is_some() {
+                    let (hop, status) = (hop.clone(), status.clone());
+                    tracker.spawn(async move {
+                        let observed = hop.observe(OBSERVE_TIMEOUT).await;
+                        status.send_modify(|s| s.observed[index] = observed);
+                    });
+                }
                 let since = Instant::now();
                 let ended = serve(&config, hop, control, &cancel, &tracker).await;
                 if since.elapsed() >= REPLACED_PAUSE_CAP {
@@ -203,6 +217,7 @@ async fn stay_registered(
                 let reason = ended.report();
                 status.send_modify(|s| {
                     s.registered[index] = false;
+                    s.observed[index] = None;
                     s.last_error = Some(reason.clone());
                     s.replaced += u64::from(replaced);
                 });
@@ -236,6 +251,9 @@ async fn stay_registered(
         }
     }
 }
+
+/// Longest wait for a relay's `Observed` answer.
+const OBSERVE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// First pause after another instance of this host took the registration over.
 const REPLACED_PAUSE: Duration = Duration::from_secs(2);

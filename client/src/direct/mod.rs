@@ -16,11 +16,13 @@
 //! # Layout
 //! - [`listen`]: the host's side — the sockets, the self-signed certificate, the accept loops.
 //! - `dial`: the client's side — QUIC or TLS over TCP to a host address.
+//! - [`punch`]: hole punching — the candidate swap through a relay, the host's datagrams.
 
 use std::net::SocketAddr;
 
 pub(crate) mod dial;
 pub mod listen;
+pub mod punch;
 
 /// The ALPN id of a host's direct port (not a relay's `ferry/1`: a client can never take
 /// a host for a relay or the other way round).
