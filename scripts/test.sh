@@ -12,6 +12,8 @@ command -v python3 >/dev/null || missing+=(python3)
 command -v ip >/dev/null || missing+=(iproute2)
 # The fleet tests (tests/fleet.rs) start and stop a real Redis.
 command -v redis-server >/dev/null || missing+=(redis-server)
+# The hole-punching tests (tests/nat.rs) put host and client behind real kernel NAT (nftables).
+command -v nft >/dev/null || missing+=(nftables)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing test tools: ${missing[*]}"
   apt-get update -qq && apt-get install -y -qq "${missing[@]}"

@@ -176,13 +176,13 @@ impl Drop for Namespaces {
 }
 
 /// Moves the calling thread into the named network namespace.
-fn enter(netns: &str) -> Result<()> {
+pub fn enter(netns: &str) -> Result<()> {
     let file = std::fs::File::open(format!("/run/netns/{netns}")).with_context(|| format!("namespace {netns}"))?;
     rustix::thread::move_into_link_name_space(file.as_fd(), Some(rustix::thread::LinkNameSpaceType::Network))
         .with_context(|| format!("entering namespace {netns}"))
 }
 
-async fn run_ip(args: &[&str]) -> Result<()> {
+pub async fn run_ip(args: &[&str]) -> Result<()> {
     let out = tokio::process::Command::new("ip").args(args).output().await.context("running ip")?;
     anyhow::ensure!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
     Ok(())

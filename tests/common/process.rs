@@ -33,9 +33,25 @@ impl RelayProcess {
         extra: &[&str],
         env: &[(&str, Option<&str>)],
     ) -> Result<Self> {
+        Self::launch(Command::new(env!("CARGO_BIN_EXE_ferry-relay")), config, dir, extra, env).await
+    }
+
+    /// `start`, inside the network namespace `netns` (`ip netns exec`).
+    pub async fn start_in_netns(netns: &str, config: &str, dir: &std::path::Path) -> Result<Self> {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", netns, env!("CARGO_BIN_EXE_ferry-relay")]);
+        Self::launch(command, config, dir, &[], &[]).await
+    }
+
+    async fn launch(
+        mut command: Command,
+        config: &str,
+        dir: &std::path::Path,
+        extra: &[&str],
+        env: &[(&str, Option<&str>)],
+    ) -> Result<Self> {
         let path = dir.join("relay.toml");
         std::fs::write(&path, config)?;
-        let mut command = Command::new(env!("CARGO_BIN_EXE_ferry-relay"));
         for (key, value) in env {
             match value {
                 Some(value) => command.env(key, value),
