@@ -430,7 +430,15 @@ async fn reach_relay(client: &Client) -> Result<bool> {
 async fn host_run(config: HostConfig) -> Result<()> {
     let relays: Vec<String> = config.relays.iter().map(|r| r.addr.clone()).collect();
     eprintln!("host id {}", config.identity.key.public());
-    eprintln!("forwarding sessions to {}", config.forward);
+    match config.services.get(Some(ferry_client::Services::DEFAULT_NAME)) {
+        Some(addr) if config.services.iter().count() == 1 => eprintln!("forwarding sessions to {addr}"),
+        _ => {
+            for (name, addr) in config.services.iter() {
+                let default = if name == config.services.default_name() { " (the default)" } else { "" };
+                eprintln!("service {name}{default}: forwarding sessions to {addr}");
+            }
+        }
+    }
     let host = Host::spawn(config);
     let mut status = host.status();
     let mut was = status.borrow().registered.clone();

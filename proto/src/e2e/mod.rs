@@ -1,6 +1,7 @@
 //! The end-to-end layer between a client and a host, which the relay cannot read.
 //!
-//! - [`handshake`]: Noise `IKpsk2` (the client knows the host key and the ticket secret).
+//! - [`handshake`]: Noise `IKpsk2` (the client knows the host key and the ticket secret),
+//!   carrying the service the client asks for and the host's yes or no.
 //! - [`record`]: the framed, authenticated record stream that follows it.
 //!
 //! Handshake messages and records share one framing: a 2-byte big-endian length then that
@@ -9,5 +10,5 @@
 pub mod handshake;
 pub mod record;
 
-pub use handshake::{ClientHandshake, E2E_NOISE, HostHandshake};
+pub use handshake::{ClientHandshake, E2E_NOISE, HostHandshake, Refusal};
 pub use record::{MAX_RECORD_DATA, Opener, Record, Sealer};
