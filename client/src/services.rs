@@ -31,7 +31,8 @@ impl Services {
         Self { by_name, default: Self::DEFAULT_NAME.to_owned() }
     }
 
-    /// Several services and the default one (`None`: the only service, when there is one).
+    /// Several services and the default one (`None`: the one named
+    /// [`Services::DEFAULT_NAME`] if there is one, else the only service).
     pub fn new(by_name: BTreeMap<String, String>, default: Option<&str>) -> Result<Self, Error> {
         for (name, addr) in &by_name {
             check_service_name(name).map_err(|source| Error::InvalidService { name: name.clone(), source })?;
@@ -46,6 +47,7 @@ impl Services {
             Some(name) => {
                 return Err(Error::UnknownDefaultService { name: name.to_owned(), services: list(&by_name) });
             }
+            None if by_name.contains_key(Self::DEFAULT_NAME) => Self::DEFAULT_NAME.to_owned(),
             None => match by_name.keys().next() {
                 Some(only) if by_name.len() == 1 => only.clone(),
                 Some(_) => return Err(Error::NoDefaultService { services: list(&by_name) }),
@@ -112,6 +114,8 @@ mod tests {
         assert!(err.contains("ssh, web") && err.contains("default"), "{err}");
         let err = Services::new(two, Some("mail")).unwrap_err().to_string();
         assert!(err.contains("`mail`") && err.contains("ssh, web"), "{err}");
+        let named = Services::new(map(&[("default", "127.0.0.1:80"), ("ssh", "127.0.0.1:22")]), None).unwrap();
+        assert_eq!(named.default_name(), "default");
         let one = Services::new(map(&[("ssh", "127.0.0.1:22")]), None).unwrap();
         assert_eq!(one.get(None), Some("127.0.0.1:22"));
         assert!(matches!(Services::new(BTreeMap::new(), None), Err(Error::NoServices)));
