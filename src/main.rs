@@ -203,7 +203,8 @@ enum HostCommand {
         direct_listen: Option<SocketAddr>,
         /// Also accept direct sessions over TLS on TCP, on the --direct-listen port (for
         /// clients whose UDP is blocked).
-        #[arg(long, requires = "direct_listen")]
+        // Not `requires = "direct_listen"`: the config file may give the listener.
+        #[arg(long)]
         direct_tcp: bool,
         /// An address clients can reach the host at directly (e.g. a port forwarded on the
         /// router to --direct-listen); repeatable. Put it in tickets with `host ticket

@@ -549,6 +549,24 @@ mod tests {
     }
 
     #[test]
+    fn direct_flags_complete_the_file_s_listener() {
+        let identity = HostIdentity::generate().unwrap();
+        let file =
+            parsed("relay = false\n[direct]\nlisten = \"0.0.0.0:4433\"\n[services]\nweb = \"127.0.0.1:1\"\n").unwrap();
+        let flags = Flags { direct_tcp: true, advertise: vec!["192.0.2.7:4433".into()], ..Flags::default() };
+        let config = combine(Some(file), flags).unwrap().host_config_with(identity.clone()).unwrap();
+        let direct = config.direct.unwrap();
+        assert!(config.relays.is_empty() && direct.tcp, "{direct:?}");
+        assert_eq!(direct.advertise, vec!["192.0.2.7:4433".to_owned()]);
+        // Without a listener anywhere, --direct-tcp says what it lacks.
+        let flags = Flags { direct_tcp: true, forward: Some("127.0.0.1:1".into()), ..Flags::default() };
+        let flags =
+            Flags { relays: vec![RelayAddr { addr: "r.example:1".into(), trust: RelayTrust::WebPki }], ..flags };
+        let err = format!("{:#}", combine(None, flags).unwrap().host_config_with(identity).unwrap_err());
+        assert!(err.contains("--direct-listen"), "{err}");
+    }
+
+    #[test]
     fn forward_is_the_default_service_beside_named_ones() {
         let flags = Flags {
             forward: Some("127.0.0.1:80".into()),
