@@ -524,9 +524,6 @@ async fn reach_relay(client: &Client) -> Result<bool> {
 async fn host_run(config: HostConfig) -> Result<()> {
     let relays: Vec<String> = config.relays.iter().map(|r| r.addr.clone()).collect();
     eprintln!("host id {}", config.identity.key.public());
-    if let (true, Some(direct)) = (config.relays.is_empty(), &config.direct) {
-        eprintln!("relaying is off: no relay is contacted; direct sessions on {}", direct.listen);
-    }
     match config.services.get(Some(ferry_client::Services::DEFAULT_NAME)) {
         Some(addr) if config.services.iter().count() == 1 => eprintln!("forwarding sessions to {addr}"),
         _ => {
@@ -536,7 +533,20 @@ async fn host_run(config: HostConfig) -> Result<()> {
             }
         }
     }
+    let relay_off = config.relays.is_empty();
     let host = Host::spawn(config);
+    match host.direct_addr() {
+        // The bound address (a port 0 in --direct-listen becomes the real one).
+        Some(addr) if relay_off => eprintln!("relaying is off: no relay is contacted; direct sessions on {addr}"),
+        Some(addr) => eprintln!("direct sessions on {addr}"),
+        None if relay_off => {
+            host.shutdown().await;
+            bail!(
+                "relaying is off and the direct listener could not be opened (the log says why), so no client could reach this host"
+            );
+        }
+        None => {}
+    }
     let mut status = host.status();
     let mut was = status.borrow().registered.clone();
     let mut replaced = status.borrow().replaced;

@@ -4,7 +4,8 @@
 //! Two services behind one host, each reached by its own ticket (bytes checked by SHA-256);
 //! a ticket for a service the host does not have is refused by the host with a clear reason
 //! (the client's output and the host's log are checked); and a tap on the relay's pump, which
-//! sees every byte the relay forwards, finds no service name. The host file round trip:
+//! sees every byte the relay forwards, finds no service name. A relay-off host (`--no-relay
+//! --direct-listen`) serves its named services on the direct path. The host file round trip:
 //! `check-config` passes a good file and names the key and line of a bad one.
 
 mod common;
@@ -245,6 +246,44 @@ async fn check_config_passes_a_good_file_and_names_key_and_line_of_a_bad_one() -
             assert!(stderr.contains(want), "{want:?} missing for\n{text}\n---\n{stderr}");
         }
     }
+    Ok(())
+}
+
+/// Relaying off from the command line: no relay exists at all, the host listens directly,
+/// and a ticket made with `--no-relay --advertise` reaches the named service it asks for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_off_host_serves_its_named_services_directly() -> Result<()> {
+    let (web, ssh) = (pattern_service(1).await?, pattern_service(2).await?);
+    let dir = tempfile::tempdir()?;
+    let key = dir.path().join("host.key").to_string_lossy().into_owned();
+    ferry_output(&["host", "init", "--key", &key]).await?;
+    let (web, ssh) = (format!("{WEB}={web}"), format!("{SSH}={ssh}"));
+    let mut host = ferry()
+        .args(["host", "run", "--key", &key, "--no-relay", "--direct-listen", "127.0.0.1:0"])
+        .args(["--service", &web, "--service", &ssh, "--default-service", WEB])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let log = host.stderr.take().context("host stderr")?;
+    let mut lines = BufReader::new(log).lines();
+    let listening = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(line) = lines.next_line().await? {
+            if line.contains("direct sessions on") {
+                return anyhow::Ok(line);
+            }
+        }
+        anyhow::bail!("the host's log ended before it listened")
+    })
+    .await
+    .context("the host did not listen within 10 s")??;
+    assert!(listening.contains("relaying is off"), "{listening}");
+    let addr = listening.rsplit(' ').next().context("an address")?.to_owned();
+    let ticket =
+        ferry_output(&["host", "ticket", "--key", &key, "--no-relay", "--advertise", &addr, "--service", SSH]).await?;
+    let (ok, bytes, stderr) = cat(ticket.trim()).await?;
+    assert!(ok, "ferry cat through the direct path failed: {stderr}");
+    assert_eq!(sha256(&bytes), pattern_digest(2, LEN), "the direct path reached the wrong service");
+    host.kill().await?;
     Ok(())
 }
 

@@ -1,54 +1,109 @@
-//! The client: opens end-to-end sessions to one host, through the relays its ticket lists.
+//! The client: opens end-to-end sessions to one host, over the best path it has.
 //!
-//! One QUIC connection to a relay carries every session as its own stream, so opening a
-//! session costs one stream and one Noise handshake, not a new connection. The `Connect`
-//! request and the first handshake message leave together, so a session is ready after a
-//! single round trip to the host. Relays are tried in ticket order, each with a head start
-//! of [`NEXT_RELAY_AFTER`] over the next (so a dead relay first in a ticket costs that, not
-//! its connect timeout); a lost connection is re-established by the next session.
+//! A **path** is one way to the host: straight to a direct address of the host, or through
+//! one relay of the ticket. Each session is raced over the paths in order of expected
+//! quality — the one that last worked, then direct addresses (learned by punching, then
+//! the ticket's), then relays in ticket order, paths that just failed last — each with a
+//! head start of [`NEXT_RELAY_AFTER`] over the next, and the first to complete the
+//! end-to-end handshake carries the session. So a dead relay (or an unreachable direct
+//! address) costs at most its head start, and the path that worked is remembered for the
+//! next session. A path that failed is re-checked in the background and moves back up
+//! once it answers.
+//!
+//! One connection per path carries every session as its own stream (QUIC), so a session
+//! costs one stream and one Noise handshake, not a new connection. Through a relay the
+//! `Connect` request and the first handshake message leave together; on the direct path
+//! the first frame is the tagged hello (`ferry_proto::e2e::direct`). Either way a session
+//! is ready after one round trip to the host. QUIC hops share one UDP socket, so the
+//! address a relay observes for this client is the one a punched path uses.
 //!
 //! A relay that belongs to a fleet may answer `Connect` with a redirect to the node the
 //! host is registered at. The client dials that node, checking its certificate exactly as
 //! it checked the relay that sent it there (a fleet's nodes share one certificate, so a
-//! redirect can only lead to a node the ticket already trusts), keeps it as its hop for
-//! later sessions, and asks again there. A second redirect is an error: nodes redirect
-//! only to where the host is registered, so two in a row mean the fleet is confused.
+//! redirect can only lead to a node the ticket already trusts), keeps it as that path's
+//! hop for later sessions, and asks again there. A second redirect is an error: nodes
+//! redirect only to where the host is registered, so two in a row mean the fleet is
+//! confused.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::fmt;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use ferry_link::Framed;
 use ferry_proto::connect::{ClientConnect, ConnectEvent};
 use ferry_proto::e2e::ClientHandshake;
+use ferry_proto::e2e::direct::seal_direct_hello;
 use ferry_proto::e2e::handshake::MAX_HANDSHAKE_LEN;
 use ferry_proto::e2e::record::put_frame;
 use ferry_proto::{RelayAddr, StaticKey, Ticket};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use tokio::sync::Mutex;
 
 use crate::dial::{self, HopOptions, RelayHop, Transport};
 use crate::{Error, Session};
 
-/// How long a relay of the ticket has to answer before the next one is tried alongside it
+/// How long a path has to carry a session before the next one is tried alongside it
 /// (twice QUIC's head start over TCP, so a relay that answers only over TCP still wins).
 pub const NEXT_RELAY_AFTER: Duration = Duration::from_millis(500);
 
-/// The hop sessions are opened on, and the relay (or fleet node) it leads to.
-struct CurrentHop {
-    hop: Arc<RelayHop>,
-    relay: RelayAddr,
+/// How long a path that failed stays at the back of the order (unless its background
+/// re-check finds it working again sooner).
+const FAILED_PATH_BACKOFF: Duration = Duration::from_secs(30);
+/// Background re-checks of a failed path: attempts, and the pause before the first
+/// (doubling after each).
+const RECHECK_ATTEMPTS: u32 = 6;
+const RECHECK_FIRST_PAUSE: Duration = Duration::from_secs(1);
+
+/// One way to the host.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Path {
+    /// Straight to the host's direct port at this address.
+    Direct(String),
+    /// Through the relay at this address (as the ticket lists it).
+    Relay(String),
 }
 
-/// What a `Connect` on one hop came to (returned once per session, so its size matters
-/// not: a boxed session would cost an allocation for nothing).
+impl fmt::Display for Path {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Direct(addr) => write!(f, "direct {addr}"),
+            Self::Relay(addr) => write!(f, "relay {addr}"),
+        }
+    }
+}
+
+/// An open connection along one path. For a relay path redirected by its fleet, the hop
+/// leads to the node the redirect named.
+struct PathHop {
+    hop: Arc<RelayHop>,
+    /// The relay or fleet node the hop leads to (relay paths; `None` on direct paths).
+    relay: Option<RelayAddr>,
+}
+
+/// What a session attempt on one hop came to (returned once per session, so its size
+/// matters not: a boxed session would cost an allocation for nothing).
 #[expect(clippy::large_enum_variant, reason = "a short-lived return value")]
 enum Opened {
     Session(Session),
     /// The fleet node at this address has the host.
     Redirected(String),
+}
+
+/// What the client knows about its paths (shared with background re-checks).
+#[derive(Default)]
+struct Paths {
+    /// Open connections, per path.
+    hops: HashMap<Path, PathHop>,
+    /// The path the last session took.
+    last_good: Option<Path>,
+    /// Paths that failed, and when.
+    failed: HashMap<Path, Instant>,
+    /// Direct addresses learned from the host (a punched path), tried before the ticket's.
+    learned: Vec<String>,
+    /// The transport that last worked, per path (for `Transport::Auto`).
+    transports: HashMap<Path, Transport>,
 }
 
 /// Opens sessions to the host of one ticket.
@@ -59,9 +114,9 @@ pub struct Client {
     transport: Transport,
     /// Longest wait for the relay's answer and the host's handshake.
     pub handshake_timeout: Duration,
-    hop: Mutex<Option<CurrentHop>>,
-    /// The transport that last worked, per relay address (for `Transport::Auto`).
-    remembered: std::sync::Mutex<HashMap<String, Transport>>,
+    paths: Arc<Mutex<Paths>>,
+    /// The UDP endpoint every IPv4 QUIC hop is dialled from, made on first use.
+    endpoint: OnceLock<quinn::Endpoint>,
 }
 
 impl Client {
@@ -74,129 +129,281 @@ impl Client {
             options,
             transport: Transport::Auto,
             handshake_timeout: Duration::from_secs(10),
-            hop: Mutex::new(None),
-            remembered: std::sync::Mutex::default(),
+            paths: Arc::default(),
+            endpoint: OnceLock::new(),
         }
     }
 
-    /// Uses `transport` for the hop to the relay.
+    /// Uses `transport` for every hop.
     pub fn with_transport(mut self, transport: Transport) -> Self {
         self.transport = transport;
         self
     }
 
-    /// The transport of the current relay hop, once connected.
+    fn paths(&self) -> std::sync::MutexGuard<'_, Paths> {
+        self.paths.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The transport of the hop the last session took.
     pub async fn transport_in_use(&self) -> Option<Transport> {
-        self.hop.lock().await.as_ref().map(|current| current.hop.transport())
+        let paths = self.paths();
+        let last = paths.last_good.as_ref()?;
+        paths.hops.get(last).map(|h| h.hop.transport())
     }
 
-    /// The relay (or fleet node) address and transport of the current hop, once connected.
+    /// The relay (or fleet node) address and transport of the hop the last session took,
+    /// when that was a relay.
     pub async fn hop_in_use(&self) -> Option<(String, Transport)> {
-        self.hop.lock().await.as_ref().map(|current| (current.relay.addr.clone(), current.hop.transport()))
+        let paths = self.paths();
+        let last = paths.last_good.as_ref()?;
+        let hop = paths.hops.get(last)?;
+        Some((hop.relay.as_ref()?.addr.clone(), hop.hop.transport()))
     }
 
-    /// The relay hop, (re)connecting through the ticket's relays in order.
-    async fn hop(&self) -> Result<(Arc<RelayHop>, RelayAddr), Error> {
-        let mut slot = self.hop.lock().await;
-        if let Some(current) = slot.as_ref().filter(|c| c.hop.is_alive()) {
-            return Ok((current.hop.clone(), current.relay.clone()));
+    /// The path the last session took.
+    pub fn path_in_use(&self) -> Option<Path> {
+        self.paths().last_good.clone()
+    }
+
+    /// Adds direct addresses of the host learned outside the ticket (a punched path):
+    /// later sessions try them first.
+    pub fn learn_direct(&self, addrs: impl IntoIterator<Item = String>) {
+        let mut paths = self.paths();
+        for addr in addrs {
+            if !paths.learned.contains(&addr) {
+                paths.learned.push(addr);
+            }
         }
-        // Relays in ticket order, each with a head start over the next: the next joins once
-        // the ones before have failed or `NEXT_RELAY_AFTER` has passed without an answer, so
-        // a dead relay costs at most the head start, not its connect timeout.
-        let relays = &self.ticket.relays;
-        let dial = |i: usize| async move { (i, self.dial(&relays[i]).await) };
-        let mut dialling = FuturesUnordered::new();
+    }
+
+    /// Every path of the ticket (and learned), best first.
+    fn ranked(&self) -> Vec<Path> {
+        let paths = self.paths();
+        let mut order: Vec<Path> = Vec::new();
+        let mut add = |path: Path| {
+            if !order.contains(&path) {
+                order.push(path);
+            }
+        };
+        if let Some(last) = &paths.last_good {
+            add(last.clone());
+        }
+        for addr in paths.learned.iter().chain(&self.ticket.direct) {
+            add(Path::Direct(addr.clone()));
+        }
+        for relay in &self.ticket.relays {
+            add(Path::Relay(relay.addr.clone()));
+        }
+        // Failed paths (recently) go last, in the same relative order.
+        let recently_failed = |path: &Path| paths.failed.get(path).is_some_and(|at| at.elapsed() < FAILED_PATH_BACKOFF);
+        order.sort_by_key(recently_failed);
+        order
+    }
+
+    /// The hop options with this client's shared endpoint.
+    fn hop_options(&self) -> Result<HopOptions, Error> {
+        let mut options = self.options.clone();
+        if options.endpoint.is_none() {
+            let endpoint = match self.endpoint.get() {
+                Some(endpoint) => endpoint.clone(),
+                None => {
+                    let fresh = ferry_link::udp::client_endpoint(([127, 0, 0, 1], 1).into()).map_err(|source| {
+                        Error::RelayUnreachable { addr: "(no relay yet: opening a UDP socket)".into(), source }
+                    })?;
+                    self.endpoint.get_or_init(|| fresh).clone()
+                }
+            };
+            options.endpoint = Some(endpoint);
+        }
+        Ok(options)
+    }
+
+    fn relay_of(&self, addr: &str) -> Option<&RelayAddr> {
+        self.ticket.relays.iter().find(|r| r.addr == addr)
+    }
+
+    /// The open hop along `path`, or a new one.
+    async fn hop(&self, path: &Path) -> Result<(Arc<RelayHop>, Option<RelayAddr>), Error> {
+        if let Some(open) = self.paths().hops.get(path).filter(|h| h.hop.is_alive()) {
+            return Ok((open.hop.clone(), open.relay.clone()));
+        }
+        let relay = match path {
+            Path::Relay(addr) => self.relay_of(addr).cloned(),
+            Path::Direct(_) => None,
+        };
+        let hop = self.dial(path, relay.as_ref()).await?;
+        self.paths().hops.insert(path.clone(), PathHop { hop: hop.clone(), relay: relay.clone() });
+        Ok((hop, relay))
+    }
+
+    /// Dials `path` with the transport that last worked for it (or the chosen one).
+    async fn dial(&self, path: &Path, relay: Option<&RelayAddr>) -> Result<Arc<RelayHop>, Error> {
+        let remembered = self.paths().transports.get(path).copied();
+        let transport = match (self.transport, remembered) {
+            (Transport::Auto, Some(known)) => known,
+            (chosen, _) => chosen,
+        };
+        let options = self.hop_options()?;
+        let dialled = match (path, relay) {
+            (Path::Direct(addr), _) => crate::direct::dial::connect(addr, transport, &options).await,
+            (Path::Relay(_), Some(relay)) => dial::connect(relay, transport, &options).await,
+            (Path::Relay(_), None) => Err(Error::Cut("the ticket does not list this relay")),
+        };
+        match dialled {
+            Ok(hop) => {
+                self.paths().transports.insert(path.clone(), hop.transport());
+                Ok(Arc::new(hop))
+            }
+            Err(e) => {
+                // A remembered transport that stopped working is forgotten.
+                self.paths().transports.remove(path);
+                Err(e)
+            }
+        }
+    }
+
+    /// Connects along the best path now (sessions would do it lazily), to report problems
+    /// early: the paths are dialled in order, each with its head start, until one answers.
+    pub async fn warm_up(&self) -> Result<(), Error> {
+        self.race(|path| async move { self.hop(&path).await.map(drop) }).await.map(drop)
+    }
+
+    /// Opens one end-to-end session to the host, over the first path that carries it.
+    pub async fn open_session(&self) -> Result<Session, Error> {
+        let (session, path) = self.race(|path| self.open_via(path)).await?;
+        let mut paths = self.paths();
+        paths.failed.remove(&path);
+        match paths.last_good.replace(path.clone()) {
+            Some(before) if before != path => tracing::info!("the path to the host changed: {before} -> {path}"),
+            Some(_) => {}
+            None => tracing::info!("reaching the host via {path}"),
+        }
+        Ok(session)
+    }
+
+    /// Runs `attempt` over the ranked paths, each with a head start of
+    /// [`NEXT_RELAY_AFTER`] over the next; the first success wins. A certificate problem
+    /// ends the race at once (it is never retried elsewhere silently).
+    async fn race<T, F, Fut>(&self, attempt: F) -> Result<(T, Path), Error>
+    where
+        F: Fn(Path) -> Fut,
+        Fut: Future<Output = Result<T, Error>>,
+    {
+        let order = self.ranked();
+        let relays_only = order.iter().all(|p| matches!(p, Path::Relay(_)));
+        let run = |i: usize| {
+            let path = order[i].clone();
+            let attempt = attempt(path);
+            async move { (i, attempt.await) }
+        };
+        let mut running = FuturesUnordered::new();
         let mut next = 0;
         let mut failures = Vec::new();
-        while next < relays.len() || !dialling.is_empty() {
-            if dialling.is_empty() {
-                dialling.push(dial(next));
+        while next < order.len() || !running.is_empty() {
+            if running.is_empty() {
+                running.push(run(next));
                 next += 1;
                 continue;
             }
             tokio::select! {
-                Some((i, dialled)) = dialling.next() => match dialled {
-                    Ok(hop) => {
-                        *slot = Some(CurrentHop { hop: hop.clone(), relay: relays[i].clone() });
-                        return Ok((hop, relays[i].clone()));
-                    }
-                    // A certificate problem is never retried elsewhere silently: report it.
+                Some((i, outcome)) = running.next() => match outcome {
+                    Ok(value) => return Ok((value, order[i].clone())),
                     Err(e) if e.is_relay_certificate_problem() => return Err(e),
                     Err(e) => {
-                        // Said now, not only after the last relay has had its turn too.
-                        if next < relays.len() || !dialling.is_empty() {
-                            tracing::warn!("{}; trying the ticket's other relays", e.report());
+                        self.failed(&order[i]);
+                        if next < order.len() || !running.is_empty() {
+                            // The error names the address already.
+                            let others = if relays_only { "relays" } else { "ways to the host" };
+                            tracing::warn!("{}; trying the ticket's other {others}", e.report());
                         }
                         failures.push((i, e));
                     }
                 },
-                () = tokio::time::sleep(NEXT_RELAY_AFTER), if next < relays.len() => {
-                    dialling.push(dial(next));
+                () = tokio::time::sleep(NEXT_RELAY_AFTER), if next < order.len() => {
+                    running.push(run(next));
                     next += 1;
                 }
             }
         }
         failures.sort_by_key(|(i, _)| *i);
         let mut failures: Vec<Error> = failures.into_iter().map(|(_, e)| e).collect();
+        // A host with relaying off that no address of it answers at: the one line that
+        // names the fix (a refusal by the host itself is reported as it is).
+        let unreachable = |e: &Error| matches!(e, Error::HostUnreachable { .. } | Error::NoTransportAnswered { .. });
+        if self.ticket.relays.is_empty() && !failures.is_empty() && failures.iter().all(unreachable) {
+            return Err(Error::DirectOnlyUnreachable { failures });
+        }
         match failures.len() {
-            0 => Err(Error::Cut("the ticket lists no relay")),
+            0 => Err(Error::Cut("the ticket lists no way to the host")),
             1 => Err(failures.remove(0)),
-            _ => Err(Error::NoRelayAnswered { failures }),
+            _ if relays_only => Err(Error::NoRelayAnswered { failures }),
+            _ => Err(Error::NoPathAnswered { failures }),
         }
     }
 
-    /// Dials `relay` with the transport that last worked for it (or the chosen one).
-    async fn dial(&self, relay: &RelayAddr) -> Result<Arc<RelayHop>, Error> {
-        let remembered =
-            self.remembered.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&relay.addr).copied();
-        let transport = match (self.transport, remembered) {
-            (Transport::Auto, Some(known)) => known,
-            (chosen, _) => chosen,
+    /// Remembers that `path` failed: its hop is dropped, it goes to the back of the order,
+    /// and a background task re-checks it.
+    fn failed(&self, path: &Path) {
+        let first_failure = {
+            let mut paths = self.paths();
+            if let Some(open) = paths.hops.remove(path) {
+                open.hop.close();
+            }
+            if paths.last_good.as_ref() == Some(path) {
+                paths.last_good = None;
+            }
+            paths.failed.insert(path.clone(), Instant::now()).is_none()
         };
-        match dial::connect(relay, transport, &self.options).await {
-            Ok(hop) => {
-                self.remembered
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .insert(relay.addr.clone(), hop.transport());
-                Ok(Arc::new(hop))
-            }
-            Err(e) => {
-                // A remembered transport that stopped working is forgotten.
-                self.remembered.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&relay.addr);
-                Err(e)
-            }
+        if first_failure && tokio::runtime::Handle::try_current().is_ok() {
+            tokio::spawn(recheck(Arc::downgrade(&self.paths), self.recheck_dialer(path)));
         }
+    }
+
+    /// What a background re-check of `path` needs, owned (it outlives no client: it holds
+    /// the paths only weakly and stops when the client is gone).
+    fn recheck_dialer(&self, path: &Path) -> Recheck {
+        Recheck {
+            path: path.clone(),
+            relay: match path {
+                Path::Relay(addr) => self.relay_of(addr).cloned(),
+                Path::Direct(_) => None,
+            },
+            transport: self.transport,
+            options: self.hop_options().unwrap_or_else(|_| self.options.clone()),
+        }
+    }
+
+    /// One session attempt along `path`.
+    async fn open_via(&self, path: Path) -> Result<Session, Error> {
+        let (hop, relay) = self.hop(&path).await?;
+        let opened = match &path {
+            Path::Direct(_) => Opened::Session(self.open_direct(&hop).await?),
+            Path::Relay(_) => self.open_on(&hop).await?,
+        };
+        let session = match (opened, relay) {
+            (Opened::Session(session), _) => session,
+            (Opened::Redirected(node), Some(via)) => {
+                let hop = self.follow_redirect(&path, &via, node).await?;
+                match self.open_on(&hop).await? {
+                    Opened::Session(session) => session,
+                    Opened::Redirected(_) => return Err(Error::Cut("the relay's fleet redirected the session twice")),
+                }
+            }
+            (Opened::Redirected(_), None) => return Err(Error::Cut("a redirect on a direct path")),
+        };
+        Ok(Session { path: Some(path), ..session })
     }
 
     /// Dials the fleet node `node` that `via` redirected us to, with `via`'s trust, and
-    /// makes it the hop for later sessions.
-    async fn follow_redirect(&self, via: &RelayAddr, node: String) -> Result<Arc<RelayHop>, Error> {
+    /// makes it `path`'s hop for later sessions.
+    async fn follow_redirect(&self, path: &Path, via: &RelayAddr, node: String) -> Result<Arc<RelayHop>, Error> {
         let relay = RelayAddr { addr: node, trust: via.trust };
-        let hop = self.dial(&relay).await?;
-        *self.hop.lock().await = Some(CurrentHop { hop: hop.clone(), relay });
+        let hop = Arc::new(dial::connect(&relay, self.transport, &self.hop_options()?).await?);
+        self.paths().hops.insert(path.clone(), PathHop { hop: hop.clone(), relay: Some(relay) });
         Ok(hop)
     }
 
-    /// Connects to a relay now (sessions would do it lazily), to report problems early.
-    pub async fn warm_up(&self) -> Result<(), Error> {
-        self.hop().await.map(drop)
-    }
-
-    /// Opens one end-to-end session to the host.
-    pub async fn open_session(&self) -> Result<Session, Error> {
-        let (hop, relay) = self.hop().await?;
-        match self.open_on(&hop).await? {
-            Opened::Session(session) => Ok(session),
-            Opened::Redirected(node) => match self.open_on(&*self.follow_redirect(&relay, node).await?).await? {
-                Opened::Session(session) => Ok(session),
-                Opened::Redirected(_) => Err(Error::Cut("the relay's fleet redirected the session twice")),
-            },
-        }
-    }
-
-    /// Opens a session on `hop`: `Connect` and the handshake, or the relay's redirect.
+    /// Opens a session on a relay `hop`: `Connect` and the handshake, or the relay's redirect.
     async fn open_on(&self, hop: &RelayHop) -> Result<Opened, Error> {
         let stream = hop.open_stream().await?;
         let mut send = stream.send;
@@ -216,13 +423,66 @@ impl Client {
         }
         let answer = recv.frame(MAX_HANDSHAKE_LEN, self.handshake_timeout).await?;
         let (sealer, opener) = handshake.finish(&answer)?;
-        Ok(Opened::Session(Session { send, recv, sealer, opener }))
+        Ok(Opened::Session(Session { send, recv, sealer, opener, path: None }))
     }
 
-    /// Closes the relay connection.
+    /// Opens a session on a direct `hop`: the tagged hello, then the host's answer.
+    async fn open_direct(&self, hop: &RelayHop) -> Result<Session, Error> {
+        let stream = hop.open_stream().await?;
+        let mut send = stream.send;
+        let (handshake, hello) =
+            ClientHandshake::start(&self.ticket.host, &self.ticket.secret, &self.key, self.ticket.service.as_deref())?;
+        let mut first = BytesMut::new();
+        put_frame(&mut first, &seal_direct_hello(&self.ticket.secret, &hello))?;
+        send.write_chunks(&mut [first.freeze()]).await?;
+        let mut recv = Framed::new(stream.recv);
+        let answer = recv.frame(MAX_HANDSHAKE_LEN, self.handshake_timeout).await?;
+        let (sealer, opener) = handshake.finish(&answer)?;
+        Ok(Session { send, recv, sealer, opener, path: None })
+    }
+
+    /// Closes every connection.
     pub async fn close(&self) {
-        if let Some(current) = self.hop.lock().await.take() {
-            current.hop.close();
+        let hops: Vec<PathHop> = self.paths().hops.drain().map(|(_, h)| h).collect();
+        for open in hops {
+            open.hop.close();
+        }
+    }
+}
+
+/// A background re-check of one failed path.
+struct Recheck {
+    path: Path,
+    relay: Option<RelayAddr>,
+    transport: Transport,
+    options: HopOptions,
+}
+
+/// Re-dials a failed path a few times with growing pauses; once it answers, its failure is
+/// forgotten (it moves back up the order) and its hop is kept for the next session. Stops
+/// early when the client is gone or another session found the path working.
+async fn recheck(paths: Weak<Mutex<Paths>>, check: Recheck) {
+    let mut pause = RECHECK_FIRST_PAUSE;
+    for _ in 0..RECHECK_ATTEMPTS {
+        tokio::time::sleep(pause).await;
+        pause *= 2;
+        let Some(shared) = paths.upgrade() else { return };
+        if !shared.lock().unwrap_or_else(PoisonError::into_inner).failed.contains_key(&check.path) {
+            return;
+        }
+        drop(shared);
+        let dialled = match (&check.path, &check.relay) {
+            (Path::Direct(addr), _) => crate::direct::dial::connect(addr, check.transport, &check.options).await,
+            (Path::Relay(_), Some(relay)) => dial::connect(relay, check.transport, &check.options).await,
+            (Path::Relay(_), None) => return,
+        };
+        if let Ok(hop) = dialled {
+            let Some(shared) = paths.upgrade() else { return hop.close() };
+            let mut state = shared.lock().unwrap_or_else(PoisonError::into_inner);
+            state.failed.remove(&check.path);
+            state.hops.insert(check.path.clone(), PathHop { hop: Arc::new(hop), relay: check.relay.clone() });
+            tracing::info!("{} answers again", check.path);
+            return;
         }
     }
 }

@@ -36,6 +36,42 @@ pub enum Error {
         /// Why each relay failed.
         failures: Vec<Error>,
     },
+    /// None of a ticket's paths (direct addresses and relays) led to the host.
+    #[error("none of the ticket's {} ways to the host worked: {}", failures.len(), one_line(failures))]
+    NoPathAnswered {
+        /// Why each path failed, in the order they were tried.
+        failures: Vec<Error>,
+    },
+    /// A host with relaying off could not be reached at any of its direct addresses.
+    #[error(
+        "cannot reach the host directly and it has relaying off; its owner must forward its direct port on the router (and advertise it: ferry host run --advertise), or turn relaying on ({})",
+        one_line(failures)
+    )]
+    DirectOnlyUnreachable {
+        /// Why each direct address failed.
+        failures: Vec<Error>,
+    },
+    /// A host's direct port could not be reached or the hop to it could not be set up.
+    #[error("cannot reach the host directly at {addr}")]
+    HostUnreachable {
+        /// The direct address from the ticket or learned from the host.
+        addr: String,
+        /// What went wrong.
+        #[source]
+        source: LinkError,
+    },
+    /// The host could not listen for direct sessions.
+    #[error("cannot listen for direct sessions on {addr} (is another host or program using that port?)")]
+    DirectListen {
+        /// The listen address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The direct port's TLS setup failed (a bug or an unusable crypto provider).
+    #[error("cannot set up TLS for direct sessions")]
+    DirectTls(#[source] rustls::Error),
     /// The relay's certificate does not match the pin.
     #[error(
         "the relay's certificate does not match the ticket's pin {expected} (wrong relay, a replaced certificate, or someone intercepting the connection)"

@@ -33,6 +33,7 @@ use tracing::{debug, warn};
 
 use crate::backoff::Backoff;
 use crate::dial::{self, HopOptions, HopStream, RelayHop, Transport};
+use crate::direct::listen::DirectPort;
 use crate::{DirectConfig, Error, HostIdentity, Services, Session};
 
 /// What a host needs to serve.
@@ -87,6 +88,11 @@ pub struct HostStatus {
     pub last_error: Option<String>,
     /// How often another instance of this host (the same key) took a registration over.
     pub replaced: u64,
+    /// Where the direct port is bound, if the host has one.
+    pub direct: Option<std::net::SocketAddr>,
+    /// Per relay, the address it sees this host's connection come from (asked only with a
+    /// direct port: it is a hole punch's candidate).
+    pub observed: Vec<Option<std::net::SocketAddr>>,
 }
 
 /// A running host. Call [`Host::shutdown`] to stop it gracefully; dropping it stops its
@@ -95,23 +101,68 @@ pub struct Host {
     cancel: CancellationToken,
     tracker: TaskTracker,
     status: watch::Receiver<HostStatus>,
+    status_tx: Arc<watch::Sender<HostStatus>>,
     /// Cancels every task when the handle is dropped.
     _stop_on_drop: DropGuard,
 }
 
 impl Host {
-    /// Starts serving in the background.
+    /// Starts serving in the background. A direct port that cannot be bound is reported
+    /// in [`HostStatus::last_error`] (and logged); [`Host::try_spawn`] returns it instead.
     pub fn spawn(config: HostConfig) -> Self {
+        let mut config = config;
+        let (direct, failed) = match config.direct.as_ref().map(|direct| DirectPort::bind(direct, &config.options)) {
+            Some(Ok(port)) => (Some(port), None),
+            Some(Err(e)) => {
+                config.direct = None;
+                tracing::error!("{}", e.report());
+                (None, Some(e.report()))
+            }
+            None => (None, None),
+        };
+        let host = Self::start(config, direct);
+        if let Some(report) = failed {
+            host.status_tx.send_modify(|s| s.last_error = Some(report));
+        }
+        host
+    }
+
+    /// Starts serving in the background, or says why the direct port cannot be bound.
+    pub fn try_spawn(config: HostConfig) -> Result<Self, Error> {
+        let direct = config.direct.as_ref().map(|direct| DirectPort::bind(direct, &config.options)).transpose()?;
+        Ok(Self::start(config, direct))
+    }
+
+    fn start(mut config: HostConfig, direct: Option<DirectPort>) -> Self {
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let initial = HostStatus { registered: vec![false; config.relays.len()], ..Default::default() };
+        let direct_addr = direct.as_ref().and_then(DirectPort::local_addr);
+        // The relays are dialled from the direct socket: what they observe is where the
+        // host can be reached (and punched to).
+        if let Some(direct) = &direct {
+            config.options.endpoint = Some(direct.endpoint.clone());
+        }
+        let initial = HostStatus {
+            registered: vec![false; config.relays.len()],
+            observed: vec![None; config.relays.len()],
+            direct: direct_addr,
+            ..Default::default()
+        };
         let (status_tx, status) = watch::channel(initial);
         let status_tx = Arc::new(status_tx);
         let config = Arc::new(config);
         for index in 0..config.relays.len() {
             tracker.spawn(stay_registered(config.clone(), index, status_tx.clone(), cancel.clone(), tracker.clone()));
         }
-        Self { _stop_on_drop: cancel.clone().drop_guard(), cancel, tracker, status }
+        if let Some(direct) = direct {
+            tracker.spawn(direct.serve(config.clone(), cancel.clone(), tracker.clone()));
+        }
+        Self { _stop_on_drop: cancel.clone().drop_guard(), cancel, tracker, status, status_tx }
+    }
+
+    /// The address the direct port is bound to (`None` without one).
+    pub fn direct_addr(&self) -> Option<std::net::SocketAddr> {
+        self.status.borrow().direct
     }
 
     /// Registration status; await `changed()` on it to follow registrations.
@@ -153,6 +204,13 @@ async fn stay_registered(
                     s.registered[index] = true;
                     s.registrations += 1;
                 });
+                if config.direct.is_some() {
+                    let (hop, status) = (hop.clone(), status.clone());
+                    tracker.spawn(async move {
+                        let observed = hop.observe(OBSERVE_TIMEOUT).await;
+                        status.send_modify(|s| s.observed[index] = observed);
+                    });
+                }
                 let since = Instant::now();
                 let ended = serve(&config, hop, control, &cancel, &tracker).await;
                 if since.elapsed() >= REPLACED_PAUSE_CAP {
@@ -162,6 +220,7 @@ async fn stay_registered(
                 let reason = ended.report();
                 status.send_modify(|s| {
                     s.registered[index] = false;
+                    s.observed[index] = None;
                     s.last_error = Some(reason.clone());
                     s.replaced += u64::from(replaced);
                 });
@@ -195,6 +254,9 @@ async fn stay_registered(
         }
     }
 }
+
+/// Longest wait for a relay's `Observed` answer.
+const OBSERVE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// First pause after another instance of this host took the registration over.
 const REPLACED_PAUSE: Duration = Duration::from_secs(2);
@@ -351,16 +413,28 @@ async fn attach_session(
     serve_session(config, send, Framed::new(recv), cancel).await
 }
 
-/// One session: handshake, allow-list, service lookup, local connection, bridge (until
-/// `cancel`). Reached the same way whatever path the session came on.
-pub(crate) async fn serve_session(
+/// One session through a relay: its handshake message, then [`serve_hello`].
+async fn serve_session(
     config: &HostConfig,
-    mut send: LinkSend,
+    send: LinkSend,
     mut recv: Framed,
     cancel: CancellationToken,
 ) -> Result<(), Error> {
     let hello = recv.frame(MAX_HANDSHAKE_LEN, config.handshake_timeout).await?;
-    let handshake = match HostHandshake::read(&config.identity.key, &config.identity.secret, &hello) {
+    serve_hello(config, send, recv, &hello, cancel).await
+}
+
+/// One session once its first handshake message is read (through a relay or on the
+/// direct port): handshake, allow-list, service lookup, local connection, bridge (until
+/// `cancel`).
+pub(crate) async fn serve_hello(
+    config: &HostConfig,
+    mut send: LinkSend,
+    recv: Framed,
+    hello: &[u8],
+    cancel: CancellationToken,
+) -> Result<(), Error> {
+    let handshake = match HostHandshake::read(&config.identity.key, &config.identity.secret, hello) {
         Ok(h) => h,
         Err(e) => {
             send.reset(RESET_HANDSHAKE_FAILED);
@@ -405,7 +479,7 @@ pub(crate) async fn serve_session(
     put_frame(&mut out, &answer)?;
     send.write_chunk(out.freeze()).await?;
     let (local_read, local_write) = local.into_split();
-    Session { send, recv, sealer, opener }.bridge(local_read, local_write, cancel).await?;
+    Session { send, recv, sealer, opener, path: None }.bridge(local_read, local_write, cancel).await?;
     Ok(())
 }
 

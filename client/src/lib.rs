@@ -36,7 +36,7 @@ pub mod services;
 pub mod session;
 mod verify;
 
-pub use client::{Client, NEXT_RELAY_AFTER};
+pub use client::{Client, NEXT_RELAY_AFTER, Path};
 pub use dial::{HopOptions, Transport};
 pub use direct::DirectConfig;
 pub use error::Error;

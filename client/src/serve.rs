@@ -130,9 +130,10 @@ async fn session(client: Arc<Client>, stream: TcpStream, cancel: CancellationTok
     match opened {
         Ok(session) => {
             let started = std::time::Instant::now();
-            let hop = match client.hop_in_use().await {
-                Some((relay, transport)) => format!("relay {relay} ({})", transport.name()),
-                None => "an unknown hop".to_owned(),
+            let path = session.path().map_or_else(|| "an unknown path".to_owned(), ToString::to_string);
+            let hop = match client.transport_in_use().await {
+                Some(transport) => format!("{path} ({})", transport.name()),
+                None => path,
             };
             let (read, write) = stream.into_split();
             match session.bridge(read, write, cancel).await {

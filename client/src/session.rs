@@ -25,6 +25,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::Error;
+use crate::client::Path;
 
 /// Bytes moved by a session that ended cleanly.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -41,9 +42,16 @@ pub struct Session {
     pub(crate) recv: Framed,
     pub(crate) sealer: Sealer,
     pub(crate) opener: Opener,
+    /// The way this session reaches the host (client side; `None` on the host's side).
+    pub(crate) path: Option<Path>,
 }
 
 impl Session {
+    /// The way this session reaches the host: direct, or which relay (client side only).
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_ref()
+    }
+
     /// Carries bytes both ways until both directions have ended cleanly, or until `cancel`
     /// fires ([`Error::Cancelled`]); on any error, and on cancel, the relay stream is reset
     /// so the peer learns of it too.
@@ -57,7 +65,7 @@ impl Session {
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
-        let Self { mut send, mut recv, sealer, opener } = self;
+        let Self { mut send, mut recv, sealer, opener, .. } = self;
         let result = tokio::select! {
             biased;
             _ = cancel.cancelled() => Err(Error::Cancelled),

@@ -10,6 +10,7 @@
 //! inside a frame are an error, so every message has exactly one encoding.
 
 use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 
 use bytes::{Buf, BytesMut};
 
@@ -33,6 +34,8 @@ const GOING_AWAY: u8 = 0x09;
 const ATTACH: u8 = 0x0a;
 const REDIRECT: u8 = 0x0b;
 const FORWARD: u8 = 0x0c;
+const OBSERVE: u8 = 0x0d;
+const OBSERVED: u8 = 0x0e;
 
 /// Length of a [`Message::Forward`] proof (an HMAC-SHA256).
 pub const FORWARD_PROOF_LEN: usize = 32;
@@ -203,6 +206,16 @@ pub enum Message {
         /// HMAC-SHA256 of the fleet secret (see the relay's `fleet` module).
         proof: [u8; FORWARD_PROOF_LEN],
     },
+    /// Host or client → relay, first message of a stream: which address does the relay see
+    /// this connection come from? (For hole punching: behind a NAT, the public one.) The
+    /// relay answers `Observed` and ends the stream; a relay too old to know it ends the
+    /// stream, and the peer simply punches without it.
+    Observe,
+    /// Relay → host or client, the answer to `Observe`. The relay never logs it.
+    Observed {
+        /// The connection's source address as the relay sees it.
+        addr: SocketAddr,
+    },
 }
 
 impl Message {
@@ -221,6 +234,8 @@ impl Message {
             Self::Attach { .. } => "Attach",
             Self::Redirect { .. } => "Redirect",
             Self::Forward { .. } => "Forward",
+            Self::Observe => "Observe",
+            Self::Observed { .. } => "Observed",
         }
     }
 
@@ -281,6 +296,11 @@ impl Message {
                 out.push(FORWARD);
                 out.extend_from_slice(host_id.as_bytes());
                 out.extend_from_slice(proof);
+            }
+            Self::Observe => out.push(OBSERVE),
+            Self::Observed { addr } => {
+                out.push(OBSERVED);
+                put_socket_addr(out, addr);
             }
         }
         let len = out.len() - start - HEADER_LEN;
@@ -357,11 +377,37 @@ impl Message {
                 Self::Redirect { node: node.to_owned() }
             }
             FORWARD => Self::Forward { host_id: PublicKey(r.array("host id")?), proof: r.array("forward proof")? },
+            OBSERVE => Self::Observe,
+            OBSERVED => Self::Observed { addr: read_socket_addr(&mut r)? },
             other => return Err(Error::UnknownMessage(other)),
         };
         r.finish("trailing bytes in message")?;
         Ok(message)
     }
+}
+
+/// An address as `4 | 4 octets | port` or `6 | 16 octets | port` (port big-endian).
+fn put_socket_addr(out: &mut Vec<u8>, addr: &SocketAddr) {
+    match addr.ip() {
+        IpAddr::V4(ip) => {
+            out.push(4);
+            out.extend_from_slice(&ip.octets());
+        }
+        IpAddr::V6(ip) => {
+            out.push(6);
+            out.extend_from_slice(&ip.octets());
+        }
+    }
+    out.extend_from_slice(&addr.port().to_be_bytes());
+}
+
+fn read_socket_addr(r: &mut Reader<'_>) -> Result<SocketAddr, Error> {
+    let ip = match r.u8("address family")? {
+        4 => IpAddr::from(r.array::<4>("IPv4 address")?),
+        6 => IpAddr::from(r.array::<16>("IPv6 address")?),
+        _ => return Err(Error::Malformed("address family")),
+    };
+    Ok(SocketAddr::new(ip, r.u16("port")?))
 }
 
 fn checked_len(bytes: &[u8]) -> Result<&[u8], Error> {
@@ -455,6 +501,11 @@ mod tests {
             "[ -~]{0,255}".prop_map(|node| Message::Redirect { node }),
             (any::<[u8; 32]>(), any::<[u8; 32]>())
                 .prop_map(|(h, proof)| Message::Forward { host_id: PublicKey(h), proof }),
+            Just(Message::Observe),
+            (any::<[u8; 16]>(), any::<bool>(), any::<u16>()).prop_map(|(ip, v4, port)| {
+                let ip = if v4 { IpAddr::from([ip[0], ip[1], ip[2], ip[3]]) } else { IpAddr::from(ip) };
+                Message::Observed { addr: SocketAddr::new(ip, port) }
+            }),
         ]
     }
 

@@ -2,7 +2,9 @@
 //!
 //! `Register` makes it a host's control stream (`host.rs`), `Connect` a client session
 //! (`session.rs`), and `Attach` hands a TCP host's dial-back to its waiting session
-//! (`attach.rs`). Anything else closes the stream (and, on QUIC, the connection: the peer
+//! (`attach.rs`), and `Observe` is answered with the address the connection comes from
+//! (over QUIC only: a peer punching a UDP path needs its UDP mapping; never logged).
+//! Anything else closes the stream (and, on QUIC, the connection: the peer
 //! speaks another protocol).
 
 use std::sync::Arc;
@@ -85,6 +87,15 @@ pub(crate) fn dispatch(
                 }
                 let connect = RelayConnect::new(host_id);
                 session::serve(shared, Some(window), send, framed, connect, Asker::FleetNode, cancel).await
+            }
+            Message::Observe => {
+                let StreamHop::Quic(window) = hop else { return debug!("an Observe over TCP") };
+                let addr = window.connection().remote_address();
+                let addr = std::net::SocketAddr::new(addr.ip().to_canonical(), addr.port());
+                let mut send = send;
+                let _ = send.send_message(&Message::Observed { addr }).await;
+                let _ = send.finish().await;
+                Ok(())
             }
             Message::Attach { session } => {
                 let (recv, first) = framed.into_parts();

@@ -119,6 +119,25 @@ impl RelayHop {
         }
     }
 
+    /// Asks the relay which address it sees this QUIC connection come from (`Observe`);
+    /// `None` over TCP, from a relay too old to answer, or after `timeout`. A relay of
+    /// an older version closes the connection instead, so only hosts with a direct port and
+    /// clients about to punch ask.
+    pub(crate) async fn observe(&self, timeout: std::time::Duration) -> Option<std::net::SocketAddr> {
+        let Self::Quic(conn) = self else { return None };
+        let ask = async {
+            let (send, recv) = conn.open_bi().await.ok()?;
+            let mut send = LinkSend::Quic(send);
+            send.send_message(&ferry_proto::Message::Observe).await.ok()?;
+            let mut recv = ferry_link::Framed::new(LinkRecv::Quic(recv));
+            match recv.message(timeout).await.ok()? {
+                ferry_proto::Message::Observed { addr } => Some(addr),
+                _ => None,
+            }
+        };
+        tokio::time::timeout(timeout, ask).await.ok().flatten()
+    }
+
     /// Closes the hop (QUIC: a connection close; TCP: nothing is held open).
     pub(crate) fn close(&self) {
         if let Self::Quic(conn) = self {

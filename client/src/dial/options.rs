@@ -25,6 +25,11 @@ pub struct HopOptions {
     pub max_incoming_streams: u32,
     /// QUIC congestion controller (BBR unless told otherwise; see `ferry_link::congestion`).
     pub congestion: Congestion,
+    /// The UDP endpoint QUIC hops are dialled from (`None`: a fresh one per hop). A host
+    /// with direct sessions dials its relays from its direct socket, and a client dials
+    /// relays and hosts from one socket, so that the address a relay observes for them is
+    /// the one a punched direct path uses.
+    pub endpoint: Option<quinn::Endpoint>,
 }
 
 impl HopOptions {
@@ -37,6 +42,7 @@ impl HopOptions {
             stream_window: 1 << 20,
             max_incoming_streams: 1024,
             congestion: Congestion::default(),
+            endpoint: None,
         }
     }
 
@@ -49,6 +55,18 @@ impl HopOptions {
             stream_window: 1 << 20,
             max_incoming_streams: 0,
             congestion: Congestion::default(),
+            endpoint: None,
+        }
+    }
+
+    /// The endpoint to dial `target` from: the shared one when it has the target's address
+    /// family, else a fresh one.
+    pub(crate) fn endpoint_for(&self, target: std::net::SocketAddr) -> Result<quinn::Endpoint, ferry_link::LinkError> {
+        match &self.endpoint {
+            Some(shared) if shared.local_addr().is_ok_and(|local| local.is_ipv4() == target.is_ipv4()) => {
+                Ok(shared.clone())
+            }
+            _ => ferry_link::udp::client_endpoint(target),
         }
     }
 

@@ -21,7 +21,7 @@ pub async fn connect(relay: &RelayAddr, options: &HopOptions) -> Result<quinn::C
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     config.transport_config(Arc::new(options.transport().build().map_err(unreachable)?));
 
-    let endpoint = ferry_link::udp::client_endpoint(target).map_err(unreachable)?;
+    let endpoint = options.endpoint_for(target).map_err(unreachable)?;
     let connecting = endpoint
         .connect_with(config, target, ferry_link::resolve::server_name(&relay.addr))
         .map_err(|e| unreachable(LinkError::Connect(Box::new(e))))?;

@@ -19,7 +19,14 @@ pub const QUIC_HEAD_START: Duration = Duration::from_millis(250);
 
 /// QUIC with a head start, then QUIC and TCP together; the first to succeed wins.
 pub(crate) async fn race(relay: &RelayAddr, options: &HopOptions) -> Result<RelayHop, Error> {
-    let quic = quic::connect(relay, options);
+    race_these(quic::connect(relay, options), TcpDialer::connect(relay, options)).await
+}
+
+/// [`race`] over any pair of QUIC and TCP attempts (a relay's, or a host's direct port's).
+pub(crate) async fn race_these(
+    quic: impl Future<Output = Result<quinn::Connection, Error>>,
+    tcp: impl Future<Output = Result<TcpDialer, Error>>,
+) -> Result<RelayHop, Error> {
     tokio::pin!(quic);
     let mut quic_error = None;
     tokio::select! {
@@ -30,7 +37,6 @@ pub(crate) async fn race(relay: &RelayAddr, options: &HopOptions) -> Result<Rela
         },
         _ = tokio::time::sleep(QUIC_HEAD_START) => {}
     }
-    let tcp = TcpDialer::connect(relay, options);
     tokio::pin!(tcp);
     let both = |quic: Error, tcp: Error| Error::NoTransportAnswered { quic: Box::new(quic), tcp: Box::new(tcp) };
     if let Some(quic_error) = quic_error {

@@ -1,5 +1,6 @@
 //! The TLS-over-TCP way to open a hop, for networks that block UDP: each stream is a
 //! TLS connection of its own (rustls resumes sessions, so later handshakes are cheaper).
+//! The same dialer reaches a host's direct port, with the direct path's TLS settings.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -13,13 +14,30 @@ use tokio_rustls::TlsConnector;
 
 use super::HopOptions;
 use crate::Error;
-use crate::verify::{Rejection, client_tls_explained};
+use crate::verify::{Rejection, client_tls_explained, direct_tls};
 
 pub(crate) type ClientTls = tokio_rustls::client::TlsStream<TcpStream>;
 
-/// Opens TLS-over-TCP connections to one relay.
+/// Who a [`TcpDialer`] dials, for its errors.
+pub(crate) enum Peer {
+    /// A relay of the ticket (its certificate refusals are explained).
+    Relay(RelayAddr),
+    /// A host's direct port.
+    Host(String),
+}
+
+impl Peer {
+    fn unreachable(&self, source: LinkError) -> Error {
+        match self {
+            Self::Relay(relay) => Error::RelayUnreachable { addr: relay.addr.clone(), source },
+            Self::Host(addr) => Error::HostUnreachable { addr: addr.clone(), source },
+        }
+    }
+}
+
+/// Opens TLS-over-TCP connections to one relay (or one host's direct port).
 pub(crate) struct TcpDialer {
-    relay: RelayAddr,
+    peer: Peer,
     target: SocketAddr,
     name: ServerName<'static>,
     connector: TlsConnector,
@@ -32,14 +50,31 @@ pub(crate) struct TcpDialer {
 impl TcpDialer {
     /// Resolves the relay and opens a first connection (kept for the first stream).
     pub(crate) async fn connect(relay: &RelayAddr, options: &HopOptions) -> Result<Self, Error> {
-        let unreachable = |source: LinkError| Error::RelayUnreachable { addr: relay.addr.clone(), source };
-        let target = ferry_link::resolve(&relay.addr).await.map_err(unreachable)?;
-        let name = ServerName::try_from(ferry_link::resolve::server_name(&relay.addr).to_owned())
-            .map_err(|e| unreachable(LinkError::ServerName(e)))?;
+        let peer = Peer::Relay(relay.clone());
         let (tls, rejection) =
-            client_tls_explained(relay.trust).map_err(|e| unreachable(LinkError::TlsConfig(Box::new(e))))?;
+            client_tls_explained(relay.trust).map_err(|e| peer.unreachable(LinkError::TlsConfig(Box::new(e))))?;
+        Self::connect_with(peer, &relay.addr, tls, rejection, options).await
+    }
+
+    /// Resolves a host's direct address and opens a first connection to it.
+    pub(crate) async fn connect_direct(addr: &str, options: &HopOptions) -> Result<Self, Error> {
+        let peer = Peer::Host(addr.to_owned());
+        let tls = direct_tls().map_err(|e| peer.unreachable(LinkError::TlsConfig(Box::new(e))))?;
+        Self::connect_with(peer, addr, tls, Rejection::default(), options).await
+    }
+
+    async fn connect_with(
+        peer: Peer,
+        addr: &str,
+        tls: rustls::ClientConfig,
+        rejection: Rejection,
+        options: &HopOptions,
+    ) -> Result<Self, Error> {
+        let target = ferry_link::resolve(addr).await.map_err(|e| peer.unreachable(e))?;
+        let name = ServerName::try_from(ferry_link::resolve::server_name(addr).to_owned())
+            .map_err(|e| peer.unreachable(LinkError::ServerName(e)))?;
         let dialer = Self {
-            relay: relay.clone(),
+            peer,
             target,
             name,
             connector: TlsConnector::from(Arc::new(tls)),
@@ -62,12 +97,16 @@ impl TcpDialer {
     }
 
     async fn dial(&self) -> Result<ClientTls, Error> {
-        let unreachable = |source: LinkError| Error::RelayUnreachable { addr: self.relay.addr.clone(), source };
+        let unreachable = |source: LinkError| self.peer.unreachable(source);
         let attempt = async {
             let tcp = TcpStream::connect(self.target).await.map_err(|e| unreachable(LinkError::Tcp(e)))?;
             tcp.set_nodelay(true)?;
             self.connector.connect(self.name.clone(), tcp).await.map_err(|e| {
-                self.rejection.error(&self.relay).unwrap_or_else(|| unreachable(LinkError::TlsHandshake(e)))
+                let explained = match &self.peer {
+                    Peer::Relay(relay) => self.rejection.error(relay),
+                    Peer::Host(_) => None,
+                };
+                explained.unwrap_or_else(|| unreachable(LinkError::TlsHandshake(e)))
             })
         };
         tokio::time::timeout(self.timeout, attempt).await.map_err(|_| unreachable(LinkError::TcpTimeout))?

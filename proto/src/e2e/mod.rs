@@ -2,11 +2,13 @@
 //!
 //! - [`handshake`]: Noise `IKpsk2` (the client knows the host key and the ticket secret),
 //!   carrying the service the client asks for and the host's yes or no.
+//! - [`direct`]: the tag in front of a client's first message on the direct path.
 //! - [`record`]: the framed, authenticated record stream that follows it.
 //!
 //! Handshake messages and records share one framing: a 2-byte big-endian length then that
 //! many bytes. See `docs/protocol.md` for the sequence.
 
+pub mod direct;
 pub mod handshake;
 pub mod record;
 
