@@ -141,6 +141,12 @@ pub enum Error {
         #[source]
         source: ferry_proto::Error,
     },
+    /// A host's service name that starts with `.`: those are ferry's own.
+    #[error("service `{name}`: names starting with `.` are reserved for ferry's own use; pick another")]
+    ReservedService {
+        /// The name as given.
+        name: String,
+    },
     /// A host's service address that is not `host:port`.
     #[error("service `{name}`: `{addr}` is not a `host:port` address")]
     InvalidServiceAddress {

@@ -31,11 +31,21 @@ impl Services {
         Self { by_name, default: Self::DEFAULT_NAME.to_owned() }
     }
 
+    /// Checks a name a host's service may have: one a ticket can carry, and not starting
+    /// with `.` (those are ferry's own, such as the hole-punching exchange's).
+    pub fn check_name(name: &str) -> Result<(), Error> {
+        check_service_name(name).map_err(|source| Error::InvalidService { name: name.to_owned(), source })?;
+        if name.starts_with('.') {
+            return Err(Error::ReservedService { name: name.to_owned() });
+        }
+        Ok(())
+    }
+
     /// Several services and the default one (`None`: the one named
     /// [`Services::DEFAULT_NAME`] if there is one, else the only service).
     pub fn new(by_name: BTreeMap<String, String>, default: Option<&str>) -> Result<Self, Error> {
         for (name, addr) in &by_name {
-            check_service_name(name).map_err(|source| Error::InvalidService { name: name.clone(), source })?;
+            Self::check_name(name)?;
             check_address(addr).map_err(|source| Error::InvalidServiceAddress {
                 name: name.clone(),
                 addr: addr.clone(),
@@ -125,6 +135,8 @@ mod tests {
     fn names_and_addresses_are_checked() {
         let err = Services::new(map(&[("we b", "127.0.0.1:1")]), None).unwrap_err();
         assert!(matches!(err, Error::InvalidService { .. }), "{err}");
+        let err = Services::new(map(&[(".punch", "127.0.0.1:1")]), None).unwrap_err();
+        assert!(matches!(err, Error::ReservedService { .. }), "{err}");
         let err = Services::new(map(&[("web", "127.0.0.1")]), None).unwrap_err();
         assert!(err.report().contains("no port"), "{}", err.report());
     }

@@ -30,7 +30,7 @@ pub fn service(text: &str) -> Result<(String, String), String> {
         return Err("write it as NAME=ADDR, as in web=127.0.0.1:8096".into());
     };
     let name = name.trim();
-    ferry_proto::ticket::check_service_name(name).map_err(|e| e.to_string())?;
+    ferry_client::Services::check_name(name).map_err(|e| e.report())?;
     Ok((name.to_owned(), address(addr)?))
 }
 
@@ -111,6 +111,7 @@ mod tests {
         assert_eq!(service("web=127.0.0.1:8096").unwrap(), ("web".to_owned(), "127.0.0.1:8096".to_owned()));
         assert!(service("127.0.0.1:8096").unwrap_err().contains("NAME=ADDR"));
         assert!(service("we b=127.0.0.1:1").unwrap_err().contains("service name"));
+        assert!(service(".punch=127.0.0.1:1").unwrap_err().contains("reserved"));
         assert!(service("web=8096").unwrap_err().contains("port alone"));
     }
 

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 use ferry_client::{DirectConfig, HostConfig, HostIdentity, Services, Transport};
-use ferry_proto::ticket::{check_address, check_service_name};
+use ferry_proto::ticket::check_address;
 use ferry_proto::{PublicKey, RelayAddr, RelayTrust, Ticket};
 use serde::Deserialize;
 use toml::Spanned;
@@ -166,7 +166,7 @@ pub fn parse(text: &str, base: &Path) -> Result<FileSettings> {
     let mut services = BTreeMap::new();
     for (name, addr) in &file.services {
         let key = format!("services.{name}");
-        check_service_name(name).map_err(|e| at(&key, addr.span(), e.to_string()))?;
+        Services::check_name(name).map_err(|e| at(&key, addr.span(), e.report()))?;
         let value = addr.get_ref().trim();
         check_address(value).map_err(|e| at(&key, addr.span(), e.to_string()))?;
         services.insert(name.clone(), value.to_owned());
@@ -414,7 +414,7 @@ impl Setup {
             }
         }
         if let Some(name) = &service {
-            check_service_name(name).with_context(|| format!("--service {name}"))?;
+            Services::check_name(name).with_context(|| format!("--service {name}"))?;
         }
         if self.relay_off && self.advertise.is_empty() {
             bail!(
@@ -523,6 +523,8 @@ mod tests {
         assert!(err.contains("line 3") && err.contains("forwrd"), "{err}");
         let err = error("[services]\n\"we b\" = \"127.0.0.1:1\"\n");
         assert!(err.starts_with("`services.we b` (line 2):") && err.contains("service name"), "{err}");
+        let err = error("[services]\n\".punch\" = \"127.0.0.1:1\"\n");
+        assert!(err.starts_with("`services..punch` (line 2):") && err.contains("reserved"), "{err}");
     }
 
     #[test]
