@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use cli::args;
+use cli::{args, host_file};
 use ferry::local::{LocalStack, echo_service, pattern_digest, send_and_digest};
 use ferry_client::identity::{default_dir, load_or_create_client_key};
 use ferry_client::{Client, HopOptions, Host, HostConfig, HostIdentity, Transport};
@@ -51,6 +51,7 @@ enum LogFormat {
 }
 
 #[derive(Subcommand, Debug)]
+#[expect(clippy::large_enum_variant, reason = "parsed once per run; boxing would only add noise")]
 enum Command {
     /// Run the host side: identity, tickets, serving.
     #[command(subcommand)]
@@ -134,13 +135,32 @@ enum HostCommand {
         #[command(flatten)]
         key: HostKey,
     },
-    /// Print a ticket that lets a client reach this host through the given relays.
+    /// Print a ticket that lets a client reach this host, through its relays or directly.
     ///
-    /// The ticket holds the host id, a secret and each relay's address and pin. Anyone
-    /// holding it can open sessions: share it like a password.
+    /// The ticket holds the host id, a secret, each relay's address and pin, the addresses
+    /// given with --advertise and the service it is for. Anyone holding it can open
+    /// sessions: share it like a password. With --config, relays, advertised addresses and
+    /// the list of services come from the host's config file (flags given here win).
     Ticket {
+        /// The host's config file (as for `host run`): relays, `[direct] advertise`, and
+        /// the services --service is checked against.
+        #[arg(long)]
+        config: Option<PathBuf>,
         #[command(flatten)]
         relays: Relays,
+        /// A ticket with no relay: direct addresses only (--advertise, or the config
+        /// file's), for a host that runs with relaying off.
+        #[arg(long, conflicts_with = "relays")]
+        no_relay: bool,
+        /// An address where clients can reach the host directly (`ip:port` or
+        /// `name:port`, e.g. a port forwarded to its --direct-listen), tried before any
+        /// relay; repeatable.
+        #[arg(long = "advertise", value_parser = args::address)]
+        advertise: Vec<String>,
+        /// The host's service this ticket reaches (default: the host's default service).
+        /// Checked against the config file's services when --config is given.
+        #[arg(long)]
+        service: Option<String>,
         #[command(flatten)]
         key: HostKey,
         /// Also print the ticket as a QR code (for phones; black on white, so it scans on
@@ -149,12 +169,48 @@ enum HostCommand {
         qr: bool,
     },
     /// Stay registered at the relays and forward each session to a local service.
+    ///
+    /// Settings come from flags, from a config file (--config; every key is shown in
+    /// deploy/host.toml), or both: a flag replaces the file's value for its key, and a list
+    /// flag (--relay/--pin, --service/--forward, --allow/--allow-file, --advertise) the
+    /// file's whole list.
     Run {
+        /// The host's config file (TOML; `ferry host check-config --config FILE` checks it).
+        #[arg(long)]
+        config: Option<PathBuf>,
         #[command(flatten)]
         relays: Relays,
-        /// The local service to forward sessions to (`name:port`, e.g. 127.0.0.1:8096).
+        /// The local service to forward sessions to (`name:port`, e.g. 127.0.0.1:8096): the
+        /// service named `default`, which tickets without a service name reach.
         #[arg(long, value_parser = args::address)]
-        forward: String,
+        forward: Option<String>,
+        /// A named service, `NAME=ADDR` (e.g. `ssh=127.0.0.1:22`), repeatable; a ticket made
+        /// with `ferry host ticket --service NAME` reaches it. The client names the service
+        /// inside the end-to-end handshake, so the relay never learns it.
+        #[arg(long = "service", value_parser = args::service)]
+        services: Vec<(String, String)>,
+        /// The service tickets without a service name reach (default: the one --forward
+        /// sets, or the only one).
+        #[arg(long)]
+        default_service: Option<String>,
+        /// Relaying off: contact no relay at all; clients reach the host only directly
+        /// (needs --direct-listen, and tickets made with --no-relay --advertise ADDR).
+        #[arg(long, conflicts_with = "relays")]
+        no_relay: bool,
+        /// Accept sessions directly, without a relay, on this UDP address (QUIC), e.g.
+        /// 0.0.0.0:4433.
+        #[arg(long)]
+        direct_listen: Option<SocketAddr>,
+        /// Also accept direct sessions over TLS on TCP, on the --direct-listen port (for
+        /// clients whose UDP is blocked).
+        // Not `requires = "direct_listen"`: the config file may give the listener.
+        #[arg(long)]
+        direct_tcp: bool,
+        /// An address clients can reach the host at directly (e.g. a port forwarded on the
+        /// router to --direct-listen); repeatable. Put it in tickets with `host ticket
+        /// --advertise`.
+        #[arg(long = "advertise", value_parser = args::address)]
+        advertise: Vec<String>,
         /// Only clients with this public key may connect (repeatable; default: anyone
         /// holding the ticket). A client prints its key with `ferry key FILE`; the host
         /// logs the key of each client it refuses.
@@ -166,11 +222,19 @@ enum HostCommand {
         /// Registration token, for relays that require one.
         #[arg(long, env = "FERRY_TOKEN")]
         token: Option<String>,
-        /// Hop to the relays: quic, tcp or auto.
-        #[arg(long, default_value = "auto")]
-        transport: Transport,
+        /// Hop to the relays: quic, tcp or auto (the default).
+        #[arg(long)]
+        transport: Option<Transport>,
         #[command(flatten)]
         key: HostKey,
+    },
+    /// Check a host config file without starting anything: every key known and well-formed,
+    /// the key file readable, service addresses and allow-listed keys parsed, relays or a
+    /// direct listener present; prints a summary, or the key, line and fix of the problem.
+    CheckConfig {
+        /// The host's config file.
+        #[arg(long)]
+        config: PathBuf,
     },
 }
 
@@ -218,13 +282,13 @@ impl ClientKey {
 #[derive(Args, Debug)]
 struct Relays {
     /// Relay address (`name:port`, e.g. relay.example.org:4433), repeatable; pairs with
-    /// --pin in order.
-    #[arg(long = "relay", required = true, value_parser = args::address)]
+    /// --pin in order. Needed unless the config file lists relays or relaying is off.
+    #[arg(long = "relay", value_parser = args::address)]
     relays: Vec<String>,
     /// The relay's certificate pin (`sha256:…`: the relay prints it at start, and
     /// `ferry-cert pin cert.pem` prints it again), or `webpki` for a publicly trusted
     /// certificate; one per --relay.
-    #[arg(long = "pin", required = true)]
+    #[arg(long = "pin")]
     pins: Vec<RelayTrust>,
 }
 
@@ -273,39 +337,69 @@ async fn run(command: Command) -> Result<()> {
             println!("{}", identity.key.public());
         }
         Command::Host(HostCommand::Id { key }) => println!("{}", key.load()?.key.public()),
-        Command::Host(HostCommand::Ticket { relays, key, qr }) => {
-            let identity = key.load()?;
-            let ticket = Ticket::new(identity.key.public(), identity.secret, relays.list()?);
+        Command::Host(HostCommand::Ticket { config, relays, no_relay, advertise, service, key, qr }) => {
+            let file = config.as_deref().map(host_file::load).transpose()?;
+            let flags =
+                host_file::Flags { key: key.path, relays: relays.list()?, no_relay, advertise, ..Default::default() };
+            let setup = host_file::combine(file, flags)?;
+            let ticket = setup.ticket(&setup.identity()?, service)?;
             let text = ticket.encode()?;
             println!("{text}");
             if qr {
                 print!("{}", cli::qr::render(&text)?);
             }
         }
-        Command::Host(HostCommand::Run { relays, forward, mut allow, allow_file, token, transport, key }) => {
-            if let Some(token) = &token {
-                if token.is_empty() || token.len() > 255 {
-                    bail!("--token is {} bytes; a registration token has 1 to 255", token.len());
+        Command::Host(HostCommand::CheckConfig { config }) => println!("{}", host_file::check(&config)?),
+        Command::Host(HostCommand::Run {
+            config,
+            relays,
+            forward,
+            services,
+            default_service,
+            no_relay,
+            direct_listen,
+            direct_tcp,
+            advertise,
+            allow,
+            allow_file,
+            token,
+            transport,
+            key,
+        }) => {
+            let file = config.as_deref().map(host_file::load).transpose()?;
+            let flags = host_file::Flags {
+                key: key.path,
+                relays: relays.list()?,
+                no_relay,
+                token,
+                transport,
+                forward,
+                services,
+                default_service,
+                allow,
+                allow_files: allow_file,
+                direct_listen,
+                direct_tcp,
+                advertise,
+            };
+            let config = host_file::combine(file, flags)?.host_config()?;
+            // A name that does not resolve is a typo to report now, not at the first session.
+            for (name, addr) in config.services.iter() {
+                let what = if name == ferry_client::Services::DEFAULT_NAME {
+                    format!("--forward {addr}")
+                } else {
+                    format!("service {name} ({addr})")
+                };
+                let resolved = tokio::time::timeout(Duration::from_secs(10), tokio::net::lookup_host(addr))
+                    .await
+                    .map(|found| found.map(|mut addrs| addrs.next().is_some()));
+                match resolved {
+                    Ok(Ok(true)) => {}
+                    Ok(Ok(false)) => bail!("{what}: the name resolves to no address"),
+                    Ok(Err(e)) => bail!("{what}: cannot resolve the name ({e})"),
+                    Err(_) => bail!("{what}: resolving the name took over 10 s"),
                 }
             }
-            // A name that does not resolve is a typo to report now, not at the first session.
-            let resolved = tokio::time::timeout(Duration::from_secs(10), tokio::net::lookup_host(forward.as_str()))
-                .await
-                .map(|found| found.map(|mut addrs| addrs.next().is_some()));
-            match resolved {
-                Ok(Ok(true)) => {}
-                Ok(Ok(false)) => bail!("--forward {forward}: the name resolves to no address"),
-                Ok(Err(e)) => bail!("--forward {forward}: cannot resolve the name ({e})"),
-                Err(_) => bail!("--forward {forward}: resolving the name took over 10 s"),
-            }
-            for file in &allow_file {
-                allow.extend(args::read_allow_file(file)?);
-            }
-            let restricted = !allow.is_empty() || !allow_file.is_empty();
-            let mut config = HostConfig::new(key.load()?, relays.list()?, forward);
-            config.transport = transport;
-            config.allow = restricted.then_some(allow);
-            config.token = token;
             host_run(config).await?;
         }
         Command::Connect { ticket, listen, key, transport } => {
@@ -430,8 +524,29 @@ async fn reach_relay(client: &Client) -> Result<bool> {
 async fn host_run(config: HostConfig) -> Result<()> {
     let relays: Vec<String> = config.relays.iter().map(|r| r.addr.clone()).collect();
     eprintln!("host id {}", config.identity.key.public());
-    eprintln!("forwarding sessions to {}", config.forward);
+    match config.services.get(Some(ferry_client::Services::DEFAULT_NAME)) {
+        Some(addr) if config.services.iter().count() == 1 => eprintln!("forwarding sessions to {addr}"),
+        _ => {
+            for (name, addr) in config.services.iter() {
+                let default = if name == config.services.default_name() { " (the default)" } else { "" };
+                eprintln!("service {name}{default}: forwarding sessions to {addr}");
+            }
+        }
+    }
+    let relay_off = config.relays.is_empty();
     let host = Host::spawn(config);
+    match host.direct_addr() {
+        // The bound address (a port 0 in --direct-listen becomes the real one).
+        Some(addr) if relay_off => eprintln!("relaying is off: no relay is contacted; direct sessions on {addr}"),
+        Some(addr) => eprintln!("direct sessions on {addr}"),
+        None if relay_off => {
+            host.shutdown().await;
+            bail!(
+                "relaying is off and the direct listener could not be opened (the log says why), so no client could reach this host"
+            );
+        }
+        None => {}
+    }
     let mut status = host.status();
     let mut was = status.borrow().registered.clone();
     let mut replaced = status.borrow().replaced;

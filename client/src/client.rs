@@ -407,7 +407,8 @@ impl Client {
     async fn open_on(&self, hop: &RelayHop) -> Result<Opened, Error> {
         let stream = hop.open_stream().await?;
         let mut send = stream.send;
-        let (handshake, hello) = ClientHandshake::start(&self.ticket.host, &self.ticket.secret, &self.key)?;
+        let (handshake, hello) =
+            ClientHandshake::start(&self.ticket.host, &self.ticket.secret, &self.key, self.ticket.service.as_deref())?;
         let (mut conversation, connect) = ClientConnect::start(self.ticket.host);
         // `Connect` and the first handshake message leave together: one round trip.
         let mut first = BytesMut::from(&connect.to_vec()?[..]);
@@ -429,7 +430,8 @@ impl Client {
     async fn open_direct(&self, hop: &RelayHop) -> Result<Session, Error> {
         let stream = hop.open_stream().await?;
         let mut send = stream.send;
-        let (handshake, hello) = ClientHandshake::start(&self.ticket.host, &self.ticket.secret, &self.key)?;
+        let (handshake, hello) =
+            ClientHandshake::start(&self.ticket.host, &self.ticket.secret, &self.key, self.ticket.service.as_deref())?;
         let mut first = BytesMut::new();
         put_frame(&mut first, &seal_direct_hello(&self.ticket.secret, &hello))?;
         send.write_chunks(&mut [first.freeze()]).await?;

@@ -122,6 +122,59 @@ pub enum Error {
     /// The host ended the session before it started, with a reason.
     #[error("the host refused the session: {0}")]
     HostRefused(&'static str),
+    /// The host has no service of the name the ticket asks for (its answer inside the
+    /// end-to-end handshake, which the relay cannot read).
+    #[error(
+        "the host has no {}; ask its owner for a ticket for one of its services",
+        service.as_deref().map_or_else(|| "default service".to_owned(), |name| format!("service `{name}`"))
+    )]
+    NoSuchService {
+        /// The service the ticket names (`None`: a ticket for the default service).
+        service: Option<String>,
+    },
+    /// A host's service name that a ticket could not carry.
+    #[error("service `{name}`: not a valid service name")]
+    InvalidService {
+        /// The name as given.
+        name: String,
+        /// What is wrong with it.
+        #[source]
+        source: ferry_proto::Error,
+    },
+    /// A host's service name that starts with `.`: those are ferry's own.
+    #[error("service `{name}`: names starting with `.` are reserved for ferry's own use; pick another")]
+    ReservedService {
+        /// The name as given.
+        name: String,
+    },
+    /// A host's service address that is not `host:port`.
+    #[error("service `{name}`: `{addr}` is not a `host:port` address")]
+    InvalidServiceAddress {
+        /// The service.
+        name: String,
+        /// The address as given.
+        addr: String,
+        /// What is wrong with it.
+        #[source]
+        source: ferry_proto::Error,
+    },
+    /// Several services and none named the default.
+    #[error("several services ({services}) and no default one: name the one a ticket without a service reaches")]
+    NoDefaultService {
+        /// The services, comma-separated.
+        services: String,
+    },
+    /// The default service named is not one of the host's services.
+    #[error("the default service `{name}` is not one of the host's services ({services})")]
+    UnknownDefaultService {
+        /// The name given as the default.
+        name: String,
+        /// The services, comma-separated.
+        services: String,
+    },
+    /// A host with no service to forward sessions to.
+    #[error("the host has no service to forward sessions to")]
+    NoServices,
     /// The session or the relay connection ended abnormally, for a reason ferry can name.
     #[error("the session was cut: {0}")]
     Cut(&'static str),
@@ -208,7 +261,7 @@ pub enum Error {
     },
     /// A wire-format or handshake error (its text says which).
     #[error(transparent)]
-    Proto(#[from] ferry_proto::Error),
+    Proto(ferry_proto::Error),
     /// An I/O error on a local socket or file.
     #[error(transparent)]
     Io(#[from] io::Error),

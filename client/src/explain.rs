@@ -5,7 +5,8 @@
 //! side went away", `ferry_proto::codes::from_peer`), so the client can say *why* a session
 //! ended; TLS hops carry no codes and read as "cut". A relay
 //! that refuses a connection before any message (too many attempts from this address, no
-//! room) closes it with a code that reads as the refusal it stands for.
+//! room) closes it with a code that reads as the refusal it stands for. A host's refusal
+//! inside the end-to-end handshake (no such service) becomes [`Error::NoSuchService`].
 
 use ferry_link::{FramedError, LinkError};
 use ferry_proto::RefuseReason;
@@ -15,6 +16,17 @@ use ferry_proto::codes::{
 };
 
 use crate::Error;
+
+impl From<ferry_proto::Error> for Error {
+    fn from(e: ferry_proto::Error) -> Self {
+        match e {
+            // The host's answer in the handshake: said in the client's terms, so callers can
+            // tell it from a broken peer without looking into the wire layer's error.
+            ferry_proto::Error::NoSuchService { service } => Error::NoSuchService { service },
+            other => Error::Proto(other),
+        }
+    }
+}
 
 impl From<LinkError> for Error {
     fn from(e: LinkError) -> Self {
@@ -66,6 +78,14 @@ fn reset_error(code: u64) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_service_reads_as_the_client_s_error() {
+        let e = Error::from(ferry_proto::Error::NoSuchService { service: Some("ssh".into()) });
+        assert!(matches!(&e, Error::NoSuchService { service: Some(s) } if s == "ssh"), "{e:?}");
+        assert_eq!(e.to_string(), "the host has no service `ssh`; ask its owner for a ticket for one of its services");
+        assert!(matches!(Error::from(ferry_proto::Error::HostRejected), Error::Proto(_)));
+    }
 
     #[test]
     fn a_refusing_close_reads_as_the_refusal() {

@@ -3,8 +3,10 @@
 //! One task per relay keeps a registration alive: connect, prove the host key (Noise `XN`
 //! bound to the hop), then accept the streams the relay opens, one per session. When the
 //! relay goes away the task reconnects with jittered exponential backoff. Each session
-//! runs the host side of the end-to-end handshake, checks the allow-list, connects to the
-//! local service and bridges.
+//! runs the host side of the end-to-end handshake, checks the allow-list, looks up the
+//! service the client named inside the handshake ([`Services`]), connects to it and
+//! bridges. A client asking for a service the host does not have is told so inside the
+//! handshake, and the host logs it in its own log.
 //!
 //! Every task belongs to the [`Host`] handle: [`Host::shutdown`] ends them and waits, and
 //! dropping the handle ends them too (a drop guard over their cancellation token), so a
@@ -17,9 +19,9 @@ use bytes::BytesMut;
 use ferry_link::{Framed, LinkSend};
 use ferry_proto::codes::{CLOSE_REPLACED, RESET_HANDSHAKE_FAILED, RESET_NOT_ALLOWED, RESET_SERVICE_UNREACHABLE};
 use ferry_proto::connect;
-use ferry_proto::e2e::HostHandshake;
 use ferry_proto::e2e::handshake::MAX_HANDSHAKE_LEN;
-use ferry_proto::e2e::record::put_frame;
+use ferry_proto::e2e::record::{RecordKind, put_frame};
+use ferry_proto::e2e::{HostHandshake, Refusal};
 use ferry_proto::message::RegistrationToken;
 use ferry_proto::registration::{HostEvent, HostRegistration};
 use ferry_proto::{PublicKey, RelayAddr};
@@ -32,7 +34,7 @@ use tracing::{debug, warn};
 use crate::backoff::Backoff;
 use crate::dial::{self, HopOptions, HopStream, RelayHop, Transport};
 use crate::direct::listen::DirectPort;
-use crate::{DirectConfig, Error, HostIdentity, Session};
+use crate::{DirectConfig, Error, HostIdentity, Services, Session};
 
 /// What a host needs to serve.
 #[derive(Clone, Debug)]
@@ -43,8 +45,8 @@ pub struct HostConfig {
     pub relays: Vec<RelayAddr>,
     /// Accept sessions without a relay (`None`: only through relays).
     pub direct: Option<DirectConfig>,
-    /// The local service each session is forwarded to (`host:port`).
-    pub forward: String,
+    /// The local services sessions are forwarded to, by the name the client asks for.
+    pub services: Services,
     /// Hop tuning.
     pub options: HopOptions,
     /// QUIC, TLS over TCP, or automatic.
@@ -58,13 +60,14 @@ pub struct HostConfig {
 }
 
 impl HostConfig {
-    /// Defaults for everything but identity, relays and the forward target.
+    /// Defaults for everything but identity, relays and the forward target, which becomes
+    /// the one, default service ([`Services::single`]; set [`HostConfig::services`] for more).
     pub fn new(identity: HostIdentity, relays: Vec<RelayAddr>, forward: String) -> Self {
         Self {
             identity,
             relays,
             direct: None,
-            forward,
+            services: Services::single(forward),
             options: HopOptions::host(),
             transport: Transport::Auto,
             allow: None,
@@ -422,7 +425,8 @@ async fn serve_session(
 }
 
 /// One session once its first handshake message is read (through a relay or on the
-/// direct port): handshake, allow-list, local connection, bridge (until `cancel`).
+/// direct port): handshake, allow-list, service lookup, local connection, bridge (until
+/// `cancel`).
 pub(crate) async fn serve_hello(
     config: &HostConfig,
     mut send: LinkSend,
@@ -449,7 +453,16 @@ pub(crate) async fn serve_hello(
             return Err(Error::HostRefused("client key not on the allow-list"));
         }
     }
-    let local = match tokio::time::timeout(config.handshake_timeout, TcpStream::connect(&config.forward)).await {
+    let Some(forward) = config.services.get(handshake.service()) else {
+        // The host's own log (never the relay's), so its owner sees what clients ask for.
+        warn!(
+            "refused a session for service `{}`: this host has no such service (its services: {})",
+            handshake.service().unwrap_or(config.services.default_name()),
+            config.services.names()
+        );
+        return refuse(send, handshake, Refusal::NoSuchService).await;
+    };
+    let local = match tokio::time::timeout(config.handshake_timeout, TcpStream::connect(forward)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
             send.reset(RESET_SERVICE_UNREACHABLE);
@@ -468,4 +481,16 @@ pub(crate) async fn serve_hello(
     let (local_read, local_write) = local.into_split();
     Session { send, recv, sealer, opener, path: None }.bridge(local_read, local_write, cancel).await?;
     Ok(())
+}
+
+/// Turns a client away inside the handshake: the refusal, then a sealed `Fin` and a clean
+/// finish, which is what a session whose service closes at once looks like to the relay.
+async fn refuse(mut send: LinkSend, handshake: HostHandshake, why: Refusal) -> Result<(), Error> {
+    let (answer, mut sealer, _) = handshake.refuse(why)?;
+    let mut out = BytesMut::new();
+    put_frame(&mut out, &answer)?;
+    sealer.seal(RecordKind::Fin, &[], &mut out)?;
+    send.write_chunk(out.freeze()).await?;
+    send.finish().await?;
+    Err(Error::HostRefused("the client asked for a service this host does not have"))
 }

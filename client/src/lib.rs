@@ -14,6 +14,7 @@
 //! - `verify`: certificate checks by pin or public roots.
 //! - [`direct`]: the direct path (sessions without a relay): [`DirectConfig`].
 //! - [`host`]: [`Host`] — registration, reconnect with backoff, session forwarding.
+//! - [`services`]: [`Services`] — a host's named services and its default one.
 //! - [`client`]: [`Client`] — relay selection and session opening.
 //! - [`serve`]: [`Client::serve`] — a local listener whose connections become sessions
 //!   (what `ferry connect` runs).
@@ -31,6 +32,7 @@ mod explain;
 pub mod host;
 pub mod identity;
 pub mod serve;
+pub mod services;
 pub mod session;
 mod verify;
 
@@ -40,4 +42,5 @@ pub use direct::DirectConfig;
 pub use error::Error;
 pub use host::{Host, HostConfig, HostStatus};
 pub use identity::HostIdentity;
+pub use services::Services;
 pub use session::{Session, Transferred};

@@ -41,6 +41,24 @@ pub enum Error {
     /// The client's handshake did not verify against this host's key.
     #[error("the client's handshake does not match this host's key")]
     ClientRejected,
+    /// The client's first handshake message decrypted, but its payload is malformed.
+    #[error("the client's first handshake message is malformed: {0}")]
+    BadHello(&'static str),
+    /// The host has no service of the name the ticket asks for.
+    #[error(
+        "the host has no {}; ask its owner for a ticket for one of its services",
+        service.as_deref().map_or_else(|| "default service".to_owned(), |name| format!("service `{name}`"))
+    )]
+    NoSuchService {
+        /// The service the ticket names (`None`: a ticket for the default service).
+        service: Option<String>,
+    },
+    /// The host turned the session away with a reason this version does not know.
+    #[error("the host refused the session (reason {code}; a newer ferry may explain it)")]
+    HostRefusedCode {
+        /// The refusal byte of the host's answer.
+        code: u8,
+    },
     /// A registration proof did not verify.
     #[error("the registration proof is invalid: {0}")]
     BadProof(&'static str),

@@ -24,6 +24,16 @@ pub fn address(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
+/// `--service NAME=ADDR`: a service name as tickets carry it and a `name:port` address.
+pub fn service(text: &str) -> Result<(String, String), String> {
+    let Some((name, addr)) = text.split_once('=') else {
+        return Err("write it as NAME=ADDR, as in web=127.0.0.1:8096".into());
+    };
+    let name = name.trim();
+    ferry_client::Services::check_name(name).map_err(|e| e.report())?;
+    Ok((name.to_owned(), address(addr)?))
+}
+
 /// `--log`: a level for ferry's own lines, or a full `tracing` filter for whoever needs
 /// one (anything with `=`, such as `ferry_client=debug,quinn=info`). Returns the filter.
 pub fn log_filter(text: &str) -> Result<String, String> {
@@ -94,6 +104,15 @@ mod tests {
         assert_eq!(address(" relay.example.org:4433 ").unwrap(), "relay.example.org:4433");
         assert!(address("127.0.0.1").unwrap_err().contains("no port"));
         assert!(address("8000").unwrap_err().contains("127.0.0.1:8000"));
+    }
+
+    #[test]
+    fn a_service_is_a_name_and_an_address() {
+        assert_eq!(service("web=127.0.0.1:8096").unwrap(), ("web".to_owned(), "127.0.0.1:8096".to_owned()));
+        assert!(service("127.0.0.1:8096").unwrap_err().contains("NAME=ADDR"));
+        assert!(service("we b=127.0.0.1:1").unwrap_err().contains("service name"));
+        assert!(service(".punch=127.0.0.1:1").unwrap_err().contains("reserved"));
+        assert!(service("web=8096").unwrap_err().contains("port alone"));
     }
 
     #[test]

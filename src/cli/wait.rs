@@ -81,7 +81,11 @@ pub async fn wait(target: Target, limit: Duration) -> Result<()> {
 }
 
 /// Failures that waiting cannot cure: the relay's certificate is refused, or the ticket
-/// does not belong to the host that answers.
+/// does not belong to the host that answers, or names a service the host does not have.
 fn gives_up(e: &ferry_client::Error) -> bool {
-    e.is_relay_certificate_problem() || matches!(e, ferry_client::Error::Proto(ferry_proto::Error::HostRejected))
+    e.is_relay_certificate_problem()
+        || matches!(
+            e,
+            ferry_client::Error::Proto(ferry_proto::Error::HostRejected) | ferry_client::Error::NoSuchService { .. }
+        )
 }

@@ -1,6 +1,7 @@
 //! The end-to-end layer between a client and a host, which the relay cannot read.
 //!
-//! - [`handshake`]: Noise `IKpsk2` (the client knows the host key and the ticket secret).
+//! - [`handshake`]: Noise `IKpsk2` (the client knows the host key and the ticket secret),
+//!   carrying the service the client asks for and the host's yes or no.
 //! - [`direct`]: the tag in front of a client's first message on the direct path.
 //! - [`record`]: the framed, authenticated record stream that follows it.
 //!
@@ -11,5 +12,5 @@ pub mod direct;
 pub mod handshake;
 pub mod record;
 
-pub use handshake::{ClientHandshake, E2E_NOISE, HostHandshake};
+pub use handshake::{ClientHandshake, E2E_NOISE, HostHandshake, Refusal};
 pub use record::{MAX_RECORD_DATA, Opener, Record, Sealer};
