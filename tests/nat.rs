@@ -14,9 +14,9 @@ use anyhow::{Context, Result, ensure};
 use common::natlab::{HOST_PUBLIC_IP, Nat, NatLab, RELAY_IP};
 use common::process::RelayProcess;
 use ferry::local::{echo_service, pattern_digest};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use ferry_client::{Client, DirectConfig, HopOptions, Host, HostConfig, HostIdentity, Path};
 use ferry_proto::{RelayAddr, StaticKey, Ticket};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// What the client saw: the first session's path, the punch's outcome and its time, and
 /// the path of the sessions after it.
@@ -127,7 +127,10 @@ async fn echo(client: &Client, seed: u64, len: usize) -> Result<Option<Path>> {
         .await
         .context("the echo did not finish")??;
     bridge.await??;
-    ensure!(got == len && digest.as_ref() == pattern_digest(seed, len as u64), "the bytes came back altered ({got} of {len})");
+    ensure!(
+        got == len && digest.as_ref() == pattern_digest(seed, len as u64),
+        "the bytes came back altered ({got} of {len})"
+    );
     Ok(path)
 }
 

@@ -42,6 +42,7 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
 use crate::dial::{self, HopOptions, RelayHop, Transport};
+use crate::direct::punch::PUNCH_SERVICE;
 use crate::{Error, Session};
 
 /// How long a path has to carry a session before the next one is tried alongside it
@@ -55,6 +56,12 @@ const FAILED_PATH_BACKOFF: Duration = Duration::from_secs(30);
 /// (doubling after each).
 const RECHECK_ATTEMPTS: u32 = 6;
 const RECHECK_FIRST_PAUSE: Duration = Duration::from_secs(1);
+
+/// How long a punched dial waits for its handshake (it spans a few of QUIC's
+/// retransmissions, the ones the host's datagrams open the way for).
+const PUNCH_DIAL_TIMEOUT: Duration = Duration::from_secs(4);
+/// How long after a punch the next may be tried.
+pub const PUNCH_AGAIN_AFTER: Duration = Duration::from_secs(60);
 
 /// One way to the host.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -104,6 +111,8 @@ struct Paths {
     learned: Vec<String>,
     /// The transport that last worked, per path (for `Transport::Auto`).
     transports: HashMap<Path, Transport>,
+    /// When a punch was last tried.
+    punched_at: Option<Instant>,
 }
 
 /// Opens sessions to the host of one ticket.
@@ -378,13 +387,13 @@ impl Client {
         let (hop, relay) = self.hop(&path).await?;
         let opened = match &path {
             Path::Direct(_) => Opened::Session(self.open_direct(&hop).await?),
-            Path::Relay(_) => self.open_on(&hop).await?,
+            Path::Relay(_) => self.open_on(&hop, self.ticket.service.as_deref()).await?,
         };
         let session = match (opened, relay) {
             (Opened::Session(session), _) => session,
             (Opened::Redirected(node), Some(via)) => {
                 let hop = self.follow_redirect(&path, &via, node).await?;
-                match self.open_on(&hop).await? {
+                match self.open_on(&hop, self.ticket.service.as_deref()).await? {
                     Opened::Session(session) => session,
                     Opened::Redirected(_) => return Err(Error::Cut("the relay's fleet redirected the session twice")),
                 }
@@ -404,11 +413,10 @@ impl Client {
     }
 
     /// Opens a session on a relay `hop`: `Connect` and the handshake, or the relay's redirect.
-    async fn open_on(&self, hop: &RelayHop) -> Result<Opened, Error> {
+    async fn open_on(&self, hop: &RelayHop, service: Option<&str>) -> Result<Opened, Error> {
         let stream = hop.open_stream().await?;
         let mut send = stream.send;
-        let (handshake, hello) =
-            ClientHandshake::start(&self.ticket.host, &self.ticket.secret, &self.key, self.ticket.service.as_deref())?;
+        let (handshake, hello) = ClientHandshake::start(&self.ticket.host, &self.ticket.secret, &self.key, service)?;
         let (mut conversation, connect) = ClientConnect::start(self.ticket.host);
         // `Connect` and the first handshake message leave together: one round trip.
         let mut first = BytesMut::from(&connect.to_vec()?[..]);
@@ -439,6 +447,72 @@ impl Client {
         let answer = recv.frame(MAX_HANDSHAKE_LEN, self.handshake_timeout).await?;
         let (sealer, opener) = handshake.finish(&answer)?;
         Ok(Session { send, recv, sealer, opener, path: None })
+    }
+
+    /// Tries to punch a direct path to the host through NAT (`direct::punch`): asks the
+    /// relay of the last session which address it sees this client at, swaps candidates
+    /// with the host inside an end-to-end session through that relay, then dials every
+    /// host candidate over QUIC at once while the host sends towards ours. The first
+    /// connection that completes becomes a direct path, tried first by later sessions;
+    /// `Ok(None)` when nothing got through (a symmetric NAT, UDP blocked, a host without a
+    /// direct port) — the relay then simply stays the path.
+    pub async fn punch(&self) -> Result<Option<Path>, Error> {
+        self.paths().punched_at = Some(Instant::now());
+        let relay_hop = {
+            let paths = self.paths();
+            paths
+                .last_good
+                .iter()
+                .chain(paths.hops.keys())
+                .filter(|p| matches!(p, Path::Relay(_)))
+                .find_map(|p| paths.hops.get(p).filter(|h| h.hop.is_alive()).map(|h| h.hop.clone()))
+        };
+        let Some(hop) = relay_hop else { return Ok(None) };
+        // Punching is UDP's: a client whose relay hop is TCP has no UDP mapping to offer.
+        if hop.transport() != Transport::Quic {
+            return Ok(None);
+        }
+        let options = HopOptions { connect_timeout: PUNCH_DIAL_TIMEOUT, ..self.hop_options()? };
+        let bound = options.endpoint.as_ref().and_then(|e| e.local_addr().ok());
+        let Some(bound) = bound else { return Ok(None) };
+        let observed = hop.observe(Duration::from_secs(2)).await;
+        let ours = crate::direct::punch::candidates(bound, observed.as_slice());
+        let session = match self.open_on(&hop, Some(PUNCH_SERVICE)).await? {
+            Opened::Session(session) => session,
+            Opened::Redirected(_) => return Ok(None),
+        };
+        let theirs = crate::direct::punch::exchange(session, &ours).await?;
+        let mut dials: FuturesUnordered<_> = theirs
+            .into_iter()
+            .map(|addr| {
+                let options = &options;
+                async move { (addr, crate::direct::dial::quic(&addr.to_string(), options).await) }
+            })
+            .collect();
+        while let Some((addr, dialled)) = dials.next().await {
+            let Ok(conn) = dialled else { continue };
+            let path = Path::Direct(addr.to_string());
+            let mut paths = self.paths();
+            paths.hops.insert(path.clone(), PathHop { hop: Arc::new(RelayHop::Quic(conn)), relay: None });
+            paths.transports.insert(path.clone(), Transport::Quic);
+            if !paths.learned.contains(&addr.to_string()) {
+                paths.learned.insert(0, addr.to_string());
+            }
+            paths.last_good = Some(path.clone());
+            tracing::info!("punched a direct path to the host: later sessions go {path}");
+            return Ok(Some(path));
+        }
+        Ok(None)
+    }
+
+    /// Whether a punch is worth trying now: the last session went through a relay, no
+    /// direct path is open, and no punch was tried in the last [`PUNCH_AGAIN_AFTER`].
+    pub fn punch_due(&self) -> bool {
+        let paths = self.paths();
+        let via_relay = matches!(paths.last_good, Some(Path::Relay(_)));
+        let direct_open = paths.hops.iter().any(|(p, h)| matches!(p, Path::Direct(_)) && h.hop.is_alive());
+        let recently = paths.punched_at.is_some_and(|at| at.elapsed() < PUNCH_AGAIN_AFTER);
+        via_relay && !direct_open && !recently
     }
 
     /// Closes every connection.

@@ -34,6 +34,7 @@ use tracing::{debug, warn};
 use crate::backoff::Backoff;
 use crate::dial::{self, HopOptions, HopStream, RelayHop, Transport};
 use crate::direct::listen::DirectPort;
+use crate::direct::punch::{PUNCH_SERVICE, PunchContext};
 use crate::{DirectConfig, Error, HostIdentity, Services, Session};
 
 /// What a host needs to serve.
@@ -57,6 +58,8 @@ pub struct HostConfig {
     pub token: Option<String>,
     /// Longest wait for each step of a handshake.
     pub handshake_timeout: Duration,
+    /// What answering a hole punch needs (set by [`Host`] when it binds a direct port).
+    pub(crate) punch: Option<Arc<PunchContext>>,
 }
 
 impl HostConfig {
@@ -73,6 +76,7 @@ impl HostConfig {
             allow: None,
             token: None,
             handshake_timeout: Duration::from_secs(10),
+            punch: None,
         }
     }
 }
@@ -150,6 +154,12 @@ impl Host {
         };
         let (status_tx, status) = watch::channel(initial);
         let status_tx = Arc::new(status_tx);
+        if let (Some(direct), Some(bound)) = (&direct, direct_addr) {
+            match direct.punch.try_clone() {
+                Ok(socket) => config.punch = Some(Arc::new(PunchContext { socket, bound, status: status.clone() })),
+                Err(e) => warn!("no hole punching: cannot share the direct socket ({e})"),
+            }
+        }
         let config = Arc::new(config);
         for index in 0..config.relays.len() {
             tracker.spawn(stay_registered(config.clone(), index, status_tx.clone(), cancel.clone(), tracker.clone()));
@@ -452,6 +462,18 @@ pub(crate) async fn serve_hello(
             send.reset(RESET_NOT_ALLOWED);
             return Err(Error::HostRefused("client key not on the allow-list"));
         }
+    }
+    if handshake.service() == Some(PUNCH_SERVICE) {
+        // A client asking to punch a direct path: only a host with a direct port can.
+        let Some(punch) = config.punch.clone() else {
+            return refuse(send, handshake, Refusal::NoSuchService).await;
+        };
+        let (answer, sealer, opener) = handshake.accept()?;
+        let mut out = BytesMut::new();
+        put_frame(&mut out, &answer)?;
+        send.write_chunk(out.freeze()).await?;
+        let session = Session { send, recv, sealer, opener, path: None };
+        return crate::direct::punch::host_side(&punch, session).await;
     }
     let Some(forward) = config.services.get(handshake.service()) else {
         // The host's own log (never the relay's), so its owner sees what clients ask for.

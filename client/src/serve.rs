@@ -129,6 +129,17 @@ async fn session(client: Arc<Client>, stream: TcpStream, cancel: CancellationTok
     };
     match opened {
         Ok(session) => {
+            // Behind NAT on both sides, the relay carries this session, and a direct path
+            // may be punched for the next ones (in the background; the relay stays the
+            // fallback either way).
+            if client.punch_due() {
+                let client = client.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = client.punch().await {
+                        debug!("no direct path punched: {}", e.report());
+                    }
+                });
+            }
             let started = std::time::Instant::now();
             let path = session.path().map_or_else(|| "an unknown path".to_owned(), ToString::to_string);
             let hop = match client.transport_in_use().await {

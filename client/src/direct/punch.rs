@@ -108,6 +108,26 @@ pub fn candidates(bound: SocketAddr, observed: &[SocketAddr]) -> Vec<SocketAddr>
     out
 }
 
+/// What a host needs to answer a punch: its direct socket, where it is bound, and its
+/// status (which holds what each relay observed).
+#[derive(Debug)]
+pub struct PunchContext {
+    pub(crate) socket: std::net::UdpSocket,
+    pub(crate) bound: SocketAddr,
+    pub(crate) status: tokio::sync::watch::Receiver<crate::HostStatus>,
+}
+
+/// The host's side of a punch: its candidates for the client's, then datagrams towards
+/// the client's. Its own log says only that it happened (never the addresses).
+pub(crate) async fn host_side(context: &PunchContext, session: Session) -> Result<(), Error> {
+    let observed: Vec<SocketAddr> = context.status.borrow().observed.iter().flatten().copied().collect();
+    let ours = candidates(context.bound, &observed);
+    let theirs = exchange(session, &ours).await?;
+    tracing::debug!(candidates = theirs.len(), "punching towards a client");
+    send_punches(&context.socket, &theirs).await;
+    Ok(())
+}
+
 /// Swaps candidates over `session`: sends ours, returns theirs.
 pub async fn exchange(session: Session, ours: &[SocketAddr]) -> Result<Vec<SocketAddr>, Error> {
     let (mut app, bridge) = session.spawn_pipe(4096);
