@@ -59,6 +59,8 @@ pub(crate) enum Refusal {
     Other,
     /// [`RefuseReason::FleetUnavailable`].
     FleetUnavailable,
+    /// [`RefuseReason::QuotaExceeded`].
+    QuotaExceeded,
     /// The TLS or QUIC handshake did not finish within the handshake timeout, or the
     /// connection then sent no first message (QUIC: opened no stream) within it.
     HandshakeTimeout,
@@ -69,7 +71,7 @@ pub(crate) enum Refusal {
 
 impl Refusal {
     /// Every reason, in the order of their discriminants (the index of their counter).
-    const ALL: [Self; 11] = [
+    const ALL: [Self; 12] = [
         Self::UnknownHost,
         Self::HostOverLimit,
         Self::RelayBusy,
@@ -79,6 +81,7 @@ impl Refusal {
         Self::ShuttingDown,
         Self::Other,
         Self::FleetUnavailable,
+        Self::QuotaExceeded,
         Self::HandshakeTimeout,
         Self::NoAlpn,
     ];
@@ -96,6 +99,7 @@ impl Refusal {
             // Every `Other` code has the same label; 0 stands for all of them.
             Self::Other => RefuseReason::Other(0),
             Self::FleetUnavailable => RefuseReason::FleetUnavailable,
+            Self::QuotaExceeded => RefuseReason::QuotaExceeded,
             Self::HandshakeTimeout | Self::NoAlpn => return None,
         })
     }
@@ -122,6 +126,7 @@ impl From<RefuseReason> for Refusal {
             RefuseReason::ShuttingDown => Self::ShuttingDown,
             RefuseReason::Other(_) => Self::Other,
             RefuseReason::FleetUnavailable => Self::FleetUnavailable,
+            RefuseReason::QuotaExceeded => Self::QuotaExceeded,
         }
     }
 }
@@ -630,6 +635,8 @@ mod tests {
             RefuseReason::BadProof,
             RefuseReason::RateLimited,
             RefuseReason::ShuttingDown,
+            RefuseReason::FleetUnavailable,
+            RefuseReason::QuotaExceeded,
             RefuseReason::Other(200),
         ];
         for reason in reasons {
