@@ -8,16 +8,15 @@
 mod common;
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use common::process::RelayProcess;
-use common::{echo_over, ferry, pattern, ticket};
+use common::quota::{ferry_cat, logged_bytes, usage_of};
+use common::{echo_over, pattern, ticket};
 use ferry::local::{echo_service, wait_registered};
 use ferry_client::{Client, HopOptions, Host, HostConfig, HostIdentity};
 use ferry_proto::{RelayAddr, StaticKey};
-use tokio::io::AsyncWriteExt;
 
 /// Bytes each way of a session that carries 1.2 MiB in all.
 const HALF_OF_1_2_MIB: usize = 629_146;
@@ -49,57 +48,6 @@ async fn host_with(token: &str, relays: Vec<RelayAddr>, service: std::net::Socke
     let host = Host::spawn(config);
     wait_registered(&host, 1).await?;
     Ok((host, identity))
-}
-
-/// `ferry cat` of `identity`'s host at `relays` with `input` on stdin: (success, stdout, stderr).
-async fn ferry_cat(identity: &HostIdentity, relays: Vec<RelayAddr>, input: &[u8]) -> Result<(bool, Vec<u8>, String)> {
-    let mut cat = ferry()
-        .args(["cat", &ticket(identity, relays).encode()?])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let mut stdin = cat.stdin.take().context("stdin")?;
-    let input = input.to_vec();
-    let feed = tokio::spawn(async move {
-        // The relay may end the session before all is written: a broken pipe is expected.
-        let _ = stdin.write_all(&input).await;
-        let _ = stdin.shutdown().await;
-    });
-    let out =
-        tokio::time::timeout(Duration::from_secs(60), cat.wait_with_output()).await.context("ferry cat hung")??;
-    feed.await?;
-    Ok((out.status.success(), out.stdout, String::from_utf8_lossy(&out.stderr).into_owned()))
-}
-
-/// The bytes of every session the relay logged as closed so far (`session closed` lines:
-/// both directions), waiting (at most 20 s each) until it has logged `sessions` of them.
-pub async fn logged_bytes(relay: &mut RelayProcess, sessions: usize) -> Result<u64> {
-    let mut total = 0;
-    for _ in 0..sessions {
-        let line = relay.wait_log("session closed").await?;
-        total += field(&line, "bytes_client_to_host=")? + field(&line, "bytes_host_to_client=")?;
-    }
-    Ok(total)
-}
-
-/// The number after `name` in a log line.
-fn field(line: &str, name: &str) -> Result<u64> {
-    let rest = line.split_once(name).with_context(|| format!("no {name} in {line:?}"))?.1;
-    Ok(rest.split(|c: char| !c.is_ascii_digit()).next().unwrap_or_default().parse()?)
-}
-
-/// The bytes `ferry-relay usage` reports for token `name` (its `(N bytes)`), and its output.
-pub async fn usage_of(args: &[&str], name: &str) -> Result<(u64, String)> {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ferry-relay")).arg("usage").args(args).output().await?;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    ensure!(out.status.success(), "ferry-relay usage failed: {}{stdout}", String::from_utf8_lossy(&out.stderr));
-    let line = stdout
-        .lines()
-        .find(|line| line.starts_with(&format!("token {name}: ")))
-        .with_context(|| format!("no line for token {name}:\n{stdout}"))?;
-    let bytes = line.split_once(" (").and_then(|(_, rest)| rest.split_once(" bytes)")).context("no byte count")?.0;
-    Ok((bytes.parse()?, stdout))
 }
 
 /// A 2 MiB/day quota on one relay: 1.2 MiB, then a session that crosses the quota and is

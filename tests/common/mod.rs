@@ -5,6 +5,7 @@
 pub mod impair;
 pub mod netlab;
 pub mod process;
+pub mod quota;
 
 use std::process::Stdio;
 use std::time::Duration;
