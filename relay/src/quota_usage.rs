@@ -7,8 +7,7 @@
 //! for a host without a token, the host itself. Accounts are named by a keyed hash (HMAC,
 //! with a key from the fleet secret, or a random one without a fleet), never by a host id.
 //!
-//! Periods are calendar days or months in UTC, so every node agrees where one starts
-//! whatever its time zone.
+//! Periods (`crate::quota`) are calendar days or months in UTC.
 //!
 //! **Counting is batched.** A session adds the bytes of each batch it forwards to its
 //! account's local count (two atomic operations, no lock, no I/O). A flusher task, once a

@@ -1,9 +1,9 @@
 //! What every task of one relay shares, and the one place a reload swaps.
 //!
 //! [`Shared`] holds the settings fixed at start ([`Fixed`]), the registry and budgets, the
-//! draining flag, the quota accounts, and the [`Live`] rules behind one lock: a reload builds a new `Live`
-//! (certificate, access rules, tiers, limits and the TLS acceptor made from them) and swaps
-//! it whole, so no task ever sees half of an old configuration and half of a new one. Tasks
+//! draining flag, the quota accounts, and the [`Live`] rules behind one lock: a reload
+//! builds a new `Live` (certificate, access rules, tiers, limits and the TLS acceptor made
+//! from them) and swaps it whole, so no task ever sees half of an old configuration and half of a new one. Tasks
 //! take a snapshot (`live()`) when they start and keep it. Nothing here imports the modules
 //! that use it (host, session, listeners), so the relay's modules form no loop.
 
