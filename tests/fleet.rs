@@ -546,8 +546,14 @@ async fn quota_usage_is_exact_across_a_redis_outage() -> Result<()> {
         ensure!(echo_over(client.open_session().await?, &data).await? == data, "altered during the outage");
     }
     let during = logged_bytes(&mut fleet.nodes[0], 2).await?;
-    // Counted while Redis is away: the node knows the last total plus its own bytes.
+    // Counted while Redis is away: the node knows the last total plus its own bytes, and
+    // its flushes fail (and are kept).
     fleet.node_knows(1, before + during).await?;
+    let started = Instant::now();
+    while metric(&fleet.metrics(1).await?, "ferry_relay_quota_flushes_failed_total")? < 1.0 {
+        ensure!(started.elapsed() < Duration::from_secs(10), "no flush failed in 10 s of outage");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let config = fleet.dir.path().join("node-1").join("relay.toml");
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ferry-relay"))
         .args(["usage", "--config", config.to_str().context("path")?])

@@ -288,6 +288,7 @@ pub(crate) struct Metrics {
     /// Indexed by [`FleetRoute`].
     fleet_routed: [Counter; FleetRoute::ALL.len()],
     quic_retries: Counter,
+    quota_flushes_failed: Counter,
 }
 
 impl Default for Metrics {
@@ -356,8 +357,15 @@ impl Default for Metrics {
             "QUIC connection attempts sent a Retry to prove their address (handshakes piling up)",
             quic_retries.clone(),
         );
+        let quota_flushes_failed = Counter::default();
+        registry.register(
+            "quota_flushes_failed",
+            "Quota usage flushes to the fleet's Redis that failed (kept, and sent again until one succeeds)",
+            quota_flushes_failed.clone(),
+        );
         Self {
             fleet_routed,
+            quota_flushes_failed,
             registry: root,
             sessions_total,
             sessions_active,
@@ -395,6 +403,11 @@ impl Metrics {
     /// A session for a host at another node was redirected or forwarded.
     pub(crate) fn fleet_routed(&self, route: FleetRoute) {
         self.fleet_routed[route as usize].inc();
+    }
+
+    /// A quota usage flush to Redis failed (its batch is sent again).
+    pub(crate) fn quota_flush_failed(&self) {
+        self.quota_flushes_failed.inc();
     }
 
     /// A host registered.

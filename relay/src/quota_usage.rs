@@ -42,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::fleet::{Fleet, FleetConfig, UsageDelta, UsageStore};
+use crate::metrics::Metrics;
 use crate::quota::{ACCOUNT_ID_LEN, OverQuota, Period, PeriodSpan, Quota, human};
 
 /// How often local usage is flushed to the store and the totals read back.
@@ -75,7 +76,7 @@ pub(crate) struct Account {
     settled: AtomicU64,
     /// Local bytes not yet handed to a flush.
     pending: AtomicU64,
-    /// Whether `settled` has been read from the store (always, in memory).
+    /// Whether the store has been asked for the account's total (always, in memory).
     known: AtomicBool,
 }
 
@@ -223,11 +224,12 @@ pub(crate) struct Quotas {
     fleet: Option<Arc<Fleet>>,
     /// The flusher's unanswered batch and last sequence number (only the flusher takes it).
     flushing: tokio::sync::Mutex<Flushing>,
+    metrics: Arc<Metrics>,
 }
 
 impl Quotas {
     /// The usage book of a node: shared through `fleet`'s Redis, or in memory.
-    pub(crate) fn new(fleet: Option<Arc<Fleet>>) -> Self {
+    pub(crate) fn new(fleet: Option<Arc<Fleet>>, metrics: Arc<Metrics>) -> Self {
         let key = match &fleet {
             Some(fleet) => fleet.quota_key(),
             None => {
@@ -237,7 +239,7 @@ impl Quotas {
                 ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &bytes)
             }
         };
-        Self { key, accounts: Mutex::default(), fleet, flushing: tokio::sync::Mutex::default() }
+        Self { key, accounts: Mutex::default(), fleet, flushing: tokio::sync::Mutex::default(), metrics }
     }
 
     /// The account `host` counts towards when it registered with the token called
@@ -265,18 +267,20 @@ impl Quotas {
     }
 
     /// Whether `account` has room left under `quota` for a new session. An account this node
-    /// has not read from Redis yet is read first (bounded by Redis's timeout; if Redis does
-    /// not answer, what this node knows decides).
+    /// has not asked Redis about yet is read first (once, bounded by Redis's timeout; if
+    /// Redis does not answer, what this node knows decides).
     pub(crate) async fn has_room(&self, account: &Account, quota: &Quota) -> bool {
         if let (Some(fleet), false) = (&self.fleet, account.known.load(Ordering::Acquire)) {
             let span = account.roll(unix_now());
             match fleet.usage.total(&account.id, &span.tag).await {
                 Ok(total) => {
                     account.settled.fetch_max(total, Ordering::AcqRel);
-                    account.known.store(true, Ordering::Release);
                 }
                 Err(e) => debug!(error = %e, "could not read an account's usage"),
             }
+            // Asked once either way: with Redis away, the next sessions do not wait on it
+            // again, and the flusher's next answer brings the total.
+            account.known.store(true, Ordering::Release);
         }
         account.used() < quota.bytes
     }
@@ -313,6 +317,7 @@ impl Quotas {
         let answer = fleet.usage.add(batch.seq, &deltas).await;
         if let Err(e) = &answer {
             debug!(error = %e, "usage not flushed; kept for the next flush");
+            self.metrics.quota_flush_failed();
         }
         settle(&mut flushing, answer.ok());
     }
@@ -423,7 +428,7 @@ mod tests {
 
     #[test]
     fn a_session_crossing_the_quota_ends_or_slows() {
-        let quotas = Quotas::new(None);
+        let quotas = Quotas::new(None, Arc::default());
         let host = ferry_proto::PublicKey([7; 32]);
         let account = quotas.account(&host, Some("alice"), Period::Day);
         let ending = Meter::new(account.clone(), quota(1000, OverQuota::End));
@@ -444,7 +449,7 @@ mod tests {
 
     #[tokio::test]
     async fn in_memory_flushes_keep_the_count_and_refuse_once_spent() {
-        let quotas = Quotas::new(None);
+        let quotas = Quotas::new(None, Arc::default());
         let host = ferry_proto::PublicKey([7; 32]);
         let account = quotas.account(&host, Some("alice"), Period::Day);
         let q = quota(1000, OverQuota::End);
@@ -467,7 +472,7 @@ mod tests {
 
     #[test]
     fn a_new_period_starts_from_nothing() {
-        let quotas = Quotas::new(None);
+        let quotas = Quotas::new(None, Arc::default());
         let account = quotas.account(&ferry_proto::PublicKey([7; 32]), None, Period::Day);
         account.settled.store(500, Ordering::Release);
         account.start.store(at("2026-11-30T00:00:00Z"), Ordering::Release);
@@ -507,7 +512,7 @@ mod tests {
 
     #[test]
     fn a_failed_or_unanswered_flush_is_sent_again_unchanged_and_counted_once() {
-        let quotas = Quotas::new(None);
+        let quotas = Quotas::new(None, Arc::default());
         let account = quotas.account(&ferry_proto::PublicKey([7; 32]), Some("alice"), Period::Day);
         let now = unix_now();
         let key = format!("{:?}:{}", account.id, Period::Day.span_at(now).tag);

@@ -136,6 +136,7 @@ impl Shared {
             registry: Registry::new(),
             pending: PendingAttach::default(),
             budget: BufferBudget::new(limits.buffer_budget),
+            quotas: Arc::new(Quotas::new(fleet.clone(), metrics.clone())),
             metrics,
             draining: CancellationToken::new(),
             live: RwLock::new(Arc::new(Live::new(config.reloadable.clone())?)),
@@ -146,7 +147,6 @@ impl Shared {
             connections: Arc::default(),
             refusal_notes: RefusalNotes::default(),
             active_sessions: watch::Sender::new(0),
-            quotas: Arc::new(Quotas::new(fleet.clone())),
             fleet,
         })
     }
