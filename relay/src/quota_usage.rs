@@ -246,8 +246,8 @@ impl Quotas {
     /// `token_name` (or none), counted over `period`.
     pub(crate) fn account(&self, host: &HostId, token_name: Option<&str>, period: Period) -> Arc<Account> {
         let (id, owner) = match token_name {
-            Some(name) => (account_id(&self.key, Some(name), None), Owner::Token(name.to_owned())),
-            None => (account_id(&self.key, None, Some(host)), Owner::Host),
+            Some(name) => (account_id(&self.key, AccountOf::Token(name)), Owner::Token(name.to_owned())),
+            None => (account_id(&self.key, AccountOf::Host(host)), Owner::Host),
         };
         let mut accounts = self.accounts.lock().unwrap_or_else(PoisonError::into_inner);
         accounts
@@ -369,19 +369,25 @@ fn usage_line(owner: &Owner, id: &[u8; ACCOUNT_ID_LEN], used: u64, period: Perio
     format!("{who}: {} ({used} bytes) in {} {tag} (UTC)", human(used), period.name())
 }
 
-/// The keyed hash naming the account of token `token` or, without one, of `host`.
-fn account_id(key: &ring::hmac::Key, token: Option<&str>, host: Option<&HostId>) -> [u8; ACCOUNT_ID_LEN] {
+/// What an account is of: a token (by name), or a host without one.
+#[derive(Clone, Copy)]
+enum AccountOf<'a> {
+    Token(&'a str),
+    Host(&'a HostId),
+}
+
+/// The keyed hash naming an account (a prefix keeps a token's and a host's apart).
+fn account_id(key: &ring::hmac::Key, of: AccountOf<'_>) -> [u8; ACCOUNT_ID_LEN] {
     let mut ctx = ring::hmac::Context::with_key(key);
-    match (token, host) {
-        (Some(name), _) => {
+    match of {
+        AccountOf::Token(name) => {
             ctx.update(b"token\0");
             ctx.update(name.as_bytes());
         }
-        (None, Some(host)) => {
+        AccountOf::Host(host) => {
             ctx.update(b"host\0");
             ctx.update(host.as_bytes());
         }
-        (None, None) => {}
     }
     let mut id = [0u8; ACCOUNT_ID_LEN];
     id.copy_from_slice(&ctx.sign().as_ref()[..ACCOUNT_ID_LEN]);
@@ -405,7 +411,7 @@ pub async fn fleet_usage(config: &FleetConfig, tokens: &[TokenQuota]) -> Result<
     let now = unix_now();
     let mut out = String::new();
     for token in tokens {
-        let id = account_id(&key, Some(&token.name), None);
+        let id = account_id(&key, AccountOf::Token(&token.name));
         let span = token.quota.period.span_at(now);
         let used = store
             .total(&id, &span.tag)
