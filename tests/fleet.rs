@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use common::process::RelayProcess;
+use common::quota::{ferry_cat, logged_bytes, usage_of};
 use common::{echo_over, http_get, metric, pattern, ticket};
 use ferry::local::echo_service;
 use ferry_client::{Client, Error, HopOptions, Host, HostConfig, HostIdentity, Transport};
@@ -36,28 +37,34 @@ fn free_port() -> Result<u16> {
     bail!("no free port pair on loopback")
 }
 
-/// A `redis-server` of the test's own, on loopback, persisting nothing.
+/// A `redis-server` of the test's own, on loopback, persisting nothing (or, `persist`,
+/// every write to its append-only file at once, so a restart keeps the counters as a
+/// production Redis keeps them).
 struct Redis {
     port: u16,
     dir: PathBuf,
+    persist: bool,
     child: Option<Child>,
 }
 
 impl Redis {
-    async fn start(dir: &Path) -> Result<Self> {
+    async fn start(dir: &Path, persist: bool) -> Result<Self> {
         let port = {
             let listener = TcpListener::bind("127.0.0.1:0")?;
             listener.local_addr()?.port()
         };
-        let mut redis = Self { port, dir: dir.to_owned(), child: None };
+        let mut redis = Self { port, dir: dir.to_owned(), persist, child: None };
         redis.resume().await?;
         Ok(redis)
     }
 
     /// Starts the server (again) on its port, and waits (at most 10 s) until it answers.
     async fn resume(&mut self) -> Result<()> {
+        let aof: &[&str] =
+            if self.persist { &["--appendonly", "yes", "--appendfsync", "always"] } else { &["--appendonly", "no"] };
         let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", "", "--appendonly", "no"])
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", ""])
+            .args(aof)
             .arg("--dir")
             .arg(&self.dir)
             .stdout(Stdio::null())
@@ -119,8 +126,14 @@ struct Fleet {
 
 impl Fleet {
     async fn start(mode: &str) -> Result<Self> {
+        Self::start_with(mode, "", false).await
+    }
+
+    /// Three nodes whose config files also hold `sections` (access rules, tiers), with a
+    /// Redis that persists its writes or not.
+    async fn start_with(mode: &str, sections: &str, persist: bool) -> Result<Self> {
         let dir = tempfile::tempdir()?;
-        let redis = Redis::start(dir.path()).await?;
+        let redis = Redis::start(dir.path(), persist).await?;
         let secret = dir.path().join("fleet.secret");
         std::fs::write(&secret, "a-test-fleet-secret-of-more-than-32-bytes")?;
         let (identity, _) = ferry_cert::TlsIdentity::load_or_create(&dir.path().join("cert"))?;
@@ -135,7 +148,7 @@ impl Fleet {
             let config = format!(
                 "[relay]\nlisten = \"{addr}\"\ncert = {cert:?}\nkey = {key:?}\nhandshake_timeout_secs = 5\n\
                  [admin]\nlisten = \"127.0.0.1:0\"\n[limits]\nconnections_per_minute_per_source = 0\n\
-                 [log]\nlevel = \"info\"\n\
+                 [log]\nlevel = \"info\"\n{sections}\
                  [fleet]\nredis_url = \"{}\"\nnode_id = \"node-{}\"\nsecret_file = {secret:?}\nmode = \"{mode}\"\n\
                  presence_ttl_secs = 3\n[fleet.nodes]\n{table}",
                 redis.url(),
@@ -193,9 +206,14 @@ impl Fleet {
 
     /// Waits (at most 10 s) until the directory has `host` at some node.
     async fn wait_presence(&self) -> Result<()> {
+        self.wait_keys("ferry:host:*").await
+    }
+
+    /// Waits (at most 10 s) until Redis has a key matching `pattern`.
+    async fn wait_keys(&self, pattern: &str) -> Result<()> {
         let started = Instant::now();
-        while self.redis.cli(&["--scan", "--pattern", "ferry:host:*"]).await?.is_empty() {
-            ensure!(started.elapsed() < Duration::from_secs(10), "no presence entry in Redis after 10 s");
+        while self.redis.cli(&["--scan", "--pattern", pattern]).await?.is_empty() {
+            ensure!(started.elapsed() < Duration::from_secs(10), "no {pattern} key in Redis after 10 s");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(())
@@ -215,8 +233,11 @@ async fn echo_16_mib(client: &Client, seed: u64) -> Result<Duration> {
     Ok(setup)
 }
 
+/// Every host without a token on a tier with a quota: so Redis holds quota counters too.
+const EVERYONE_METERED: &str = "[access]\ndefault_tier = \"metered\"\n[[tier]]\nname = \"metered\"\nrate = \"unlimited\"\nquota = \"100 GiB/month\"\n";
+
 async fn reach_the_host_from_every_node(mode: &str, route: &str) -> Result<()> {
-    let fleet = Fleet::start(mode).await?;
+    let fleet = Fleet::start_with(mode, EVERYONE_METERED, false).await?;
     let (service, _echo) = echo_service().await?;
     let (host, identity) = fleet.host_at(1, service).await?;
     fleet.wait_presence().await?;
@@ -234,7 +255,11 @@ async fn reach_the_host_from_every_node(mode: &str, route: &str) -> Result<()> {
     let paired = metric(&fleet.metrics(1).await?, "ferry_relay_sessions_total")?;
     ensure!(paired == 4.0, "node 1 paired {paired} sessions");
 
-    // What Redis holds: a keyed hash per host, node ids, expiry times. No host id in any
+    // The host's quota counter is there once node 1 has flushed (once a second).
+    fleet.wait_keys("ferry:quota:*").await?;
+    // What Redis holds: a keyed hash per host, node ids, expiry times; the host's quota
+    // counter (its account's keyed hash, the month, a count) and the counting node's flush
+    // marker (its node id, a random process number, a sequence number). No host id in any
     // form, no address, no port, no secret.
     let dump = fleet.redis.dump().await?;
     eprintln!("redis holds:\n{dump}");
@@ -250,7 +275,14 @@ async fn reach_the_host_from_every_node(mode: &str, route: &str) -> Result<()> {
     for needle in &forbidden {
         ensure!(!dump.contains(needle.as_str()), "the Redis dump contains {needle:?}");
     }
-    ensure!(dump.lines().count() == 1 && dump.contains("node-1"), "unexpected Redis contents:\n{dump}");
+    let presence: Vec<&str> = dump.lines().filter(|line| line.starts_with("ferry:host:")).collect();
+    ensure!(presence.len() == 1 && presence[0].contains("node-1"), "unexpected Redis contents:\n{dump}");
+    let counters = dump.lines().filter(|l| l.starts_with("ferry:quota:") && !l.starts_with("ferry:quota:flushed:"));
+    ensure!(counters.count() == 1, "not one quota counter (the host's account):\n{dump}");
+    ensure!(
+        dump.lines().all(|line| line.starts_with("ferry:host:") || line.starts_with("ferry:quota:")),
+        "unexpected Redis contents:\n{dump}"
+    );
     // Nor do the nodes' logs (at info: each session's close line), redirect or forward.
     let mut fleet = fleet;
     for (n, node) in fleet.nodes.iter_mut().enumerate() {
@@ -270,7 +302,7 @@ async fn reach_the_host_from_every_node(mode: &str, route: &str) -> Result<()> {
     Ok(())
 }
 
-/// What must be shown, 1 and 5: in redirect mode a client entering at nodes 2 and 3 is sent
+/// What must be shown, 1 and 5 (with quota counters present): in redirect mode a client entering at nodes 2 and 3 is sent
 /// to node 1 and its sessions carry 16 MiB each way intact; Redis holds no host id, address
 /// or key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -389,6 +421,153 @@ impl Fleet {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// Bytes each way of a session that carries 1.2 MiB in all.
+const HALF_OF_1_2_MIB: usize = 629_146;
+
+/// Token `team` on tier `metered`: `quota`, paced to `rate` each way with a 64 KiB burst.
+fn team_sections(quota: &str, rate: &str) -> String {
+    let hash: String = ferry_relay::policy::hash_token("team-token").iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "[[access.token]]\nname = \"team\"\nsha256 = \"{hash}\"\ntier = \"metered\"\n\
+         [[tier]]\nname = \"metered\"\nrate = \"{rate}\"\nburst_bytes = 65536\nquota = \"{quota}\"\n"
+    )
+}
+
+impl Fleet {
+    /// A QUIC host in front of `service`, registered at node `n` with token `team`.
+    async fn team_host_at(&self, n: usize, service: SocketAddr) -> Result<(Host, HostIdentity)> {
+        let identity = HostIdentity::generate()?;
+        let mut config = HostConfig::new(identity.clone(), vec![self.relay(n)], service.to_string());
+        config.transport = Transport::Quic;
+        config.token = Some("team-token".into());
+        let host = Host::spawn(config);
+        ferry::local::wait_registered(&host, 1).await?;
+        Ok((host, identity))
+    }
+
+    /// Waits (at most 10 s) until `ferry-relay usage` (reading Redis, as node 1's config
+    /// says) reports exactly `bytes` for token `team`.
+    async fn usage_becomes(&self, bytes: u64) -> Result<String> {
+        let config = self.dir.path().join("node-1").join("relay.toml");
+        let args = ["--config", config.to_str().context("path")?];
+        let started = Instant::now();
+        loop {
+            let (used, report) = usage_of(&args, "team").await?;
+            if used == bytes {
+                return Ok(report);
+            }
+            ensure!(started.elapsed() < Duration::from_secs(10), "usage says {used} bytes, not {bytes}:\n{report}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits (at most 10 s) until node `n` knows token `team` has used at least `bytes` (its
+    /// `/usage`: the fleet's total at its last flush plus its own bytes since).
+    async fn node_knows(&self, n: usize, bytes: u64) -> Result<()> {
+        let admin = self.nodes[n - 1].admin.as_deref().context("no admin listener")?;
+        let started = Instant::now();
+        loop {
+            let response = http_get(admin, "/usage").await?;
+            let known = response
+                .lines()
+                .find(|line| line.starts_with("token team: "))
+                .and_then(|line| line.split_once(" (")?.1.split_once(" bytes)")?.0.parse::<u64>().ok())
+                .unwrap_or(0);
+            if known >= bytes {
+                return Ok(());
+            }
+            ensure!(started.elapsed() < Duration::from_secs(10), "node {n} knows of {known} bytes, not {bytes}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// What must be shown, 3: a 2 MiB/day quota shared by hosts of one token at nodes 1 and 2.
+/// 1.2 MiB through node 1; then 1.2 MiB through node 2 crosses the quota and that session
+/// is ended (the default `over_quota_rate`), `ferry cat` saying why; the next session at
+/// either node is refused `quota exceeded`; `ferry-relay usage` shows exactly what the
+/// nodes' sessions carried (their close log lines); Redis holds no token name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quota_is_counted_across_the_nodes_of_a_fleet() -> Result<()> {
+    // Paced at 2 Mbit/s each way, so a 1.2 MiB session lasts about two seconds: the crossing
+    // happens in the middle of it, not after it.
+    let mut fleet = Fleet::start_with("redirect", &team_sections("2 MiB/day", "2 Mbit/s"), false).await?;
+    let (service, _echo) = echo_service().await?;
+    let (first_host, first) = fleet.team_host_at(1, service).await?;
+    let (second_host, second) = fleet.team_host_at(2, service).await?;
+
+    let data = pattern(31, HALF_OF_1_2_MIB);
+    let back = echo_over(fleet.client_via(1, &first)?.open_session().await?, &data).await?;
+    ensure!(back == data, "the first 1.2 MiB came back altered");
+    let through_1 = logged_bytes(&mut fleet.nodes[0], 1).await?;
+    fleet.usage_becomes(through_1).await?;
+    fleet.node_knows(2, through_1).await?;
+
+    let (ok, echoed, stderr) = ferry_cat(&second, vec![fleet.relay(2)], &pattern(32, HALF_OF_1_2_MIB)).await?;
+    ensure!(!ok && echoed.len() < HALF_OF_1_2_MIB, "the crossing session carried on ({} bytes back)", echoed.len());
+    ensure!(stderr.contains("quota exceeded"), "ferry cat said: {stderr}");
+    let total = through_1 + logged_bytes(&mut fleet.nodes[1], 1).await?;
+    ensure!(total > 2 << 20, "the session ended before the quota was spent: {total} bytes");
+    eprintln!("node 1 carried {through_1} bytes, node 2 ended the crossing session at {total} in all");
+
+    let report = fleet.usage_becomes(total).await?;
+    eprintln!("ferry-relay usage:\n{report}");
+    fleet.node_knows(1, total).await?;
+    for (n, identity) in [(1, &first), (2, &second)] {
+        let (ok, _, stderr) = ferry_cat(identity, vec![fleet.relay(n)], b"hello").await?;
+        ensure!(!ok && stderr.contains("the relay refused: quota exceeded"), "node {n}: ferry cat said: {stderr}");
+    }
+    let dump = fleet.redis.dump().await?;
+    ensure!(!dump.contains("team"), "the Redis dump names the token:\n{dump}");
+    first_host.shutdown().await;
+    second_host.shutdown().await;
+    Ok(())
+}
+
+/// What must be shown, 4 (quotas): Redis stops mid-test; sessions go on and their bytes
+/// are kept by the node; Redis comes back (with its data: a production Redis persists) and
+/// the total is exact: nothing lost, nothing counted twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_usage_is_exact_across_a_redis_outage() -> Result<()> {
+    let mut fleet = Fleet::start_with("redirect", &team_sections("1 GiB/day", "unlimited"), true).await?;
+    let (service, _echo) = echo_service().await?;
+    let (host, identity) = fleet.team_host_at(1, service).await?;
+    let client = fleet.client_via(1, &identity)?;
+    let data = pattern(41, 1 << 20);
+    ensure!(echo_over(client.open_session().await?, &data).await? == data, "altered before the outage");
+    let before = logged_bytes(&mut fleet.nodes[0], 1).await?;
+    fleet.usage_becomes(before).await?;
+
+    fleet.redis.stop().await?;
+    for seed in [42, 43] {
+        let data = pattern(seed, 1 << 20);
+        ensure!(echo_over(client.open_session().await?, &data).await? == data, "altered during the outage");
+    }
+    let during = logged_bytes(&mut fleet.nodes[0], 2).await?;
+    // Counted while Redis is away: the node knows the last total plus its own bytes, and
+    // its flushes fail (and are kept).
+    fleet.node_knows(1, before + during).await?;
+    let started = Instant::now();
+    while metric(&fleet.metrics(1).await?, "ferry_relay_quota_flushes_failed_total")? < 1.0 {
+        ensure!(started.elapsed() < Duration::from_secs(10), "no flush failed in 10 s of outage");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let config = fleet.dir.path().join("node-1").join("relay.toml");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ferry-relay"))
+        .args(["usage", "--config", config.to_str().context("path")?])
+        .output()
+        .await?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success() && stderr.contains("Redis did not answer"), "usage during the outage: {stderr}");
+
+    fleet.redis.resume().await?;
+    let back = Instant::now();
+    let report = fleet.usage_becomes(before + during).await?;
+    eprintln!("usage exact {:?} after Redis came back:\n{report}", back.elapsed());
+    host.shutdown().await;
+    Ok(())
 }
 
 /// CPU time process `pid` has used (user + system), from `/proc/<pid>/stat`.

@@ -26,7 +26,7 @@ fn metric(text: &str, sample: &str) -> f64 {
 }
 
 fn tier(name: &str, bits: Option<u64>) -> Tier {
-    Tier { name: name.into(), rate_bits_per_sec: bits, burst_bytes: 256 * 1024 }
+    Tier { name: name.into(), rate_bits_per_sec: bits, burst_bytes: 256 * 1024, quota: None }
 }
 
 /// A closed relay: token "plus-token" gives the unlimited `plus` tier, everyone else

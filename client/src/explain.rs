@@ -12,7 +12,8 @@ use ferry_link::{FramedError, LinkError};
 use ferry_proto::RefuseReason;
 use ferry_proto::codes::{
     CLOSE_BUSY, CLOSE_HANDSHAKE_TIMEOUT, CLOSE_PROTOCOL, CLOSE_RATE_LIMITED, CLOSE_REPLACED, CLOSE_SHUTDOWN,
-    RESET_HANDSHAKE_FAILED, RESET_NOT_ALLOWED, RESET_PEER_LOST, RESET_SERVICE_UNREACHABLE, RESET_SHUTDOWN,
+    RESET_HANDSHAKE_FAILED, RESET_NOT_ALLOWED, RESET_PEER_LOST, RESET_QUOTA_EXCEEDED, RESET_SERVICE_UNREACHABLE,
+    RESET_SHUTDOWN,
 };
 
 use crate::Error;
@@ -68,6 +69,10 @@ fn reset_error(code: u64) -> Error {
     match u32::try_from(code).unwrap_or(u32::MAX) {
         RESET_PEER_LOST => Error::Cut("the other end went away mid-session"),
         RESET_SHUTDOWN => Error::Cut("the relay is shutting down"),
+        RESET_QUOTA_EXCEEDED => Error::Cut(
+            "quota exceeded: the host's relay account used up its data for this period (UTC); \
+             wait for the next period, or ask the relay's operator for a larger quota",
+        ),
         RESET_NOT_ALLOWED => Error::HostRefused("this client's key is not on the host's allow-list"),
         RESET_SERVICE_UNREACHABLE => Error::HostRefused("the host cannot reach the service it forwards to"),
         RESET_HANDSHAKE_FAILED => Error::HostRefused("the handshake did not verify (is the ticket for this host?)"),
@@ -94,5 +99,11 @@ mod tests {
         assert!(text(CLOSE_BUSY).starts_with("the relay refused: "), "{}", text(CLOSE_BUSY));
         assert!(text(CLOSE_HANDSHAKE_TIMEOUT).contains("no stream in time"));
         assert!(text(0x7777).contains("code 0x7777"));
+    }
+
+    #[test]
+    fn a_session_ended_for_its_quota_says_so() {
+        let text = Error::from(LinkError::Reset(RESET_QUOTA_EXCEEDED.into())).to_string();
+        assert!(text.starts_with("the session was cut: quota exceeded: "), "{text}");
     }
 }

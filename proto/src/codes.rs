@@ -2,8 +2,8 @@
 //! user *why* a stream ended.
 //!
 //! Stream reset codes are of two kinds. The relay's own ([`RESET_PEER_LOST`],
-//! [`RESET_SHUTDOWN`]) say something about the relay, so only the relay may send them;
-//! end-to-end codes ([`RESET_CANCELLED`] and the range [`END_TO_END`], where the host's
+//! [`RESET_SHUTDOWN`], [`RESET_QUOTA_EXCEEDED`]) say something about the relay, so only
+//! the relay may send them; end-to-end codes ([`RESET_CANCELLED`] and the range [`END_TO_END`], where the host's
 //! refusals live) are a host's or client's word to the other end and travel through the
 //! relay unchanged. The relay passes a peer's code through [`from_peer`], so a peer
 //! cannot make the other end believe the relay is shutting down.
@@ -14,6 +14,9 @@ use std::ops::RangeInclusive;
 pub const RESET_PEER_LOST: u32 = 0x01;
 /// Stream reset / connection close: the relay is shutting down.
 pub const RESET_SHUTDOWN: u32 = 0x02;
+/// Stream reset: the relay ended the session because the host's byte quota is used up
+/// (the tier's `over_quota_rate` unset: such sessions end at the next check).
+pub const RESET_QUOTA_EXCEEDED: u32 = 0x04;
 /// Stream reset: the session was abandoned by the side that reset it.
 pub const RESET_CANCELLED: u32 = 0x03;
 /// Stream reset by the host: this client's key is not on the host's allow-list.
@@ -63,7 +66,15 @@ mod tests {
         for code in [RESET_CANCELLED, RESET_NOT_ALLOWED, RESET_SERVICE_UNREACHABLE, RESET_HANDSHAKE_FAILED, 0x3f] {
             assert_eq!(from_peer(code.into()), code, "an end-to-end code passes");
         }
-        for code in [0, u64::from(RESET_PEER_LOST), u64::from(RESET_SHUTDOWN), 0x11, 0x40, 1 << 40] {
+        for code in [
+            0,
+            u64::from(RESET_PEER_LOST),
+            u64::from(RESET_SHUTDOWN),
+            u64::from(RESET_QUOTA_EXCEEDED),
+            0x11,
+            0x40,
+            1 << 40,
+        ] {
             assert_eq!(from_peer(code), RESET_PEER_LOST, "{code:#x} from a peer");
         }
     }

@@ -162,6 +162,7 @@ mod tests {
             RefuseReason::RelayBusy,
             RefuseReason::ShuttingDown,
             RefuseReason::FleetUnavailable,
+            RefuseReason::QuotaExceeded,
             RefuseReason::NotAllowed,
             RefuseReason::Other(99),
         ] {

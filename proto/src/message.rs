@@ -71,6 +71,9 @@ pub enum RefuseReason {
     /// The host is not registered at this relay, and this relay cannot ask the rest of its
     /// fleet where it is now (its shared directory is unreachable).
     FleetUnavailable,
+    /// The host's byte quota on this relay (its registration token's, or its own) is used
+    /// up for the current period (a day or a month, UTC).
+    QuotaExceeded,
     /// A reason this version does not know.
     Other(u8),
 }
@@ -86,6 +89,7 @@ impl RefuseReason {
             Self::RateLimited => 6,
             Self::ShuttingDown => 7,
             Self::FleetUnavailable => 8,
+            Self::QuotaExceeded => 9,
             Self::Other(code) => code,
         }
     }
@@ -100,6 +104,7 @@ impl RefuseReason {
             6 => Self::RateLimited,
             7 => Self::ShuttingDown,
             8 => Self::FleetUnavailable,
+            9 => Self::QuotaExceeded,
             other => Self::Other(other),
         }
     }
@@ -115,6 +120,7 @@ impl RefuseReason {
             Self::RateLimited => "rate_limited",
             Self::ShuttingDown => "shutting_down",
             Self::FleetUnavailable => "fleet_unavailable",
+            Self::QuotaExceeded => "quota_exceeded",
             Self::Other(_) => "other",
         }
     }
@@ -133,6 +139,10 @@ impl fmt::Display for RefuseReason {
             Self::FleetUnavailable => f.write_str(
                 "the host is not on this relay node and the node cannot reach its fleet's directory now; \
                  try again shortly or another relay of the ticket",
+            ),
+            Self::QuotaExceeded => f.write_str(
+                "quota exceeded: the host has used up the data its relay account may carry this period; \
+                 wait for the next period (UTC), or ask the relay's operator for a larger quota",
             ),
             Self::Other(code) => write!(f, "the relay refused (reason code {code})"),
         }

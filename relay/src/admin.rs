@@ -1,4 +1,6 @@
-//! The admin listener: `GET /metrics` for Prometheus and `GET /healthz` for load balancers.
+//! The admin listener: `GET /metrics` for Prometheus, `GET /healthz` for load balancers,
+//! and `GET /usage` for `ferry-relay usage` (this node's quota accounts and what each used
+//! this period: without a fleet, usage lives only in the running relay).
 //!
 //! HTTP/1.1 on hyper. The port should be private; even so, anything that reaches it is
 //! untrusted, so everything a client can hold is bounded: connections served at once
@@ -82,17 +84,23 @@ pub(crate) enum Health {
 /// What `/healthz` reports now.
 type Healthy = dyn Fn() -> Health + Send + Sync;
 
+/// What `/usage` answers now.
+type Usage = dyn Fn() -> String + Send + Sync;
+
 /// Serves `/metrics` and `/healthz` on `listener` until `cancel` fires, then waits for the
 /// connections in flight (each bounded by [`SHUTDOWN_GRACE`]) to finish.
 ///
-/// `healthy` says what to answer `/healthz` with (see [`Health`]).
+/// `healthy` says what to answer `/healthz` with (see [`Health`]), `usage` what to answer
+/// `/usage` with.
 pub(crate) async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     healthy: impl Fn() -> Health + Send + Sync + 'static,
+    usage: impl Fn() -> String + Send + Sync + 'static,
     cancel: CancellationToken,
 ) {
     let healthy: Arc<Healthy> = Arc::new(healthy);
+    let usage: Arc<Usage> = Arc::new(usage);
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
@@ -134,9 +142,10 @@ pub(crate) async fn serve(
             },
         };
         backoff = ACCEPT_BACKOFF;
-        let (metrics, healthy, http, cancel) = (metrics.clone(), healthy.clone(), http.clone(), cancel.clone());
+        let (metrics, http, cancel) = (metrics.clone(), http.clone(), cancel.clone());
+        let answers = Answers { healthy: healthy.clone(), usage: usage.clone() };
         tracker.spawn(async move {
-            handle(stream, &http, &metrics, healthy.as_ref(), &cancel).await;
+            handle(stream, &http, &metrics, &answers, &cancel).await;
             drop(permit);
         });
     }
@@ -144,12 +153,18 @@ pub(crate) async fn serve(
     tracker.wait().await;
 }
 
+/// What the answers of `/healthz` and `/usage` come from.
+struct Answers {
+    healthy: Arc<Healthy>,
+    usage: Arc<Usage>,
+}
+
 /// Serves one connection until the client closes it, a limit ends it or `cancel` fires.
 async fn handle(
     mut stream: TcpStream,
     http: &http1::Builder,
     metrics: &Metrics,
-    healthy: &Healthy,
+    answers: &Answers,
     cancel: &CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
@@ -159,7 +174,7 @@ async fn handle(
     let service = service_fn(move |request: Request<Incoming>| {
         deadline_tx.send_replace(Some(Instant::now() + REQUEST_TIMEOUT));
         served.set(served.get() + 1);
-        let mut response = respond(&request, metrics, healthy);
+        let mut response = respond(&request, metrics, answers);
         if served.get() >= MAX_REQUESTS_PER_CONNECTION {
             response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
@@ -214,18 +229,19 @@ async fn finish_and_drain(stream: &mut TcpStream) {
 }
 
 /// The answer to one request.
-fn respond(request: &Request<Incoming>, metrics: &Metrics, healthy: &Healthy) -> Response<Full<Bytes>> {
+fn respond(request: &Request<Incoming>, metrics: &Metrics, answers: &Answers) -> Response<Full<Bytes>> {
     let reads = matches!(*request.method(), Method::GET | Method::HEAD);
     // The route is logged by name, never the path a client sent.
     let (route, status, content_type, body) = match request.uri().path() {
-        "/metrics" | "/healthz" if !reads => {
+        "/metrics" | "/healthz" | "/usage" if !reads => {
             let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
             response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
             tracing::debug!(method = %request.method(), status = 405, "admin request");
             return response;
         }
         "/metrics" => ("metrics", StatusCode::OK, metrics::CONTENT_TYPE, Bytes::from(metrics.render())),
-        "/healthz" => match healthy() {
+        "/usage" => ("usage", StatusCode::OK, TEXT, Bytes::from((answers.usage)())),
+        "/healthz" => match (answers.healthy)() {
             Health::Serving => ("healthz", StatusCode::OK, TEXT, Bytes::from_static(b"ok\n")),
             Health::Degraded => (
                 "healthz",
@@ -286,7 +302,13 @@ mod tests {
             1 => Health::Degraded,
             _ => Health::Draining,
         };
-        let task = tokio::spawn(serve(listener, metrics, health, cancel.clone()));
+        let task = tokio::spawn(serve(
+            listener,
+            metrics,
+            health,
+            || "token alice: 1 B (1 bytes)\n".to_owned(),
+            cancel.clone(),
+        ));
         Admin { addr, healthy, cancel, task }
     }
 
@@ -334,6 +356,9 @@ mod tests {
         let (status, _, body) = get(admin.addr, "/healthz").await;
         assert_eq!(status, "HTTP/1.1 503 Service Unavailable");
         assert_eq!(body, "shutting down\n");
+
+        let (status, _, body) = get(admin.addr, "/usage").await;
+        assert_eq!((status.as_str(), body.as_str()), ("HTTP/1.1 200 OK", "token alice: 1 B (1 bytes)\n"));
 
         let (status, headers, _) = get(admin.addr, "/nope").await;
         assert_eq!(status, "HTTP/1.1 404 Not Found");

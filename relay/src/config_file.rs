@@ -24,6 +24,7 @@ use crate::fleet::file::FleetSection;
 use crate::limits::Limits;
 use crate::pacing::{DEFAULT_BURST_BYTES, Tier, parse_rate};
 use crate::policy::{HostRule, Policy, TokenRule};
+use crate::quota::{OverQuota, Quota, parse_quota};
 use crate::units;
 use crate::{Error, RelayConfig, TlsIdentity};
 
@@ -238,6 +239,12 @@ pub struct TierSection {
     pub rate: String,
     /// Burst in bytes (default 256 KiB).
     pub burst_bytes: Option<u64>,
+    /// Bytes each account (a token, or a host without one) may carry per UTC day or month:
+    /// `"100 GiB/month"`, `"2 MiB/day"`. Unset: no quota.
+    pub quota: Option<String>,
+    /// What a running session gets once its account's quota is spent: this rate (`"1
+    /// Mbit/s"`); unset: the session ends at the next check.
+    pub over_quota_rate: Option<String>,
 }
 
 /// `[log]`
@@ -413,10 +420,12 @@ impl FileConfig {
         for (i, t) in self.tiers.iter().enumerate() {
             let rate = parse_rate(&t.rate)
                 .map_err(|e| at(&[Key("tier"), Index(i)], "rate", format!("tier `{}`: {e}", t.name)))?;
+            let quota = tier_quota(t).map_err(|(key, why)| at(&[Key("tier"), Index(i)], key, why))?;
             let tier = Tier {
                 name: t.name.clone(),
                 rate_bits_per_sec: rate,
                 burst_bytes: t.burst_bytes.unwrap_or(DEFAULT_BURST_BYTES),
+                quota,
             };
             tiers.retain(|existing| existing.name != tier.name);
             tiers.push(tier);
@@ -479,6 +488,38 @@ impl LimitsSection {
         "max_connections",
         "max_connections_per_source",
     ];
+}
+
+/// A tier's `quota` and `over_quota_rate`, checked: `(key, why)` when wrong.
+fn tier_quota(t: &TierSection) -> Result<Option<Quota>, (&'static str, String)> {
+    let Some(text) = &t.quota else {
+        return match t.over_quota_rate {
+            Some(_) => Err((
+                "over_quota_rate",
+                format!("tier `{}`: `over_quota_rate` needs a `quota` (such as \"100 GiB/month\")", t.name),
+            )),
+            None => Ok(None),
+        };
+    };
+    let (bytes, period) = parse_quota(text).map_err(|why| ("quota", format!("tier `{}`: {why}", t.name)))?;
+    let over = match &t.over_quota_rate {
+        None => OverQuota::End,
+        Some(rate) => match parse_rate(rate) {
+            Ok(Some(rate_bits_per_sec)) => OverQuota::Pace { rate_bits_per_sec },
+            Ok(None) => {
+                return Err((
+                    "over_quota_rate",
+                    format!(
+                        "tier `{}`: an unlimited over-quota rate would make the quota do nothing; give a rate \
+                         such as \"1 Mbit/s\", or leave `over_quota_rate` out to end sessions over quota",
+                        t.name
+                    ),
+                ));
+            }
+            Err(e) => return Err(("over_quota_rate", format!("tier `{}`: {e}", t.name))),
+        },
+    };
+    Ok(Some(Quota { bytes, period, over }))
 }
 
 /// Whether this user can make `dir` (or it exists) and write in it: a file is created and
@@ -666,6 +707,33 @@ mod tests {
         assert_eq!(checked.policy.tier("free").unwrap().rate_bits_per_sec, Some(2_000_000));
         let bad = text.replace("tier = \"plus\"", "tier = \"gold\"");
         assert!(FileConfig::parse(&bad).unwrap_err().to_string().contains("gold"));
+    }
+
+    #[test]
+    fn tier_quotas_are_read_and_checked() {
+        use crate::quota::Period;
+        let text = "[[tier]]\nname = \"metered\"\nrate = \"10 Mbit/s\"\nquota = \"100 GiB/month\"\n\
+                    [[tier]]\nname = \"slowed\"\nrate = \"unlimited\"\nquota = \"2 MiB/day\"\nover_quota_rate = \"64 kbit/s\"\n";
+        let checked = FileConfig::parse(text).unwrap().checked().unwrap();
+        let metered = checked.policy.tier("metered").unwrap().quota.unwrap();
+        assert_eq!((metered.bytes, metered.period, metered.over), (100 << 30, Period::Month, OverQuota::End));
+        let slowed = checked.policy.tier("slowed").unwrap().quota.unwrap();
+        assert_eq!((slowed.bytes, slowed.period), (2 << 20, Period::Day));
+        assert_eq!(slowed.over, OverQuota::Pace { rate_bits_per_sec: 64_000 });
+        assert_eq!(checked.policy.tier("unlimited").unwrap().quota, None);
+        for (tier, key, want) in [
+            ("quota = \"100 GiB\"", "quota", "no period"),
+            ("quota = \"100 GiB/week\"", "quota", "use day or month"),
+            ("quota = \"0 B/day\"", "quota", "zero"),
+            ("over_quota_rate = \"1 Mbit/s\"", "over_quota_rate", "needs a `quota`"),
+            ("quota = \"1 GiB/day\"\nover_quota_rate = \"unlimited\"", "over_quota_rate", "do nothing"),
+            ("quota = \"1 GiB/day\"\nover_quota_rate = \"1 MB/s\"", "over_quota_rate", "ambiguous"),
+        ] {
+            let text = format!("[[tier]]\nname = \"t\"\nrate = \"1 Mbit/s\"\n{tier}\n");
+            let line = 3 + tier.lines().count();
+            let err = FileConfig::parse(&text).unwrap_err().to_string();
+            assert!(err.contains(&format!("`{key}` (line {line})")) && err.contains(want), "{text:?}: {err}");
+        }
     }
 
     /// A wrong value in the second of two repeated tables is reported at its own line, not

@@ -109,6 +109,8 @@ async fn forward(
             tier: &fleet.unpaced,
             idle_timeout: shared.live().rules.limits.idle_session_timeout,
             tap: shared.fixed.tap.clone(),
+            // Counted by the owning node, which pairs the session with the host.
+            meter: None,
         },
         cancel,
     )

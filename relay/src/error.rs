@@ -74,6 +74,9 @@ pub enum Error {
         /// What is wrong ([`Error::ConfigSyntax`] or [`Error::ConfigSetting`]).
         source: Box<Error>,
     },
+    /// The fleet's Redis did not answer (reading usage for `ferry-relay usage`).
+    #[error("the fleet's Redis did not answer")]
+    FleetUnreachable(#[source] redis::RedisError),
     /// The `[fleet]` Redis URL is not one redis-rs understands.
     #[error("invalid `[fleet] redis_url` (use redis://host:port/db)")]
     FleetRedis(#[source] redis::RedisError),

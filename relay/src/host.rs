@@ -17,6 +17,8 @@ use tracing::debug;
 
 use crate::control;
 use crate::pacing::Tier;
+use crate::policy::hash_token;
+use crate::quota_usage::Account;
 use crate::registry::{HostHandle, HostLink, HostPlace};
 use crate::state::Shared;
 
@@ -56,8 +58,8 @@ pub(crate) async fn serve(
         HostHop::Tcp => None,
     };
     // Access rules first: a host that may not register costs no Diffie-Hellman.
-    let (tier, place, mut action) = match admission(&shared, &registration) {
-        Ok((tier, place)) => (tier, place, registration.admit()),
+    let (tier, account, place, mut action) = match admission(&shared, &registration) {
+        Ok((tier, account, place)) => (tier, account, place, registration.admit()),
         Err(reason) => {
             drop(claim);
             return control::refuse(&mut send, reason, metrics).await;
@@ -78,7 +80,7 @@ pub(crate) async fn serve(
             }
             RelayAction::End => return Ok(()),
             RelayAction::Registered { reply, .. } => {
-                let registered = Registered { hop, tier, place, reply };
+                let registered = Registered { hop, tier, account, place, reply };
                 // The claim is held while the host stays registered on this connection.
                 let stayed = stay_registered(&shared, registered, send, control, registration, &cancel).await;
                 drop(claim);
@@ -88,25 +90,44 @@ pub(crate) async fn serve(
     }
 }
 
-/// Whether this relay takes the host now (not draining, the access rules admit it, room
-/// for one more host), at which tier, and the host's place under `max_hosts` — taken now,
+/// What an admitted host gets: its tier, its quota account, its place under `max_hosts`.
+type Admission = (Arc<Tier>, Option<Arc<Account>>, HostPlace);
+
+/// Whether this relay takes the host now (not draining, the access rules admit it, its
+/// quota not spent, room for one more host), at which tier, the account its bytes count
+/// towards (if its tier has a quota), and the host's place under `max_hosts` — taken now,
 /// before the proof, so that concurrent registrations cannot all pass the cap; a failed
 /// proof drops it.
-fn admission(shared: &Shared, registration: &RelayRegistration) -> Result<(Arc<Tier>, HostPlace), RefuseReason> {
+fn admission(shared: &Shared, registration: &RelayRegistration) -> Result<Admission, RefuseReason> {
     if shared.draining.is_cancelled() {
         return Err(RefuseReason::ShuttingDown);
     }
     let live = shared.live();
     let host_id = registration.host_id();
     let tier = live.rules.policy.admit(host_id, registration.token())?;
+    let account = match &tier.quota {
+        Some(quota) => {
+            // The token's name names the account (every host of one token shares it).
+            let digest = registration.token().map(hash_token);
+            let token = digest.and_then(|d| live.rules.policy.tokens.iter().find(|rule| rule.sha256 == d));
+            let account = shared.quotas.account(host_id, token.map(|rule| rule.name.as_str()), quota.period);
+            // A host whose quota is spent could serve no session: it hears why now.
+            if account.used() >= quota.bytes {
+                return Err(RefuseReason::QuotaExceeded);
+            }
+            Some(account)
+        }
+        None => None,
+    };
     let place = shared.registry.reserve(host_id, live.rules.limits.max_hosts).ok_or(RefuseReason::RelayBusy)?;
-    Ok((tier, place))
+    Ok((tier, account, place))
 }
 
 /// A host whose proof verified.
 struct Registered {
     hop: HostHop,
     tier: Arc<Tier>,
+    account: Option<Arc<Account>>,
     /// Its place under `max_hosts`, which the registry entry keeps.
     place: HostPlace,
     /// The `Registered` message, sent once the host is in the registry (so a client the host
@@ -124,7 +145,7 @@ async fn stay_registered(
     mut registration: RelayRegistration,
     cancel: &CancellationToken,
 ) -> Result<(), FramedError> {
-    let Registered { hop, tier, place, reply } = registered;
+    let Registered { hop, tier, account, place, reply } = registered;
     let host_id = *registration.host_id();
     let (incoming_tx, mut incoming) = mpsc::channel(INCOMING_QUEUE);
     let link = match &hop {
@@ -132,7 +153,7 @@ async fn stay_registered(
         HostHop::Tcp => HostLink::Tcp(incoming_tx),
     };
     let replaced = CancellationToken::new();
-    let handle = HostHandle { link, tier, sessions: Arc::default(), buffers: Arc::default() };
+    let handle = HostHandle { link, tier, sessions: Arc::default(), buffers: Arc::default(), account };
     let generation = shared.registry.register(host_id, handle, place, replaced.clone());
     shared.metrics.host_registered();
     if let Some(fleet) = &shared.fleet {

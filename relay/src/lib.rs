@@ -30,6 +30,9 @@
 //!   handshakes per source, open connections (overall and per source), the budget of
 //!   explained refusals.
 //! - [`pacing`]: bandwidth tiers and the token bucket that paces sessions.
+//! - [`quota`]: byte quotas per day or month (`quota = "100 GiB/month"` on a tier) and their
+//!   UTC periods; [`quota_usage`]: the accounts (token names, or hosts, by keyed hash), the
+//!   batched counting, the flusher (in memory, or Redis through `fleet`), the checks.
 //! - `metrics`: aggregate counters, gauges and histograms, and `process_metrics` (memory,
 //!   fds, CPU, start time); `admin`: `/metrics` and `/healthz`.
 //! - [`log`]: the log filter that keeps dependencies (which log addresses) silent.
@@ -61,6 +64,8 @@ pub mod pacing;
 pub mod policy;
 mod process_metrics;
 mod pump;
+pub mod quota;
+pub mod quota_usage;
 mod registry;
 mod server;
 mod session;

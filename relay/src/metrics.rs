@@ -59,6 +59,8 @@ pub(crate) enum Refusal {
     Other,
     /// [`RefuseReason::FleetUnavailable`].
     FleetUnavailable,
+    /// [`RefuseReason::QuotaExceeded`].
+    QuotaExceeded,
     /// The TLS or QUIC handshake did not finish within the handshake timeout, or the
     /// connection then sent no first message (QUIC: opened no stream) within it.
     HandshakeTimeout,
@@ -69,7 +71,7 @@ pub(crate) enum Refusal {
 
 impl Refusal {
     /// Every reason, in the order of their discriminants (the index of their counter).
-    const ALL: [Self; 11] = [
+    const ALL: [Self; 12] = [
         Self::UnknownHost,
         Self::HostOverLimit,
         Self::RelayBusy,
@@ -79,6 +81,7 @@ impl Refusal {
         Self::ShuttingDown,
         Self::Other,
         Self::FleetUnavailable,
+        Self::QuotaExceeded,
         Self::HandshakeTimeout,
         Self::NoAlpn,
     ];
@@ -96,6 +99,7 @@ impl Refusal {
             // Every `Other` code has the same label; 0 stands for all of them.
             Self::Other => RefuseReason::Other(0),
             Self::FleetUnavailable => RefuseReason::FleetUnavailable,
+            Self::QuotaExceeded => RefuseReason::QuotaExceeded,
             Self::HandshakeTimeout | Self::NoAlpn => return None,
         })
     }
@@ -122,6 +126,7 @@ impl From<RefuseReason> for Refusal {
             RefuseReason::ShuttingDown => Self::ShuttingDown,
             RefuseReason::Other(_) => Self::Other,
             RefuseReason::FleetUnavailable => Self::FleetUnavailable,
+            RefuseReason::QuotaExceeded => Self::QuotaExceeded,
         }
     }
 }
@@ -283,6 +288,7 @@ pub(crate) struct Metrics {
     /// Indexed by [`FleetRoute`].
     fleet_routed: [Counter; FleetRoute::ALL.len()],
     quic_retries: Counter,
+    quota_flushes_failed: Counter,
 }
 
 impl Default for Metrics {
@@ -351,8 +357,15 @@ impl Default for Metrics {
             "QUIC connection attempts sent a Retry to prove their address (handshakes piling up)",
             quic_retries.clone(),
         );
+        let quota_flushes_failed = Counter::default();
+        registry.register(
+            "quota_flushes_failed",
+            "Quota usage flushes to the fleet's Redis that failed (kept, and sent again until one succeeds)",
+            quota_flushes_failed.clone(),
+        );
         Self {
             fleet_routed,
+            quota_flushes_failed,
             registry: root,
             sessions_total,
             sessions_active,
@@ -390,6 +403,11 @@ impl Metrics {
     /// A session for a host at another node was redirected or forwarded.
     pub(crate) fn fleet_routed(&self, route: FleetRoute) {
         self.fleet_routed[route as usize].inc();
+    }
+
+    /// A quota usage flush to Redis failed (its batch is sent again).
+    pub(crate) fn quota_flush_failed(&self) {
+        self.quota_flushes_failed.inc();
     }
 
     /// A host registered.
@@ -630,6 +648,8 @@ mod tests {
             RefuseReason::BadProof,
             RefuseReason::RateLimited,
             RefuseReason::ShuttingDown,
+            RefuseReason::FleetUnavailable,
+            RefuseReason::QuotaExceeded,
             RefuseReason::Other(200),
         ];
         for reason in reasons {

@@ -20,6 +20,8 @@
 
 use tokio::time::{Duration, Instant};
 
+use crate::quota::Quota;
+
 /// Burst a tier gets when its configuration names none: 256 KiB, a few round trips of a
 /// fast link, so short exchanges are not slowed at all.
 pub const DEFAULT_BURST_BYTES: u64 = 256 * 1024;
@@ -117,12 +119,15 @@ pub struct Tier {
     pub rate_bits_per_sec: Option<u64>,
     /// Bytes a session may send at once before pacing starts ([`DEFAULT_BURST_BYTES`] by default).
     pub burst_bytes: u64,
+    /// Bytes each account of the tier may carry per day or month, and what a running
+    /// session gets once they are spent; `None`: no quota.
+    pub quota: Option<Quota>,
 }
 
 impl Tier {
     /// The tier that never paces.
     pub fn unlimited() -> Self {
-        Self { name: "unlimited".to_owned(), rate_bits_per_sec: None, burst_bytes: DEFAULT_BURST_BYTES }
+        Self { name: "unlimited".to_owned(), rate_bits_per_sec: None, burst_bytes: DEFAULT_BURST_BYTES, quota: None }
     }
 
     /// A fresh, full bucket for one session and direction, or `None` when the tier is unlimited.
@@ -343,7 +348,7 @@ mod tests {
     fn tiers_make_buckets_in_bytes() {
         assert!(Tier::unlimited().bucket().is_none());
         assert_eq!(Tier::unlimited().burst_bytes, 256 * 1024);
-        let tier = Tier { name: "basic".into(), rate_bits_per_sec: Some(2_000_000), burst_bytes: 4096 };
+        let tier = Tier { name: "basic".into(), rate_bits_per_sec: Some(2_000_000), burst_bytes: 4096, quota: None };
         let bucket = tier.bucket().expect("a limited tier has a bucket");
         assert_eq!(bucket.rate_bytes_per_sec, 250_000);
         assert_eq!(bucket.burst_bytes, 4096);

@@ -95,7 +95,7 @@ mod tests {
     use ferry_proto::PublicKey;
 
     fn tier(name: &str, bits: Option<u64>) -> Tier {
-        Tier { name: name.into(), rate_bits_per_sec: bits, burst_bytes: 256 * 1024 }
+        Tier { name: name.into(), rate_bits_per_sec: bits, burst_bytes: 256 * 1024, quota: None }
     }
 
     fn policy(closed: bool) -> Policy {

@@ -9,7 +9,10 @@
 //!
 //! A session on a paced tier waits for its token bucket before each batch (so the sender
 //! is slowed by flow control; nothing is dropped), and a session with no bytes either way
-//! for the idle timeout is ended.
+//! for the idle timeout is ended. A session whose tier has a quota counts each batch
+//! towards its account (`crate::quota_usage::Meter`, two atomic operations) before
+//! forwarding it; once the account is over quota the session is ended (both ends reset
+//! with `RESET_QUOTA_EXCEEDED`) or paced at the tier's `over_quota_rate` from then on.
 //!
 //! Ends are forwarded faithfully: a clean finish becomes a finish; a reset or a lost
 //! connection aborts the whole session (QUIC resets with the code, TLS drops without
@@ -33,12 +36,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ferry_link::{LinkError, LinkRecv, LinkSend};
-use ferry_proto::codes::{RESET_PEER_LOST, RESET_SHUTDOWN, from_peer};
+use ferry_proto::codes::{RESET_PEER_LOST, RESET_QUOTA_EXCEEDED, RESET_SHUTDOWN, from_peer};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Tap;
 use crate::pacing::{Tier, TokenBucket};
+use crate::quota_usage::{Meter, Verdict};
 
 /// Most chunks taken from the hop per batch.
 const BATCH: usize = 32;
@@ -58,6 +62,8 @@ pub(crate) struct Shaping<'a> {
     pub(crate) idle_timeout: Duration,
     /// Test hook that sees every forwarded byte.
     pub(crate) tap: Option<Tap>,
+    /// Counts the session's bytes towards its account's quota, if its tier has one.
+    pub(crate) meter: Option<Arc<Meter>>,
 }
 
 /// Bytes carried by a finished session, each way.
@@ -82,6 +88,9 @@ pub(crate) fn splice(
     let direction = || Direction {
         tap: shaping.tap.clone(),
         bucket: shaping.tier.bucket(),
+        meter: shaping.meter.clone(),
+        burst_bytes: shaping.tier.burst_bytes,
+        slowed: false,
         activity: activity.clone(),
         started,
         session: session.clone(),
@@ -121,6 +130,11 @@ async fn watch_idle(activity: &AtomicU64, started: Instant, timeout: Duration, s
 struct Direction {
     tap: Option<Tap>,
     bucket: Option<TokenBucket>,
+    meter: Option<Arc<Meter>>,
+    /// The tier's burst, for the bucket of `over_quota_rate`.
+    burst_bytes: u64,
+    /// Whether the session is paced at `over_quota_rate` now.
+    slowed: bool,
     /// Milliseconds since `started` at the last forwarded byte (either direction).
     activity: Arc<AtomicU64>,
     started: Instant,
@@ -166,6 +180,17 @@ impl Direction {
                     }
                     total += size;
                     self.activity.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+                    match self.meter.as_ref().map(|meter| meter.count(size)) {
+                        None | Some(Verdict::Carry) => {}
+                        // The quota is spent: this batch is the first the session may not carry.
+                        Some(Verdict::End) => return Err(LinkError::Cancelled),
+                        Some(Verdict::Slow(bits)) => {
+                            if !self.slowed {
+                                self.slowed = true;
+                                self.bucket = Some(TokenBucket::new((bits / 8).max(1), self.burst_bytes));
+                            }
+                        }
+                    }
                     let write = async {
                         if let Some(bucket) = &mut self.bucket {
                             bucket.take(size).await;
@@ -185,6 +210,8 @@ impl Direction {
             .await;
             if let Err(e) = result {
                 let code = match e {
+                    // Both directions say why, whichever of them crossed the quota.
+                    _ if self.meter.as_ref().is_some_and(|meter| meter.ended()) => RESET_QUOTA_EXCEEDED,
                     // A peer's code, limited to those a peer may send (`codes::from_peer`).
                     LinkError::Reset(code) => from_peer(code),
                     _ if self.relay.is_cancelled() => RESET_SHUTDOWN,

@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::budget::HostBuffers;
 use crate::limits::CappedCount;
 use crate::pacing::Tier;
+use crate::quota_usage::Account;
 
 /// How the relay reaches a registered host.
 #[derive(Clone)]
@@ -50,6 +51,8 @@ pub(crate) struct HostHandle {
     pub(crate) sessions: Arc<CappedCount>,
     /// What the host's sessions hold of the buffer budget, for its fair share.
     pub(crate) buffers: Arc<HostBuffers>,
+    /// The account its sessions' bytes count towards, when its tier has a quota.
+    pub(crate) account: Option<Arc<Account>>,
 }
 
 impl HostLink {
@@ -226,6 +229,7 @@ mod tests {
             tier: Arc::new(crate::pacing::Tier::unlimited()),
             sessions: Arc::default(),
             buffers: Arc::default(),
+            account: None,
         };
         let generation = registry.register(a, handle(), pa, CancellationToken::new());
         // A registered host may register again even at the cap; replacing keeps one place.

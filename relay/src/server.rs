@@ -94,8 +94,11 @@ impl Relay {
                     admin::Health::Serving
                 }
             };
-            tracker.spawn(admin::serve(listener, shared.metrics.clone(), health, cancel.clone()));
+            let quotas = shared.quotas.clone();
+            let usage = move || quotas.report();
+            tracker.spawn(admin::serve(listener, shared.metrics.clone(), health, usage, cancel.clone()));
         }
+        tracker.spawn(shared.quotas.clone().run(cancel.clone()));
         if let Some(fleet) = &shared.fleet {
             let state = shared.clone();
             tracker.spawn(fleet.clone().heartbeat(move || state.registry.host_ids(), cancel.clone()));

@@ -1,7 +1,8 @@
 //! Pairing: a client's `Connect` becomes a stream to the host, then the pump.
 //!
 //! Admission happens here, in order: the relay is not draining, the host is registered,
-//! the host is under its session limit, and the session's buffers fit in the global
+//! its quota account (if its tier has a quota, `crate::quota_usage`) has bytes left, the
+//! host is under its session limit, and the session's buffers fit in the global
 //! budget and the host's fair share of it (`crate::budget`) — each failure is a `Refused`
 //! with its reason, and running sessions are never touched. An admitted session then
 //! widens the receive window of each QUIC connection it rides on by one buffer
@@ -37,6 +38,7 @@ use tracing::{debug, info};
 use crate::control;
 use crate::elsewhere;
 use crate::pump;
+use crate::quota_usage::Meter;
 use crate::registry::HostLink;
 use crate::state::Shared;
 
@@ -79,6 +81,16 @@ pub(crate) fn serve(
             }
             return control::refuse(&mut client_send, RefuseReason::UnknownHost, metrics).await;
         };
+        let meter = match (&host.account, &host.tier.quota) {
+            (Some(account), Some(quota)) => {
+                // Boxed: a Redis read may be in it, and only these sessions pay for its room.
+                if !Box::pin(shared.quotas.has_room(account, quota)).await {
+                    return control::refuse(&mut client_send, RefuseReason::QuotaExceeded, metrics).await;
+                }
+                Some(Arc::new(Meter::new(account.clone(), *quota)))
+            }
+            _ => None,
+        };
         let live = shared.live();
         let Some(slot) = host.sessions.try_take(live.rules.limits.max_sessions_per_host) else {
             return control::refuse(&mut client_send, RefuseReason::HostOverLimit, metrics).await;
@@ -115,6 +127,7 @@ pub(crate) fn serve(
                 tier: &host.tier,
                 idle_timeout: live.rules.limits.idle_session_timeout,
                 tap: shared.fixed.tap.clone(),
+                meter,
             },
             &cancel,
         )

@@ -1,9 +1,9 @@
 //! What every task of one relay shares, and the one place a reload swaps.
 //!
 //! [`Shared`] holds the settings fixed at start ([`Fixed`]), the registry and budgets, the
-//! draining flag, and the [`Live`] rules behind one lock: a reload builds a new `Live`
-//! (certificate, access rules, tiers, limits and the TLS acceptor made from them) and swaps
-//! it whole, so no task ever sees half of an old configuration and half of a new one. Tasks
+//! draining flag, the quota accounts, and the [`Live`] rules behind one lock: a reload
+//! builds a new `Live` (certificate, access rules, tiers, limits and the TLS acceptor made
+//! from them) and swaps it whole, so no task ever sees half of an old configuration and half of a new one. Tasks
 //! take a snapshot (`live()`) when they start and keep it. Nothing here imports the modules
 //! that use it (host, session, listeners), so the relay's modules form no loop.
 
@@ -25,6 +25,7 @@ use crate::limits::{
     SourceSlot,
 };
 use crate::metrics::Metrics;
+use crate::quota_usage::Quotas;
 use crate::registry::Registry;
 use crate::{Error, RelayConfig, tls};
 
@@ -76,6 +77,9 @@ pub(crate) struct Shared {
     active_sessions: watch::Sender<usize>,
     /// This node's fleet, if it belongs to one.
     pub(crate) fleet: Option<Arc<Fleet>>,
+    /// The quota accounts of the hosts here and their usage (through the fleet's Redis,
+    /// or in memory).
+    pub(crate) quotas: Arc<Quotas>,
 }
 
 /// What an admitted connection holds: its place among the pending handshakes (given back
@@ -118,6 +122,11 @@ impl Shared {
         let limits = &config.reloadable.limits;
         let metrics = Arc::new(Metrics::default());
         metrics.set_buffer_budget(limits.buffer_budget);
+        let fleet = config
+            .fleet
+            .clone()
+            .map(|fleet| Fleet::new(fleet, &config.reloadable.identity, config.buffer_per_direction as u64))
+            .transpose()?;
         Ok(Self {
             fixed: Fixed {
                 handshake_timeout: config.handshake_timeout,
@@ -127,6 +136,7 @@ impl Shared {
             registry: Registry::new(),
             pending: PendingAttach::default(),
             budget: BufferBudget::new(limits.buffer_budget),
+            quotas: Arc::new(Quotas::new(fleet.clone(), metrics.clone())),
             metrics,
             draining: CancellationToken::new(),
             live: RwLock::new(Arc::new(Live::new(config.reloadable.clone())?)),
@@ -137,11 +147,7 @@ impl Shared {
             connections: Arc::default(),
             refusal_notes: RefusalNotes::default(),
             active_sessions: watch::Sender::new(0),
-            fleet: config
-                .fleet
-                .clone()
-                .map(|fleet| Fleet::new(fleet, &config.reloadable.identity, config.buffer_per_direction as u64))
-                .transpose()?,
+            fleet,
         })
     }
 

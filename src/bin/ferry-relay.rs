@@ -27,7 +27,7 @@ struct Args {
     #[command(subcommand)]
     command: Option<Command>,
     /// TOML configuration file.
-    #[arg(long, env = "FERRY_RELAY_CONFIG")]
+    #[arg(long, env = "FERRY_RELAY_CONFIG", global = true)]
     config: Option<PathBuf>,
     /// Address to listen on: UDP for QUIC and TCP for TLS share the port number.
     #[arg(long, env = "FERRY_RELAY_LISTEN")]
@@ -84,6 +84,15 @@ enum Command {
     HashToken {
         /// The token hosts will pass with --token.
         token: String,
+    },
+    /// List the bytes each registration token's hosts have carried in the current quota
+    /// period (tokens whose tier has a `quota`), read from the fleet's Redis; without a
+    /// `[fleet]`, usage lives only in the running relay and is read from its admin port.
+    Usage {
+        /// The running relay's admin address, instead of the file's `[admin] listen`
+        /// (without `[fleet]` only).
+        #[arg(long)]
+        admin: Option<SocketAddr>,
     },
 }
 
@@ -153,6 +162,59 @@ fn check_config(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `ferry-relay usage`: each token's usage this period, from Redis or the relay's admin port.
+async fn usage(config: Option<&Path>, admin: Option<SocketAddr>) -> Result<()> {
+    let path = config.context("`usage` needs --config: the relay's file (its tokens, tiers and [fleet])")?;
+    let file = FileConfig::load(path)?;
+    let policy = file.checked()?.policy;
+    let mut tokens = Vec::new();
+    for token in &policy.tokens {
+        let tier = token.tier.as_deref().unwrap_or(&policy.default_tier);
+        match policy.tier(tier).and_then(|tier| tier.quota) {
+            Some(quota) => tokens.push(ferry_relay::quota_usage::TokenQuota { name: token.name.clone(), quota }),
+            None => println!("token {}: not counted (tier `{tier}` has no quota)", token.name),
+        }
+    }
+    match &file.fleet {
+        Some(fleet) => {
+            let fleet = fleet.fleet_config()?;
+            print!("{}", ferry_relay::quota_usage::fleet_usage(&fleet, &tokens).await?);
+        }
+        None => {
+            let addr = admin.unwrap_or(file.admin.listen);
+            println!(
+                "no [fleet]: usage is counted in the running relay only (and starts again when it restarts); \
+                 from http://{addr}/usage:"
+            );
+            print!("{}", admin_get(addr, "/usage").await?);
+        }
+    }
+    Ok(())
+}
+
+/// The body of `GET path` on the relay's admin port (plain HTTP/1.0, within 5 s, at most
+/// 1 MiB): one request of a one-shot command, where an HTTP client crate would be the
+/// larger part of the work.
+async fn admin_get(addr: SocketAddr, path: &str) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fetch = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: relay\r\n\r\n").as_bytes()).await?;
+        let mut response = Vec::new();
+        stream.take(1 << 20).read_to_end(&mut response).await?;
+        anyhow::Ok(String::from_utf8_lossy(&response).into_owned())
+    };
+    let response = tokio::time::timeout(std::time::Duration::from_secs(5), fetch)
+        .await
+        .with_context(|| format!("the relay's admin port {addr} did not answer in 5 s"))?
+        .with_context(|| format!("cannot read http://{addr}{path} (is the relay running, with [admin] on?)"))?;
+    let (head, body) = response.split_once("\r\n\r\n").context("the admin port sent no HTTP response")?;
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        bail!("http://{addr}{path}: {}", head.lines().next().unwrap_or_default());
+    }
+    Ok(body.to_owned())
+}
+
 fn main() {
     let args = Args::parse();
     if args.command.is_none() {
@@ -176,6 +238,7 @@ fn main() {
 async fn run(args: Args) -> Result<()> {
     match &args.command {
         Some(Command::CheckConfig { file }) => return check_config(file),
+        Some(Command::Usage { admin }) => return usage(args.config.as_deref(), *admin).await,
         Some(Command::HashToken { token }) => {
             let digest = ferry_relay::policy::hash_token(token);
             println!("{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>());

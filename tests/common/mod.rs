@@ -6,6 +6,7 @@ pub mod impair;
 pub mod natlab;
 pub mod netlab;
 pub mod process;
+pub mod quota;
 
 use std::process::Stdio;
 use std::time::Duration;

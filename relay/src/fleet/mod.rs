@@ -29,6 +29,10 @@
 //! The session side of both (a `Connect` for a host that is not here) is the relay's
 //! `elsewhere` module; this module owns the membership: directory, links, health.
 //!
+//! **Byte counters** (`usage`): for quotas (`crate::quota`), one counter per account and
+//! period, named by a keyed hash of the token name or host; added to by a script that
+//! applies each flush once.
+//!
 //! **Node links** (`links`) are authenticated both ways: the dialling node accepts only a
 //! node presenting the same certificate it serves itself, and each forwarded stream carries
 //! an HMAC of the fleet secret over the link's TLS exporter and the host id, which the
@@ -37,6 +41,7 @@
 mod directory;
 pub mod file;
 mod links;
+mod usage;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,6 +52,7 @@ use ferry_proto::{EXPORTER_LEN, FORWARD_PROOF_LEN, HostId};
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use directory::DirectoryError;
+pub(crate) use usage::{UsageDelta, UsageStore};
 
 use crate::TlsIdentity;
 use crate::budget::HostBuffers;
@@ -86,6 +92,11 @@ impl FleetSecret {
         let derived = ring::hmac::sign(&base, purpose);
         ring::hmac::Key::new(ring::hmac::HMAC_SHA256, derived.as_ref())
     }
+
+    /// The key of the quota accounts' hashes (`crate::quota`).
+    pub(crate) fn quota_key(&self) -> ring::hmac::Key {
+        self.hmac_key(b"ferry fleet quota account v1")
+    }
 }
 
 impl std::fmt::Debug for FleetSecret {
@@ -117,6 +128,8 @@ pub(crate) struct Fleet {
     config: FleetConfig,
     directory: directory::Directory,
     pub(crate) links: links::Links,
+    /// The byte counters of the quotas.
+    pub(crate) usage: UsageStore,
     /// Cleared when a directory operation fails, set when one succeeds.
     reachable: AtomicBool,
     /// Keys the `Forward` proofs.
@@ -138,11 +151,13 @@ impl Fleet {
     ) -> Result<Arc<Self>, crate::Error> {
         let directory = directory::Directory::new(&config)?;
         let links = links::Links::new(identity, stream_window)?;
+        let usage = UsageStore::new(&config)?;
         let forward_key = config.secret.hmac_key(b"ferry fleet forward v1");
         Ok(Arc::new(Self {
             config,
             directory,
             links,
+            usage,
             reachable: AtomicBool::new(true),
             forward_key,
             unpaced: Tier::unlimited(),
@@ -235,5 +250,10 @@ impl Fleet {
 
     pub(crate) fn mode(&self) -> FleetMode {
         self.config.mode
+    }
+
+    /// The key of the quota accounts' hashes.
+    pub(crate) fn quota_key(&self) -> ring::hmac::Key {
+        self.config.secret.quota_key()
     }
 }
