@@ -137,7 +137,10 @@ async fn echo(client: &Client, seed: u64, len: usize) -> Result<Option<Path>> {
 #[tokio::test]
 async fn a_punched_direct_path_carries_the_later_sessions() -> Result<()> {
     let Some((outcome, carried)) = scene(Nat::Cone, Nat::Cone).await? else { return Ok(()) };
-    eprintln!("cone NAT on both sides: {outcome:?}; the relay carried {carried} sessions");
+    eprintln!(
+        "cone NAT on both sides: punched in {:?}; {outcome:?}; the relay carried {carried} sessions",
+        outcome.punch_took
+    );
     ensure!(matches!(outcome.first, Some(Path::Relay(_))), "the first session goes through the relay: {outcome:?}");
     let Some(Path::Direct(addr)) = &outcome.punched else { anyhow::bail!("no punched path: {outcome:?}") };
     ensure!(addr.starts_with(&HOST_PUBLIC_IP.to_string()), "the path leads to the host's router: {addr}");
@@ -154,5 +157,14 @@ async fn a_symmetric_nat_falls_back_to_the_relay_without_an_error() -> Result<()
     ensure!(outcome.punched.is_none(), "a symmetric NAT cannot be punched: {outcome:?}");
     ensure!(outcome.later.iter().all(|p| matches!(p, Some(Path::Relay(_)))), "the relay stays the path: {outcome:?}");
     ensure!(carried == 2.0 + outcome.later.len() as f64, "{carried}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn blocked_udp_falls_back_to_the_relay_over_tcp_without_an_error() -> Result<()> {
+    let Some((outcome, carried)) = scene(Nat::Cone, Nat::UdpBlocked).await? else { return Ok(()) };
+    eprintln!("UDP blocked at the client: {outcome:?}; the relay carried {carried} sessions");
+    ensure!(outcome.punched.is_none(), "no UDP, no punch: {outcome:?}");
+    ensure!(outcome.later.iter().all(|p| matches!(p, Some(Path::Relay(_)))), "the relay stays the path: {outcome:?}");
     Ok(())
 }

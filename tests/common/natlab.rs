@@ -11,7 +11,11 @@
 //! plain `masquerade`: it keeps a flow's source port when it can, so one socket gets one
 //! public address towards every destination (what hole punching needs), and it lets in
 //! only replies to flows that went out. A [`Nat::Symmetric`] router masquerades with
-//! `random`: every flow gets a port of its own, which defeats punching. Needs root, `ip`
+//! `random`: every flow gets a port of its own, which defeats punching. Like a home
+//! router's firewall, each router drops what arrives unasked on its public side, forwarded
+//! or for itself; dropping also keeps such a packet from leaving a conntrack entry that
+//! would clash with the flow a punch then opens the other way (Linux would give that flow
+//! another port). Needs root, `ip`
 //! and `nft`; [`NatLab::start`] returns `None` and prints `SKIPPED: <why>` without them.
 
 use std::net::Ipv4Addr;
@@ -29,6 +33,8 @@ pub enum Nat {
     Cone,
     /// `masquerade random`: a new port per flow.
     Symmetric,
+    /// `masquerade`, but UDP from inside is dropped (a network that allows only TCP).
+    UdpBlocked,
 }
 
 /// The relay's address on the public network (reachable from both routers).
@@ -70,10 +76,10 @@ impl NatLab {
         }
         // (namespace, interface, address, namespace, interface, address)
         let links = [
-            ("wan", "w1", "10.100.1.1/24", "hnat", "up", "10.100.1.2/24"),
-            ("wan", "w2", "10.100.2.1/24", "cnat", "up", "10.100.2.2/24"),
-            ("hnat", "down", "192.168.1.1/24", "host", "eth0", "192.168.1.2/24"),
-            ("cnat", "down", "192.168.2.1/24", "client", "eth0", "192.168.2.2/24"),
+            ("wan", "w1", "10.100.1.1/24", "hnat", "wan0", "10.100.1.2/24"),
+            ("wan", "w2", "10.100.2.1/24", "cnat", "wan0", "10.100.2.2/24"),
+            ("hnat", "lan0", "192.168.1.1/24", "host", "eth0", "192.168.1.2/24"),
+            ("cnat", "lan0", "192.168.2.1/24", "client", "eth0", "192.168.2.2/24"),
         ];
         for (a, a_if, a_ip, b, b_if, b_ip) in links {
             let (a, b) = (lab.netns(a), lab.netns(b));
@@ -92,14 +98,17 @@ impl NatLab {
             lab.exec(machine, &["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]).await?;
         }
         for (router, nat) in [("hnat", host_nat), ("cnat", client_nat)] {
-            let masquerade = match nat {
-                Nat::Cone => "masquerade",
-                Nat::Symmetric => "masquerade random",
+            let (masquerade, udp) = match nat {
+                Nat::Cone => ("masquerade", ""),
+                Nat::Symmetric => ("masquerade random", ""),
+                Nat::UdpBlocked => ("masquerade", "meta l4proto udp drop\n    "),
             };
             let rules = format!(
-                "table ip nat {{ chain post {{ type nat hook postrouting priority 100; oifname \"up\" {masquerade}; }} }}\n\
-                 table ip filter {{ chain forward {{ type filter hook forward priority 0; policy drop; \
-                 ct state established,related accept; iifname \"down\" oifname \"up\" accept; }} }}\n"
+                "table ip nat {{\n  chain post {{\n    type nat hook postrouting priority 100;\n    oifname \"wan0\" {masquerade}\n  }}\n}}\n\
+                 table ip filter {{\n  chain forward {{\n    type filter hook forward priority 0; policy drop;\n    \
+                 ct state established,related accept\n    {udp}iifname \"lan0\" oifname \"wan0\" accept\n  }}\n\
+                 chain input {{\n    type filter hook input priority 0; policy accept;\n    \
+                 ct state established,related accept\n    iifname \"wan0\" drop\n  }}\n}}\n"
             );
             let path = std::env::temp_dir().join(format!("{}-{router}.nft", lab.prefix));
             std::fs::write(&path, rules)?;
