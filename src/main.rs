@@ -72,8 +72,9 @@ enum Command {
     },
     /// One session on stdin/stdout (like netcat); exits 0 when the host ends it cleanly.
     ///
-    /// On a terminal, stderr shows the bytes each way while it runs and a summary at the
-    /// end (elsewhere the summary is an info line: `--log info`).
+    /// On a terminal, stderr shows the bytes and rate each way and the path (direct, or
+    /// which relay) while it runs, and a summary at the end (elsewhere the summary is an
+    /// info line: `--log info`); `--progress` and `--quiet` force the counters on or off.
     Cat {
         /// The host's ticket (`ferry1…`).
         ticket: String,
@@ -82,6 +83,12 @@ enum Command {
         /// Hop to the relay: quic, tcp or auto.
         #[arg(long, default_value = "auto")]
         transport: Transport,
+        /// Draw the live counters (bytes, rate, path) on stderr even when it is not a terminal.
+        #[arg(long, conflicts_with = "quiet")]
+        progress: bool,
+        /// Draw no counters and print no summary.
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// Print the public half of a key file, for a host's `--allow` or `--allow-file`.
     ///
@@ -433,11 +440,17 @@ async fn run(command: Command) -> Result<()> {
             client.close().await;
             served?;
         }
-        Command::Cat { ticket, key, transport } => {
+        Command::Cat { ticket, key, transport, progress, quiet } => {
             let client =
                 Client::new(parse_ticket(&ticket)?, key.load()?, HopOptions::client()).with_transport(transport);
             let session = client.open_session().await?;
-            let progress = cli::progress::Progress::new();
+            let show = match (progress, quiet) {
+                (true, _) => cli::progress::Show::Always,
+                (_, true) => cli::progress::Show::Never,
+                _ => cli::progress::Show::Auto,
+            };
+            let path = session.path().map_or_else(|| "an unknown path".to_owned(), ToString::to_string);
+            let progress = cli::progress::Progress::new(show, path);
             let stdin = progress.sent.wrap_async_read(tokio::io::stdin());
             let stdout = progress.received.wrap_async_write(tokio::io::stdout());
             let result = session.bridge(stdin, stdout, CancellationToken::new()).await;

@@ -292,6 +292,18 @@ async fn ferry_cat_says_what_moved_at_log_info() -> Result<()> {
     assert!(out.status.success(), "{stderr}");
     assert!(out.stdout == data, "the echo came back altered");
     assert!(stderr.contains("sent 1.00 MiB, received 1.00 MiB in "), "{stderr}");
+    // The summary names the path (issue 14: the user sees the path).
+    assert!(stderr.contains(" via relay 127.0.0.1:"), "{stderr}");
+
+    // `--quiet`: nothing at all on stderr, even at --log info.
+    let out = ferry()
+        .args(["--log", "info", "cat", "--quiet", &s.stack.ticket.encode()?])
+        .stdin(std::fs::File::open(&file)?)
+        .output()
+        .await?;
+    assert!(out.status.success() && out.stdout == data);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("sent 1.00 MiB"), "--quiet printed a summary: {stderr}");
     s.stack.shutdown().await;
     Ok(())
 }
