@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use cli::{args, host_file};
-use ferry::local::{LocalStack, echo_service, pattern_digest, send_and_digest};
+use ferry::local::{echo_service, pattern_digest, send_and_digest};
 use ferry_client::identity::{default_dir, load_or_create_client_key};
 use ferry_client::{Client, HopOptions, Host, HostConfig, HostIdentity, Transport};
 use ferry_link::Congestion;
@@ -590,15 +590,20 @@ async fn host_run(config: HostConfig) -> Result<()> {
 async fn demo(mib: u64, congestion: Congestion) -> Result<()> {
     let bytes = mib * 1024 * 1024;
     let (service, _echo) = echo_service().await?;
-    let stack =
-        LocalStack::start_with(service, |r| r.congestion = congestion, |h| h.options.congestion = congestion).await?;
-    println!(
-        "relay on {} (pin {}), host registered, echo service on {service}",
-        stack.relay.local_addr(),
-        stack.relay.pin()
-    );
+    let relay = cli::demo::DemoRelay::start(congestion).await?;
+    let identity = HostIdentity::generate()?;
+    let mut host_config = HostConfig::new(identity.clone(), vec![relay.relay.clone()], service.to_string());
+    host_config.options.congestion = congestion;
+    let host = Host::spawn(host_config);
+    ferry::local::wait_registered(&host, 1).await?;
+    let ticket = Ticket::new(identity.key.public(), identity.secret.clone(), vec![relay.relay.clone()]);
+    let pin = match relay.relay.trust {
+        RelayTrust::Pin(pin) => pin.to_string(),
+        RelayTrust::WebPki => "webpki".into(),
+    };
+    println!("relay (ferry-relay) on {} (pin {pin}), host registered, echo service on {service}", relay.relay.addr);
     let options = HopOptions { congestion, ..HopOptions::client() };
-    let client = Arc::new(Client::new(stack.ticket.clone(), StaticKey::generate()?, options));
+    let client = Arc::new(Client::new(ticket, StaticKey::generate()?, options));
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let local = listener.local_addr()?;
     let stop = CancellationToken::new();
@@ -619,6 +624,7 @@ async fn demo(mib: u64, congestion: Congestion) -> Result<()> {
     stop.cancel();
     connect.await??;
     client.close().await;
-    tokio::time::timeout(Duration::from_secs(10), stack.shutdown()).await.ok();
+    tokio::time::timeout(Duration::from_secs(10), host.shutdown()).await.ok();
+    drop(relay);
     Ok(())
 }
