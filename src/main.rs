@@ -547,7 +547,9 @@ async fn host_run(config: HostConfig) -> Result<()> {
         }
     }
     let relay_off = config.relays.is_empty();
-    let host = Host::spawn(config);
+    // A direct port that cannot be bound is an error the user must see at once (a port
+    // in use, a wrong address), not a log line behind a host that runs without it.
+    let host = if config.direct.is_some() { Host::try_spawn(config)? } else { Host::spawn(config) };
     match host.direct_addr() {
         // The bound address (a port 0 in --direct-listen becomes the real one).
         Some(addr) if relay_off => eprintln!("relaying is off: no relay is contacted; direct sessions on {addr}"),

@@ -168,12 +168,27 @@ async fn an_allow_file_admits_its_keys_and_the_host_logs_a_refused_key() -> Resu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hosts_with_one_key_back_off_and_the_relay_counts_replacements() -> Result<()> {
+    two_hosts_with_one_key(ferry_client::Transport::Quic).await
+}
+
+/// The same over TLS on TCP, where no QUIC close code can say "replaced": the relay says it
+/// on the control stream (`Refused{Replaced}`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_tcp_hosts_with_one_key_back_off_too() -> Result<()> {
+    two_hosts_with_one_key(ferry_client::Transport::Tcp).await
+}
+
+async fn two_hosts_with_one_key(transport: ferry_client::Transport) -> Result<()> {
     let identity = TlsIdentity::self_signed(&["localhost".into()])?;
     let relay = Relay::spawn(RelayConfig::new(([127, 0, 0, 1], 0).into(), identity)).await?;
     let relays = vec![RelayAddr { addr: relay.local_addr().to_string(), trust: RelayTrust::Pin(relay.pin()) }];
     let (echo, _task) = echo_service().await?;
     let host_identity = HostIdentity::generate()?;
-    let spawn = || Host::spawn(HostConfig::new(host_identity.clone(), relays.clone(), echo.to_string()));
+    let spawn = || {
+        let mut config = HostConfig::new(host_identity.clone(), relays.clone(), echo.to_string());
+        config.transport = transport;
+        Host::spawn(config)
+    };
     let first = spawn();
     ferry::local::wait_registered(&first, 1).await?;
     let second = spawn();

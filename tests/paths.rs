@@ -196,3 +196,23 @@ async fn the_direct_port_refuses_sessions_without_the_ticket_secret() -> Result<
     host.shutdown().await;
     Ok(())
 }
+
+/// The direct port over TLS on TCP (`DirectConfig::tcp`), for clients whose UDP is blocked.
+#[tokio::test]
+async fn the_direct_port_answers_over_tls_on_tcp_when_asked() -> Result<()> {
+    let (service, _echo) = echo_service().await?;
+    let identity = HostIdentity::generate()?;
+    let mut config = HostConfig::new(identity.clone(), Vec::new(), service.to_string());
+    config.direct = Some(DirectConfig { tcp: true, ..DirectConfig::new(([127, 0, 0, 1], 0).into()) });
+    let host = Host::try_spawn(config)?;
+    let direct = host.direct_addr().context("the host's direct port")?;
+    let mut ticket = Ticket::new(identity.key.public(), identity.secret.clone(), Vec::new());
+    ticket.direct = vec![direct.to_string()];
+    let client =
+        Client::new(ticket, StaticKey::generate()?, HopOptions::client()).with_transport(ferry_client::Transport::Tcp);
+    let payload = common::pattern(9, 1 << 20);
+    ensure!(common::echo_session(&client, &payload).await? == payload, "the bytes came back altered");
+    ensure!(client.transport_in_use().await == Some(ferry_client::Transport::Tcp));
+    host.shutdown().await;
+    Ok(())
+}

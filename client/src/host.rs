@@ -293,7 +293,7 @@ impl Ended {
 impl From<Error> for Ended {
     fn from(e: Error) -> Self {
         match e {
-            Error::Replaced => Self::Replaced,
+            Error::Replaced | Error::Refused(ferry_proto::RefuseReason::Replaced) => Self::Replaced,
             other => Self::Other(other.report()),
         }
     }
