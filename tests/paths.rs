@@ -67,7 +67,10 @@ async fn a_running_connect_moves_to_the_second_relay_when_the_first_dies() -> Re
     let line = wait_for_line(&mut connect, "listening on", Duration::from_secs(10)).await?;
     let local: std::net::SocketAddr = line.split_whitespace().nth(2).context("address")?.parse()?;
     echo_checked(local, 1, 1 << 20).await.context("the first session, through relay 1")?;
-    ensure!(relay_metric(&relay1, "ferry_relay_sessions_total").await? == 1.0, "relay 1 carried the first session");
+    // (Relay 1 may also carry one punch attempt, which this host, without a direct port,
+    // refuses: hence at least one.)
+    ensure!(relay_metric(&relay1, "ferry_relay_sessions_total").await? >= 1.0, "relay 1 carried the first session");
+    ensure!(relay_metric(&relay2, "ferry_relay_sessions_total").await? == 0.0, "relay 2 carried nothing yet");
 
     relay1.signal("KILL")?;
     relay1.child.wait().await?;
