@@ -355,45 +355,100 @@ async fn the_fleet_rides_out_a_redis_outage() -> Result<()> {
     Ok(())
 }
 
-/// What must be shown, 2: a host registered at nodes 1 and 2; node 1 is killed (SIGKILL).
-/// Through the fleet's entry (node 3, forward mode) the host stays reachable, the directory
-/// then points at node 2 only, and node 1's stale claim expires by itself.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_host_at_two_nodes_survives_the_death_of_one() -> Result<()> {
-    let mut fleet = Fleet::start("forward").await?;
+/// What must be shown, 2: one host registered at nodes 1 and 2 (its relay list names both);
+/// node 1 is killed (SIGKILL) just after renewing its claim, while that claim is the
+/// freshest. A client entering the fleet at node 3 reaches the host on its first attempt
+/// within 1 s (node 3 probes node 1 over the node link, passes it over, and sends or carries
+/// the client to node 2); the directory then points at node 2 only, and node 1's claim goes
+/// when its expiry passes, not before.
+async fn a_host_at_two_nodes_survives_the_death_of_one(mode: &str) -> Result<()> {
+    let mut fleet = Fleet::start(mode).await?;
     let (service, _echo) = echo_service().await?;
-    let (first, identity) = fleet.host_at(1, service).await?;
-    // The same host (same key) registered at node 2 too.
-    let mut config = HostConfig::new(identity.clone(), vec![fleet.relay(2)], service.to_string());
+    let identity = HostIdentity::generate()?;
+    let mut config = HostConfig::new(identity.clone(), vec![fleet.relay(1), fleet.relay(2)], service.to_string());
     config.transport = Transport::Quic;
-    let second = Host::spawn(config);
-    ferry::local::wait_registered(&second, 1).await?;
+    let host = Host::spawn(config);
+    ferry::local::wait_registered(&host, 2).await?;
     let key = fleet.presence_key().await?;
     fleet.claims_become(&key, &["node-1", "node-2"]).await?;
-    let client = fleet.client_via(3, &identity)?;
-    echo_16_mib(&client, 90).await.context("before the kill")?;
+    let earlier = fleet.client_via(3, &identity)?;
+    echo_16_mib(&earlier, 90).await.context("before the kill")?;
 
+    // The worst moment: node 1 renews its claim, after node 2 did, and dies. Its claim is
+    // then the freshest for most of a heartbeat (a lookup alone would send clients to it).
+    // Which node renews last is set by when each started, so the test makes sure of it:
+    // right after node 2's renewal, it writes node 1's renewal as node 1 would, and kills
+    // node 1 before it can renew again.
+    fleet.just_renewed(&key, "node-2").await?;
+    let dead_claim_expires = unix_ms() + 3_000;
+    fleet.redis.cli(&["ZADD", &key, "XX", &dead_claim_expires.to_string(), "node-1"]).await?;
     fleet.nodes[0].child.kill().await?;
     let killed = Instant::now();
-    let mut attempts = 0;
-    let reached = loop {
-        attempts += 1;
-        match echo_16_mib(&client, 91).await {
-            Ok(setup) => break setup,
-            Err(e) if killed.elapsed() < Duration::from_secs(10) => eprintln!("attempt {attempts} failed: {e:#}"),
-            Err(e) => return Err(e.context("the host stayed unreachable 10 s after node 1 died")),
-        }
-    };
-    eprintln!(
-        "node 1 killed: the host was reached through node 3 after {:?} ({attempts} attempt(s), that session's setup {reached:?})",
-        killed.elapsed()
+    let paired_before = metric(&fleet.metrics(2).await?, "ferry_relay_sessions_total")?;
+    // A client entering at node 3 now: one attempt, ready within 1 s, bytes intact.
+    let newcomer = fleet.client_via(3, &identity)?;
+    let setup = echo_16_mib(&newcomer, 91).await.context("a client entering at node 3 after the kill")?;
+    eprintln!("{mode}: node 1 killed; a new client's first session was ready in {setup:?}");
+    ensure!(setup < Duration::from_secs(1), "{mode}: the first session after the kill took {setup:?}");
+    let paired = metric(&fleet.metrics(2).await?, "ferry_relay_sessions_total")?;
+    ensure!(paired == paired_before + 1.0, "node 2 paired {paired} sessions, {paired_before} before");
+    // Node 3 found node 1's claim first and passed it over because it did not answer.
+    let passed_over = fleet.nodes[2].wait_log("did not answer a probe").await;
+    ensure!(
+        passed_over.is_ok(),
+        "node 3 never passed over the dead node: {passed_over:?}\n{}",
+        fleet.nodes[2].seen.join("\n")
     );
-    // The survivor's claim is the only live one once the dead one has expired.
+
+    // The client that was in the fleet before: in forward mode its hop is node 3's, which
+    // carries on at once; a redirected one had been sent to its host's node (maybe node 1)
+    // and keeps that hop until it fails (the client's own timeout), then asks node 3 again.
+    let started = Instant::now();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match echo_16_mib(&earlier, 92).await {
+            Ok(_) => break,
+            Err(e) if started.elapsed() < Duration::from_secs(30) => eprintln!("attempt {attempts} failed: {e:#}"),
+            Err(e) => return Err(e.context("the earlier client could not reach the host 30 s after node 1 died")),
+        }
+    }
+    let again = started.elapsed();
+    eprintln!("{mode}: the earlier client reached the host again after {again:?} ({attempts} attempt(s))");
+    if mode == "forward" {
+        ensure!(again < Duration::from_secs(1) && attempts == 1, "forward: the earlier client took {again:?}");
+    }
+
+    // The survivor's claim is the only live one once the dead one has expired: by its
+    // expiry (swept at the survivor's next renewal), not before.
     fleet.claims_become(&key, &["node-2"]).await?;
-    eprintln!("node 1's claim expired {:?} after the kill", killed.elapsed());
-    second.shutdown().await;
-    drop(first);
+    let swept = unix_ms();
+    eprintln!("{mode}: node 1's claim went {:?} after the kill", killed.elapsed());
+    ensure!(swept >= dead_claim_expires, "node 1's claim went {} ms before its expiry", dead_claim_expires - swept);
+    ensure!(
+        swept <= dead_claim_expires + 2_000,
+        "node 1's claim outlived its expiry by {} ms",
+        swept - dead_claim_expires
+    );
+    let ttl: u64 = fleet.redis.cli(&["PTTL", &key]).await?.parse()?;
+    ensure!(ttl > 0 && ttl <= 6_000, "the presence key's TTL is {ttl} ms (twice the presence period at most)");
+    host.shutdown().await;
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_at_two_nodes_survives_the_death_of_one_redirected() -> Result<()> {
+    a_host_at_two_nodes_survives_the_death_of_one("redirect").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_at_two_nodes_survives_the_death_of_one_forwarded() -> Result<()> {
+    a_host_at_two_nodes_survives_the_death_of_one("forward").await
+}
+
+/// Milliseconds since the Unix epoch (the clock the claims' scores use).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Fleet {
@@ -405,6 +460,17 @@ impl Fleet {
         let key = keys.next().context("no presence key")?.to_owned();
         ensure!(keys.next().is_none(), "more than one presence key");
         Ok(key)
+    }
+
+    /// Waits (at most 10 s) until `node` has just renewed its claim on `key`.
+    async fn just_renewed(&self, key: &str, node: &str) -> Result<()> {
+        let started = Instant::now();
+        let first = self.redis.cli(&["ZSCORE", key, node]).await?;
+        while self.redis.cli(&["ZSCORE", key, node]).await? == first {
+            ensure!(started.elapsed() < Duration::from_secs(10), "{node} did not renew its claim in 10 s");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(())
     }
 
     /// Waits (at most 10 s) until the members of `key` are exactly `nodes`.
