@@ -202,8 +202,21 @@ async fn a_host_at_two_nodes_survives_the_death_of_one(mode: &str) -> Result<()>
         fleet.nodes[2].seen.join("\n")
     );
 
-    // The client that was in the fleet before: in forward mode its hop is node 3's, which
-    // carries on at once; a redirected one had been sent to its host's node (maybe node 1)
+    // The survivor's claim is the only live one once the dead one has expired: by its
+    // expiry (swept at the survivor's next renewal), not before.
+    fleet.claims_become(&key, &["node-2"]).await?;
+    let swept = unix_ms();
+    eprintln!("{mode}: node 1's claim went {:?} after the kill", killed.elapsed());
+    ensure!(swept >= dead_claim_expires, "node 1's claim went {} ms before its expiry", dead_claim_expires - swept);
+    ensure!(
+        swept <= dead_claim_expires + 2_000,
+        "node 1's claim outlived its expiry by {} ms",
+        swept - dead_claim_expires
+    );
+    let ttl: u64 = fleet.redis.cli(&["PTTL", &key]).await?.parse()?;
+    ensure!(ttl > 0 && ttl <= 6_000, "the presence key's TTL is {ttl} ms (twice the presence period at most)");
+    // The client that was in the fleet before the kill: in forward mode its hop is node
+    // 3's, which carries on at once; a redirected one had been sent to its host's node (maybe node 1)
     // and keeps that hop until it fails (the client's own timeout), then asks node 3 again.
     let started = Instant::now();
     let mut attempts = 0;
@@ -221,19 +234,6 @@ async fn a_host_at_two_nodes_survives_the_death_of_one(mode: &str) -> Result<()>
         ensure!(again < Duration::from_secs(1) && attempts == 1, "forward: the earlier client took {again:?}");
     }
 
-    // The survivor's claim is the only live one once the dead one has expired: by its
-    // expiry (swept at the survivor's next renewal), not before.
-    fleet.claims_become(&key, &["node-2"]).await?;
-    let swept = unix_ms();
-    eprintln!("{mode}: node 1's claim went {:?} after the kill", killed.elapsed());
-    ensure!(swept >= dead_claim_expires, "node 1's claim went {} ms before its expiry", dead_claim_expires - swept);
-    ensure!(
-        swept <= dead_claim_expires + 2_000,
-        "node 1's claim outlived its expiry by {} ms",
-        swept - dead_claim_expires
-    );
-    let ttl: u64 = fleet.redis.cli(&["PTTL", &key]).await?.parse()?;
-    ensure!(ttl > 0 && ttl <= 6_000, "the presence key's TTL is {ttl} ms (twice the presence period at most)");
     host.shutdown().await;
     Ok(())
 }
