@@ -227,7 +227,7 @@ enum HostCommand {
         #[arg(long = "allow-file")]
         allow_file: Vec<PathBuf>,
         /// Registration token, for relays that require one.
-        #[arg(long, env = "FERRY_TOKEN")]
+        #[arg(long, env = "FERRY_TOKEN", value_parser = args::token)]
         token: Option<String>,
         /// Hop to the relays: quic, tcp or auto (the default).
         #[arg(long)]

@@ -158,17 +158,6 @@ impl Client {
         self.paths().last_good.clone()
     }
 
-    /// Adds direct addresses of the host learned outside the ticket (a punched path):
-    /// later sessions try them first.
-    pub fn learn_direct(&self, addrs: impl IntoIterator<Item = String>) {
-        let mut paths = self.paths();
-        for addr in addrs {
-            if !paths.learned.contains(&addr) {
-                paths.learned.push(addr);
-            }
-        }
-    }
-
     /// Every path of the ticket (and learned), best first.
     fn ranked(&self) -> Vec<Path> {
         let paths = self.paths();
@@ -200,9 +189,10 @@ impl Client {
             let endpoint = match self.endpoint.get() {
                 Some(endpoint) => endpoint.clone(),
                 None => {
-                    let fresh = ferry_link::udp::client_endpoint(([127, 0, 0, 1], 1).into()).map_err(|source| {
-                        Error::RelayUnreachable { addr: "(no relay yet: opening a UDP socket)".into(), source }
-                    })?;
+                    // IPv4, any interface, an ephemeral port (IPv6 targets get a fresh one).
+                    let socket = std::net::UdpSocket::bind(("0.0.0.0", 0))?;
+                    ferry_link::udp::tune_socket(&socket);
+                    let fresh = ferry_link::udp::endpoint(socket, None)?;
                     self.endpoint.get_or_init(|| fresh).clone()
                 }
             };

@@ -36,6 +36,15 @@ pub fn service(text: &str) -> Result<(String, String), String> {
 
 /// `--log`: a level for ferry's own lines, or a full `tracing` filter for whoever needs
 /// one (anything with `=`, such as `ferry_client=debug,quinn=info`). Returns the filter.
+/// `--token`: 1 to 255 bytes (what the registration message carries), so a longer one is
+/// refused here instead of failing every registration attempt for ever.
+pub fn token(text: &str) -> Result<String, String> {
+    match text.len() {
+        1..=255 => Ok(text.to_owned()),
+        n => Err(format!("{n} bytes; a registration token has 1 to 255 (ask the relay's operator for the right one)")),
+    }
+}
+
 pub fn log_filter(text: &str) -> Result<String, String> {
     let text = text.trim();
     if LEVELS.contains(&text) {
@@ -102,6 +111,9 @@ mod tests {
     #[test]
     fn addresses_are_checked_at_parse_time() {
         assert_eq!(address(" relay.example.org:4433 ").unwrap(), "relay.example.org:4433");
+        assert!(token(&"t".repeat(255)).is_ok());
+        assert!(token(&"t".repeat(256)).unwrap_err().contains("1 to 255"));
+        assert!(token("").is_err());
         assert!(address("127.0.0.1").unwrap_err().contains("no port"));
         assert!(address("8000").unwrap_err().contains("127.0.0.1:8000"));
     }
