@@ -76,6 +76,16 @@ pub enum Error {
     /// A record announced a size or kind this version does not allow.
     #[error("malformed end-to-end record: {0}")]
     BadRecord(&'static str),
+    /// A resume request (or the host's answer to one) was refused; the live session is
+    /// untouched.
+    #[error("the session could not be resumed: {why}")]
+    ResumeRefused {
+        /// What was wrong with the request or answer.
+        why: crate::e2e::resume::ResumeRefusal,
+    },
+    /// A record was to be sealed while the replay buffer is full: wait for an acknowledgement.
+    #[error("the replay buffer is full; wait for the peer's acknowledgement")]
+    ReplayFull,
     /// The Noise library refused an operation (a bug or a misuse, never peer-controlled).
     #[error("noise: {0}")]
     Noise(#[from] snow::Error),
