@@ -19,6 +19,8 @@
 //! - [`serve`]: [`Client::serve`] — a local listener whose connections become sessions
 //!   (what `ferry connect` runs).
 //! - [`session`]: [`Session`] — plaintext ↔ sealed records, half-close, truncation checks.
+//! - `resume`: resumable sessions — the bridge that moves a session to another path when
+//!   its own is lost, and the host's registry resume requests are matched against.
 //! - `explain`: hop failures and reset codes turned into explanations.
 //! - `backoff`: jittered exponential backoff.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
@@ -31,6 +33,7 @@ mod error;
 mod explain;
 pub mod host;
 pub mod identity;
+mod resume;
 pub mod serve;
 pub mod services;
 pub mod session;
@@ -42,5 +45,6 @@ pub use direct::DirectConfig;
 pub use error::Error;
 pub use host::{Host, HostConfig, HostStatus};
 pub use identity::HostIdentity;
+pub use resume::{DEFAULT_RESUME_TIMEOUT, STALL_AFTER};
 pub use services::Services;
 pub use session::{Session, Transferred};

@@ -17,4 +17,6 @@ pub mod resume;
 
 pub use handshake::{ClientHandshake, E2E_NOISE, Established, HostHandshake, Refusal};
 pub use record::{MAX_RECORD_DATA, Opened, Opener, Record, Sealer};
-pub use resume::{ClientResume, HostResume, Inbound, Outbound, ResumeKeys, ResumeRefusal, ResumeRequest, SessionId};
+pub use resume::{
+    ClientResume, HostResume, Inbound, Outbound, ResumeKeys, ResumeRefusal, ResumeRequest, SessionId, Taken,
+};

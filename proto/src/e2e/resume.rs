@@ -306,6 +306,13 @@ impl HostResume {
         out: &Outbound,
         received: u64,
     ) -> Result<([u8; RESUME_ANSWER_LEN], u64), Error> {
+        let taken = self.check(request, out)?;
+        Ok((self.answer(&taken, received), taken.from))
+    }
+
+    /// The checks of [`HostResume::take`] alone, for a host that answers later (once it has
+    /// stopped reading the old path, so that its own count is final).
+    pub fn check(&mut self, request: &ResumeRequest, out: &Outbound) -> Result<Taken, Error> {
         let refused = |why| Error::ResumeRefused { why };
         if request.id != self.keys.id {
             return Err(refused(ResumeRefusal::UnknownSession));
@@ -320,12 +327,26 @@ impl HostResume {
             return Err(refused(ResumeRefusal::BadCounters));
         }
         self.last_attempt = request.attempt;
+        Ok(Taken { attempt: request.attempt, from: request.received })
+    }
+
+    /// The answer to a taken request, saying the host has opened `received` client records.
+    pub fn answer(&self, taken: &Taken, received: u64) -> [u8; RESUME_ANSWER_LEN] {
         let mut answer = [0u8; RESUME_ANSWER_LEN];
         answer[0] = STATUS_RESUMED;
         answer[1..9].copy_from_slice(&received.to_be_bytes());
-        answer[9..].copy_from_slice(&self.keys.answer_mac(request.attempt, STATUS_RESUMED, received));
-        Ok((answer, request.received))
+        answer[9..].copy_from_slice(&self.keys.answer_mac(taken.attempt, STATUS_RESUMED, received));
+        answer
     }
+}
+
+/// A resume request the host took: its attempt, and where the host's replay starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Taken {
+    /// The request's attempt number (the answer is bound to it).
+    pub attempt: u64,
+    /// The client has opened this many host records: replay from here.
+    pub from: u64,
 }
 
 /// Sealed records of one direction, kept until the peer acknowledges them.
