@@ -430,6 +430,11 @@ impl ReplayBuffer {
             self.acks -= usize::from(is_ack);
             self.first += 1;
         }
+        // A queue that held many small records keeps its slots otherwise: an idle session
+        // would hold them for good.
+        if self.records.capacity() > 64 && self.records.len() < self.records.capacity() / 4 {
+            self.records.shrink_to(self.records.len() * 2);
+        }
         Ok(())
     }
 
@@ -588,7 +593,7 @@ impl Inbound {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::e2e::record::{Opener, Record};
+    use crate::e2e::record::{MAX_RECORD_DATA, Opener, Record};
     use proptest::prelude::*;
 
     fn keys(seed: u8) -> ResumeKeys {
@@ -765,6 +770,89 @@ mod tests {
         }
         assert!(stuck.seal_ack(0).is_err());
         assert!(stuck.replay().charged() <= stuck.bound());
+    }
+
+    /// Sends `records` records of `size` bytes one way, the receiver reading `batch` records
+    /// at a time and acknowledging as the bridge does (when due, and when its input goes
+    /// idle); returns (data wire bytes, ack records, ack wire bytes, peak replay bytes).
+    fn ack_cost(records: usize, size: usize, batch: usize) -> (usize, usize, usize, usize) {
+        let mut out = Outbound::new(Sealer::new(&[1; 32]).unwrap(), DEFAULT_REPLAY_LIMIT);
+        let mut inb = Inbound::new(Opener::new(&[1; 32]).unwrap());
+        let mut back = Outbound::new(Sealer::new(&[2; 32]).unwrap(), DEFAULT_REPLAY_LIMIT);
+        let mut back_in = Inbound::new(Opener::new(&[2; 32]).unwrap());
+        let (mut data_bytes, mut acks, mut ack_bytes, mut peak) = (0, 0, 0, 0);
+        let data = vec![7u8; size];
+        let mut sent = 0;
+        while sent < records {
+            let mut wire = BytesMut::new();
+            for _ in 0..batch.min(records - sent) {
+                assert!(out.has_room(size), "the acknowledgements keep room");
+                let record = out.seal(RecordKind::Data, &data).unwrap();
+                data_bytes += record.len();
+                wire.extend_from_slice(&record);
+                sent += 1;
+            }
+            peak = peak.max(out.replay().charged());
+            let mut ack_wire = BytesMut::new();
+            while let Some(opened) = inb.open(&mut wire).unwrap() {
+                assert!(matches!(opened, Opened::Data(_)));
+                if inb.ack_due() {
+                    ack_wire.extend_from_slice(&back.seal_ack(inb.take_ack()).unwrap());
+                }
+            }
+            if inb.has_unacknowledged() {
+                ack_wire.extend_from_slice(&back.seal_ack(inb.take_ack()).unwrap());
+            }
+            while let Some(opened) = back_in.open(&mut ack_wire).unwrap() {
+                let Opened::Ack(n) = opened else { panic!("only acks come back") };
+                acks += 1;
+                ack_bytes += ACK_WIRE_LEN;
+                out.acknowledge(n).unwrap();
+            }
+            // The sender's own acks of the acks, as its 32-record rule sends them.
+            if back_in.ack_due() {
+                back.acknowledge(back_in.take_ack()).unwrap();
+            }
+        }
+        (data_bytes, acks, ack_bytes, peak)
+    }
+
+    #[test]
+    fn acknowledgements_cost_under_a_tenth_of_a_percent_in_bulk() {
+        // 256 MiB in full records, read one record at a time (the worst case for bulk: every
+        // read ends idle, so every record is acknowledged on its own).
+        let (data, acks, ack_bytes, peak) = ack_cost(4097, MAX_RECORD_DATA, 1);
+        let overhead = ack_bytes as f64 / data as f64;
+        eprintln!(
+            "bulk: {data} data bytes, {acks} acks, {ack_bytes} ack bytes ({:.4} %), replay peak {peak} B",
+            overhead * 100.0
+        );
+        assert!(overhead < 0.001, "{overhead}");
+        // Read 8 records at a time: fewer acknowledgements still.
+        let (data, acks, ack_bytes, _) = ack_cost(4096, MAX_RECORD_DATA, 8);
+        eprintln!("bulk, 8 records per read: {acks} acks, {:.4} %", ack_bytes as f64 / data as f64 * 100.0);
+        // Interactive: 100-byte records, each read alone: one ack per record.
+        let (data, acks, ack_bytes, _) = ack_cost(1000, 100, 1);
+        eprintln!(
+            "interactive, 100-byte records: {acks} acks, {:.1} % of the data bytes",
+            ack_bytes as f64 / data as f64 * 100.0
+        );
+        assert!(acks <= 1000);
+        let (data, acks, ack_bytes, _) = ack_cost(1024, 100, 64);
+        eprintln!("small records, 64 per read: {acks} acks, {:.1} %", ack_bytes as f64 / data as f64 * 100.0);
+        assert!(acks <= 1024 / ACK_EVERY_RECORDS as usize + 1024 / 64);
+    }
+
+    #[test]
+    fn an_idle_buffer_lets_go_of_its_slots() {
+        let mut out = Outbound::new(Sealer::new(&[1; 32]).unwrap(), DEFAULT_REPLAY_LIMIT);
+        for _ in 0..5000 {
+            out.seal(RecordKind::Data, b"tiny").unwrap();
+        }
+        assert!(out.replay.records.capacity() >= 5000);
+        out.acknowledge(5000).unwrap();
+        assert_eq!(out.replay().charged(), 0);
+        assert!(out.replay.records.capacity() <= 64, "{}", out.replay.records.capacity());
     }
 
     // ---- the simulated path ----
