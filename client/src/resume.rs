@@ -43,6 +43,8 @@ pub const DEFAULT_RESUME_TIMEOUT: Duration = Duration::from_secs(30);
 /// Data outstanding and no acknowledgement for this long: the path is taken as lost (a
 /// blackholed relay sends no reset; this is the end-to-end acknowledgement deadline).
 pub const STALL_AFTER: Duration = Duration::from_secs(2);
+/// Longest the host waits to write its answer and replay on a new path.
+const REPLAY_WRITE_LIMIT: Duration = Duration::from_secs(10);
 /// How often the stall detector looks.
 const STALL_CHECK: Duration = Duration::from_millis(250);
 
@@ -331,10 +333,13 @@ async fn reattach(
             put_frame(&mut first, &answer).map_err(Error::Proto)?;
             let mut chunks = vec![first.freeze()];
             chunks.extend(replay);
-            match write_all(&mut link.send, chunks).await {
-                Ok(()) => return Ok(link),
-                // That path died at once; wait for the next request.
-                Err(_) => continue,
+            match tokio::time::timeout(REPLAY_WRITE_LIMIT, write_all(&mut link.send, chunks)).await {
+                Ok(Ok(())) => return Ok(link),
+                // That path died at once (or does not move); wait for the next request.
+                _ => {
+                    link.send.reset(RESET_CANCELLED);
+                    continue;
+                }
             }
         },
     }
@@ -422,8 +427,7 @@ async fn upstream<R: AsyncRead + Unpin>(
         let fin_sealed = shared.fin_sealed.load(Ordering::Acquire);
         if let Some(count) = shared.take_ack() {
             let ack = shared.out().seal_ack(count)?;
-            if send.write_chunks(&mut [ack]).await.is_err() {
-                stop.cancel();
+            if !write_or_stop(send, ack, stop).await {
                 return Ok(false);
             }
             continue;
@@ -440,7 +444,7 @@ async fn upstream<R: AsyncRead + Unpin>(
                 _ = stop.cancelled() => {
                     if let Some(count) = shared.take_ack() {
                         let ack = shared.out().seal_ack(count)?;
-                        let _ = send.write_chunks(&mut [ack]).await;
+                        let _ = tokio::time::timeout(STALL_AFTER, send.write_chunks(&mut [ack])).await;
                     }
                     return Ok(true);
                 }
@@ -461,11 +465,27 @@ async fn upstream<R: AsyncRead + Unpin>(
                 if n == 0 {
                     shared.fin_sealed.store(true, Ordering::Release);
                 }
-                if send.write_chunks(&mut [record]).await.is_err() {
-                    stop.cancel();
+                if !write_or_stop(send, record, stop).await {
                     return Ok(false);
                 }
             }
+        }
+    }
+}
+
+/// Writes one record unless the phase stops first (a write to a blackholed path can wait
+/// for flow control for ever; the record stays in the replay buffer). `false`: stopped, or
+/// the write failed (which stops the phase).
+async fn write_or_stop(send: &mut LinkSend, record: Bytes, stop: &CancellationToken) -> bool {
+    let mut chunks = [record];
+    tokio::select! {
+        biased;
+        _ = stop.cancelled() => false,
+        written = send.write_chunks(&mut chunks) => {
+            if written.is_err() {
+                stop.cancel();
+            }
+            written.is_ok()
         }
     }
 }
