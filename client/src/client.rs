@@ -175,7 +175,10 @@ impl Client {
             Ok(resumable) => {
                 let resume = ferry_proto::e2e::ClientResume::new(resumable.keys.clone());
                 let side = crate::resume::Side::Client { resume, reattach: self };
-                crate::resume::bridge(resumable, side, local_read, local_write, self.resume_timeout, cancel).await
+                let timeout = self.resume_timeout;
+                let (sent, received) =
+                    crate::resume::bridge(resumable, side, local_read, local_write, timeout, cancel).await?;
+                Ok(crate::Transferred { sent, received })
             }
             Err(session) => session.bridge(local_read, local_write, cancel).await,
         }

@@ -36,7 +36,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::Error;
-use crate::session::Transferred;
 
 /// How long a lost session waits to be resumed before it ends with an error.
 pub const DEFAULT_RESUME_TIMEOUT: Duration = Duration::from_secs(30);
@@ -213,8 +212,8 @@ pub(crate) struct Resumable {
 }
 
 /// Bridges a resumable session to a local connection until both directions have ended and
-/// been acknowledged (`Ok`), `cancel` fires, or the session could not be resumed within
-/// `resume_timeout` of losing its path.
+/// been acknowledged (`Ok` with the plaintext bytes sent and received), `cancel` fires, or
+/// the session could not be resumed within `resume_timeout` of losing its path.
 pub(crate) async fn bridge<R, W>(
     session: Resumable,
     side: Side<'_>,
@@ -222,7 +221,7 @@ pub(crate) async fn bridge<R, W>(
     mut local_write: W,
     resume_timeout: Duration,
     cancel: CancellationToken,
-) -> Result<Transferred, Error>
+) -> Result<(u64, u64), Error>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -259,7 +258,7 @@ where
                 PhaseEnd::Done => {
                     let _ = link.send.finish().await;
                     drain_to_end(&mut link.recv).await;
-                    return Ok(Transferred { sent: ends.sent, received: ends.received });
+                    return Ok((ends.sent, ends.received));
                 }
                 PhaseEnd::Switched(arrival) => Some(arrival),
                 PhaseEnd::Lost => None,

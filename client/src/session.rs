@@ -96,7 +96,9 @@ impl Session {
             Ok(resumable) => {
                 let side = crate::resume::Side::Fixed;
                 let timeout = crate::resume::DEFAULT_RESUME_TIMEOUT;
-                return crate::resume::bridge(resumable, side, local_read, local_write, timeout, cancel).await;
+                let (sent, received) =
+                    crate::resume::bridge(resumable, side, local_read, local_write, timeout, cancel).await?;
+                return Ok(Transferred { sent, received });
             }
             Err(session) => session,
         };
