@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use cli::{args, host_file};
-use ferry::local::{LocalStack, echo_service, pattern_digest, send_and_digest};
+use ferry::local::{echo_service, pattern_digest, send_and_digest};
 use ferry_client::identity::{default_dir, load_or_create_client_key};
 use ferry_client::{Client, HopOptions, Host, HostConfig, HostIdentity, Transport};
 use ferry_link::Congestion;
@@ -72,8 +72,9 @@ enum Command {
     },
     /// One session on stdin/stdout (like netcat); exits 0 when the host ends it cleanly.
     ///
-    /// On a terminal, stderr shows the bytes each way while it runs and a summary at the
-    /// end (elsewhere the summary is an info line: `--log info`).
+    /// On a terminal, stderr shows the bytes and rate each way and the path (direct, or
+    /// which relay) while it runs, and a summary at the end (elsewhere the summary is an
+    /// info line: `--log info`); `--progress` and `--quiet` force the counters on or off.
     Cat {
         /// The host's ticket (`ferry1…`).
         ticket: String,
@@ -82,6 +83,12 @@ enum Command {
         /// Hop to the relay: quic, tcp or auto.
         #[arg(long, default_value = "auto")]
         transport: Transport,
+        /// Draw the live counters (bytes, rate, path) on stderr even when it is not a terminal.
+        #[arg(long, conflicts_with = "quiet")]
+        progress: bool,
+        /// Draw no counters and print no summary.
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// Print the public half of a key file, for a host's `--allow` or `--allow-file`.
     ///
@@ -433,11 +440,17 @@ async fn run(command: Command) -> Result<()> {
             client.close().await;
             served?;
         }
-        Command::Cat { ticket, key, transport } => {
+        Command::Cat { ticket, key, transport, progress, quiet } => {
             let client =
                 Client::new(parse_ticket(&ticket)?, key.load()?, HopOptions::client()).with_transport(transport);
             let session = client.open_session().await?;
-            let progress = cli::progress::Progress::new();
+            let show = match (progress, quiet) {
+                (true, _) => cli::progress::Show::Always,
+                (_, true) => cli::progress::Show::Never,
+                _ => cli::progress::Show::Auto,
+            };
+            let path = session.path().map_or_else(|| "an unknown path".to_owned(), ToString::to_string);
+            let progress = cli::progress::Progress::new(show, path);
             let stdin = progress.sent.wrap_async_read(tokio::io::stdin());
             let stdout = progress.received.wrap_async_write(tokio::io::stdout());
             let result = session.bridge(stdin, stdout, CancellationToken::new()).await;
@@ -534,7 +547,9 @@ async fn host_run(config: HostConfig) -> Result<()> {
         }
     }
     let relay_off = config.relays.is_empty();
-    let host = Host::spawn(config);
+    // A direct port that cannot be bound is an error the user must see at once (a port
+    // in use, a wrong address), not a log line behind a host that runs without it.
+    let host = if config.direct.is_some() { Host::try_spawn(config)? } else { Host::spawn(config) };
     match host.direct_addr() {
         // The bound address (a port 0 in --direct-listen becomes the real one).
         Some(addr) if relay_off => eprintln!("relaying is off: no relay is contacted; direct sessions on {addr}"),
@@ -577,15 +592,20 @@ async fn host_run(config: HostConfig) -> Result<()> {
 async fn demo(mib: u64, congestion: Congestion) -> Result<()> {
     let bytes = mib * 1024 * 1024;
     let (service, _echo) = echo_service().await?;
-    let stack =
-        LocalStack::start_with(service, |r| r.congestion = congestion, |h| h.options.congestion = congestion).await?;
-    println!(
-        "relay on {} (pin {}), host registered, echo service on {service}",
-        stack.relay.local_addr(),
-        stack.relay.pin()
-    );
+    let relay = cli::demo::DemoRelay::start(congestion).await?;
+    let identity = HostIdentity::generate()?;
+    let mut host_config = HostConfig::new(identity.clone(), vec![relay.relay.clone()], service.to_string());
+    host_config.options.congestion = congestion;
+    let host = Host::spawn(host_config);
+    ferry::local::wait_registered(&host, 1).await?;
+    let ticket = Ticket::new(identity.key.public(), identity.secret.clone(), vec![relay.relay.clone()]);
+    let pin = match relay.relay.trust {
+        RelayTrust::Pin(pin) => pin.to_string(),
+        RelayTrust::WebPki => "webpki".into(),
+    };
+    println!("relay (ferry-relay) on {} (pin {pin}), host registered, echo service on {service}", relay.relay.addr);
     let options = HopOptions { congestion, ..HopOptions::client() };
-    let client = Arc::new(Client::new(stack.ticket.clone(), StaticKey::generate()?, options));
+    let client = Arc::new(Client::new(ticket, StaticKey::generate()?, options));
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let local = listener.local_addr()?;
     let stop = CancellationToken::new();
@@ -606,6 +626,7 @@ async fn demo(mib: u64, congestion: Congestion) -> Result<()> {
     stop.cancel();
     connect.await??;
     client.close().await;
-    tokio::time::timeout(Duration::from_secs(10), stack.shutdown()).await.ok();
+    tokio::time::timeout(Duration::from_secs(10), host.shutdown()).await.ok();
+    drop(relay);
     Ok(())
 }

@@ -208,3 +208,15 @@ async fn killing_the_host_ends_the_client_session_with_an_error_within_5_s() -> 
     s.relay.shutdown(Duration::from_secs(2)).await;
     Ok(())
 }
+
+/// `ferry demo` runs the real `ferry-relay` beside it (issue 17: the `ferry` binary links no
+/// relay), streams the bytes both ways and checks their SHA-256 itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ferry_demo_runs_the_relay_binary_and_verifies_the_bytes() -> Result<()> {
+    let out = ferry().args(["demo", "--mib", "8"]).output().await?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("relay (ferry-relay) on 127.0.0.1:"), "{stdout}");
+    assert!(stdout.contains("demo: 8 MiB each way through relay + host + client, SHA-256 verified"), "{stdout}");
+    Ok(())
+}

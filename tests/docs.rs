@@ -5,7 +5,7 @@
 //! `<!-- docs-test: run -->` runs it in a fresh sandbox, `<!-- docs-test: run after the
 //! previous block -->` runs it in the sandbox of the block before (it uses that block's
 //! files), and `<!-- docs-test: skip: WHY -->` says why a block cannot run here (a
-//! foreground relay on 0.0.0.0, a public CA, root). README.md's `sh` blocks must all carry one.
+//! foreground relay on 0.0.0.0, a public CA, root). Every `sh` block of every page must carry one.
 //!
 //! A sandbox is a temporary directory: HOME points into it, the fixed paths of the docs
 //! (`/tmp/ferry-try`, `/etc/ferry`) are moved into it, every loopback port the block names
@@ -193,8 +193,8 @@ fn every_readme_shell_block_runs_or_says_why_not() -> Result<()> {
         for block in blocks(&file)? {
             let marker = block.marker.as_deref().unwrap_or_default();
             let known = marker == RUN || marker == RUN_AFTER || marker.starts_with(SKIP);
-            // The pages a newcomer pastes from: every block says whether it runs.
-            if (block.file == "README.md" || block.file == "operators.md") && !known {
+            // Every page: each block says whether it runs.
+            if !known {
                 unmarked.push(format!("{}:{}", block.file, block.line));
             }
             if marker.starts_with(SKIP) {

@@ -168,12 +168,27 @@ async fn an_allow_file_admits_its_keys_and_the_host_logs_a_refused_key() -> Resu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hosts_with_one_key_back_off_and_the_relay_counts_replacements() -> Result<()> {
+    two_hosts_with_one_key(ferry_client::Transport::Quic).await
+}
+
+/// The same over TLS on TCP, where no QUIC close code can say "replaced": the relay says it
+/// on the control stream (`Refused{Replaced}`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_tcp_hosts_with_one_key_back_off_too() -> Result<()> {
+    two_hosts_with_one_key(ferry_client::Transport::Tcp).await
+}
+
+async fn two_hosts_with_one_key(transport: ferry_client::Transport) -> Result<()> {
     let identity = TlsIdentity::self_signed(&["localhost".into()])?;
     let relay = Relay::spawn(RelayConfig::new(([127, 0, 0, 1], 0).into(), identity)).await?;
     let relays = vec![RelayAddr { addr: relay.local_addr().to_string(), trust: RelayTrust::Pin(relay.pin()) }];
     let (echo, _task) = echo_service().await?;
     let host_identity = HostIdentity::generate()?;
-    let spawn = || Host::spawn(HostConfig::new(host_identity.clone(), relays.clone(), echo.to_string()));
+    let spawn = || {
+        let mut config = HostConfig::new(host_identity.clone(), relays.clone(), echo.to_string());
+        config.transport = transport;
+        Host::spawn(config)
+    };
     let first = spawn();
     ferry::local::wait_registered(&first, 1).await?;
     let second = spawn();
@@ -292,6 +307,18 @@ async fn ferry_cat_says_what_moved_at_log_info() -> Result<()> {
     assert!(out.status.success(), "{stderr}");
     assert!(out.stdout == data, "the echo came back altered");
     assert!(stderr.contains("sent 1.00 MiB, received 1.00 MiB in "), "{stderr}");
+    // The summary names the path (issue 14: the user sees the path).
+    assert!(stderr.contains(" via relay 127.0.0.1:"), "{stderr}");
+
+    // `--quiet`: nothing at all on stderr, even at --log info.
+    let out = ferry()
+        .args(["--log", "info", "cat", "--quiet", &s.stack.ticket.encode()?])
+        .stdin(std::fs::File::open(&file)?)
+        .output()
+        .await?;
+    assert!(out.status.success() && out.stdout == data);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("sent 1.00 MiB"), "--quiet printed a summary: {stderr}");
     s.stack.shutdown().await;
     Ok(())
 }

@@ -7,218 +7,20 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
-use common::process::RelayProcess;
+use anyhow::{Context, Result, ensure};
+use common::fleet::Fleet;
 use common::quota::{ferry_cat, logged_bytes, usage_of};
-use common::{echo_over, http_get, metric, pattern, ticket};
+use common::{echo_over, http_get, metric, pattern};
 use ferry::local::echo_service;
-use ferry_client::{Client, Error, HopOptions, Host, HostConfig, HostIdentity, Transport};
-use ferry_proto::{RefuseReason, RelayAddr, RelayTrust, StaticKey};
+use ferry_client::{Client, Error, Host, HostConfig, HostIdentity, Transport};
+use ferry_proto::RefuseReason;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, Command};
 
 /// Bytes each way through every fleet session.
 const PAYLOAD: usize = 16 << 20;
-
-/// A port free for both UDP and TCP on loopback now (a relay binds both).
-fn free_port() -> Result<u16> {
-    for _ in 0..50 {
-        let udp = UdpSocket::bind("127.0.0.1:0")?;
-        let port = udp.local_addr()?.port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return Ok(port);
-        }
-    }
-    bail!("no free port pair on loopback")
-}
-
-/// A `redis-server` of the test's own, on loopback, persisting nothing (or, `persist`,
-/// every write to its append-only file at once, so a restart keeps the counters as a
-/// production Redis keeps them).
-struct Redis {
-    port: u16,
-    dir: PathBuf,
-    persist: bool,
-    child: Option<Child>,
-}
-
-impl Redis {
-    async fn start(dir: &Path, persist: bool) -> Result<Self> {
-        let port = {
-            let listener = TcpListener::bind("127.0.0.1:0")?;
-            listener.local_addr()?.port()
-        };
-        let mut redis = Self { port, dir: dir.to_owned(), persist, child: None };
-        redis.resume().await?;
-        Ok(redis)
-    }
-
-    /// Starts the server (again) on its port, and waits (at most 10 s) until it answers.
-    async fn resume(&mut self) -> Result<()> {
-        let aof: &[&str] =
-            if self.persist { &["--appendonly", "yes", "--appendfsync", "always"] } else { &["--appendonly", "no"] };
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", ""])
-            .args(aof)
-            .arg("--dir")
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting redis-server (scripts/test.sh installs it)")?;
-        self.child = Some(child);
-        let started = Instant::now();
-        while self.cli(&["PING"]).await.ok().as_deref() != Some("PONG") {
-            ensure!(started.elapsed() < Duration::from_secs(10), "redis-server did not answer within 10 s");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Ok(())
-    }
-
-    async fn stop(&mut self) -> Result<()> {
-        if let Some(mut child) = self.child.take() {
-            child.kill().await?;
-        }
-        Ok(())
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    /// `redis-cli` with `args`; its output, trimmed.
-    async fn cli(&self, args: &[&str]) -> Result<String> {
-        let out = Command::new("redis-cli").args(["-p", &self.port.to_string(), "--raw"]).args(args).output().await?;
-        ensure!(out.status.success(), "redis-cli {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        Ok(String::from_utf8(out.stdout)?.trim().to_owned())
-    }
-
-    /// Every key and every value in the database, as text.
-    async fn dump(&self) -> Result<String> {
-        let mut dump = String::new();
-        for key in self.cli(&["--scan"]).await?.lines().filter(|k| !k.is_empty()) {
-            let kind = self.cli(&["TYPE", key]).await?;
-            let value = match kind.as_str() {
-                "zset" => self.cli(&["ZRANGE", key, "0", "-1", "WITHSCORES"]).await?,
-                "string" => self.cli(&["GET", key]).await?,
-                "hash" => self.cli(&["HGETALL", key]).await?,
-                other => format!("<{other}>"),
-            };
-            dump.push_str(&format!("{key} ({kind}): {}\n", value.replace('\n', " ")));
-        }
-        Ok(dump)
-    }
-}
-
-/// Three relay nodes of one fleet, sharing one certificate.
-struct Fleet {
-    nodes: Vec<RelayProcess>,
-    addrs: Vec<String>,
-    redis: Redis,
-    dir: tempfile::TempDir,
-}
-
-impl Fleet {
-    async fn start(mode: &str) -> Result<Self> {
-        Self::start_with(mode, "", false).await
-    }
-
-    /// Three nodes whose config files also hold `sections` (access rules, tiers), with a
-    /// Redis that persists its writes or not.
-    async fn start_with(mode: &str, sections: &str, persist: bool) -> Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let redis = Redis::start(dir.path(), persist).await?;
-        let secret = dir.path().join("fleet.secret");
-        std::fs::write(&secret, "a-test-fleet-secret-of-more-than-32-bytes")?;
-        let (identity, _) = ferry_cert::TlsIdentity::load_or_create(&dir.path().join("cert"))?;
-        drop(identity);
-        let (cert, key) =
-            (dir.path().join("cert").join(ferry_cert::CERT_FILE), dir.path().join("cert").join(ferry_cert::KEY_FILE));
-        let addrs: Vec<String> =
-            (0..3).map(|_| free_port().map(|p| format!("127.0.0.1:{p}"))).collect::<Result<_>>()?;
-        let table: String = addrs.iter().enumerate().map(|(i, a)| format!("node-{} = \"{a}\"\n", i + 1)).collect();
-        let mut nodes = Vec::new();
-        for (i, addr) in addrs.iter().enumerate() {
-            let config = format!(
-                "[relay]\nlisten = \"{addr}\"\ncert = {cert:?}\nkey = {key:?}\nhandshake_timeout_secs = 5\n\
-                 [admin]\nlisten = \"127.0.0.1:0\"\n[limits]\nconnections_per_minute_per_source = 0\n\
-                 [log]\nlevel = \"info\"\n{sections}\
-                 [fleet]\nredis_url = \"{}\"\nnode_id = \"node-{}\"\nsecret_file = {secret:?}\nmode = \"{mode}\"\n\
-                 presence_ttl_secs = 3\n[fleet.nodes]\n{table}",
-                redis.url(),
-                i + 1
-            );
-            let node_dir = dir.path().join(format!("node-{}", i + 1));
-            std::fs::create_dir_all(&node_dir)?;
-            nodes.push(RelayProcess::start(&config, &node_dir, &[]).await?);
-        }
-        Ok(Self { nodes, addrs, redis, dir })
-    }
-
-    /// How a ticket names node `n` (1-based).
-    fn relay(&self, n: usize) -> RelayAddr {
-        RelayAddr { addr: self.addrs[n - 1].clone(), trust: RelayTrust::Pin(self.nodes[0].pin) }
-    }
-
-    /// A QUIC host in front of `service`, registered at node `n`.
-    async fn host_at(&self, n: usize, service: SocketAddr) -> Result<(Host, HostIdentity)> {
-        let identity = HostIdentity::generate()?;
-        let mut config = HostConfig::new(identity.clone(), vec![self.relay(n)], service.to_string());
-        config.transport = Transport::Quic;
-        let host = Host::spawn(config);
-        ferry::local::wait_registered(&host, 1).await?;
-        Ok((host, identity))
-    }
-
-    /// A client of `identity`'s host whose ticket names only node `n`.
-    fn client_via(&self, n: usize, identity: &HostIdentity) -> Result<Client> {
-        Ok(Client::new(ticket(identity, vec![self.relay(n)]), StaticKey::generate()?, HopOptions::client())
-            .with_transport(Transport::Quic))
-    }
-
-    async fn metrics(&self, n: usize) -> Result<String> {
-        http_get(self.nodes[n - 1].admin.as_deref().context("no admin listener")?, "/metrics").await
-    }
-
-    async fn healthz(&self, n: usize) -> Result<String> {
-        let response = http_get(self.nodes[n - 1].admin.as_deref().context("no admin listener")?, "/healthz").await?;
-        Ok(response.split_once("\r\n\r\n").map_or(response.clone(), |(_, body)| body.to_owned()))
-    }
-
-    /// Waits (at most 10 s) until `/healthz` of node `n` starts with `want`.
-    async fn health_becomes(&self, n: usize, want: &str) -> Result<()> {
-        let started = Instant::now();
-        loop {
-            let body = self.healthz(n).await?;
-            if body.starts_with(want) {
-                return Ok(());
-            }
-            ensure!(started.elapsed() < Duration::from_secs(10), "node {n} /healthz still says {body:?}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Waits (at most 10 s) until the directory has `host` at some node.
-    async fn wait_presence(&self) -> Result<()> {
-        self.wait_keys("ferry:host:*").await
-    }
-
-    /// Waits (at most 10 s) until Redis has a key matching `pattern`.
-    async fn wait_keys(&self, pattern: &str) -> Result<()> {
-        let started = Instant::now();
-        while self.redis.cli(&["--scan", "--pattern", pattern]).await?.is_empty() {
-            ensure!(started.elapsed() < Duration::from_secs(10), "no {pattern} key in Redis after 10 s");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Ok(())
-    }
-}
 
 /// One session carrying `PAYLOAD` each way through an echo service, checked byte for byte;
 /// the session's setup time.
@@ -355,45 +157,100 @@ async fn the_fleet_rides_out_a_redis_outage() -> Result<()> {
     Ok(())
 }
 
-/// What must be shown, 2: a host registered at nodes 1 and 2; node 1 is killed (SIGKILL).
-/// Through the fleet's entry (node 3, forward mode) the host stays reachable, the directory
-/// then points at node 2 only, and node 1's stale claim expires by itself.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_host_at_two_nodes_survives_the_death_of_one() -> Result<()> {
-    let mut fleet = Fleet::start("forward").await?;
+/// What must be shown, 2: one host registered at nodes 1 and 2 (its relay list names both);
+/// node 1 is killed (SIGKILL) just after renewing its claim, while that claim is the
+/// freshest. A client entering the fleet at node 3 reaches the host on its first attempt
+/// within 1 s (node 3 probes node 1 over the node link, passes it over, and sends or carries
+/// the client to node 2); the directory then points at node 2 only, and node 1's claim goes
+/// when its expiry passes, not before.
+async fn a_host_at_two_nodes_survives_the_death_of_one(mode: &str) -> Result<()> {
+    let mut fleet = Fleet::start(mode).await?;
     let (service, _echo) = echo_service().await?;
-    let (first, identity) = fleet.host_at(1, service).await?;
-    // The same host (same key) registered at node 2 too.
-    let mut config = HostConfig::new(identity.clone(), vec![fleet.relay(2)], service.to_string());
+    let identity = HostIdentity::generate()?;
+    let mut config = HostConfig::new(identity.clone(), vec![fleet.relay(1), fleet.relay(2)], service.to_string());
     config.transport = Transport::Quic;
-    let second = Host::spawn(config);
-    ferry::local::wait_registered(&second, 1).await?;
+    let host = Host::spawn(config);
+    ferry::local::wait_registered(&host, 2).await?;
     let key = fleet.presence_key().await?;
     fleet.claims_become(&key, &["node-1", "node-2"]).await?;
-    let client = fleet.client_via(3, &identity)?;
-    echo_16_mib(&client, 90).await.context("before the kill")?;
+    let earlier = fleet.client_via(3, &identity)?;
+    echo_16_mib(&earlier, 90).await.context("before the kill")?;
 
+    // The worst moment: node 1 renews its claim, after node 2 did, and dies. Its claim is
+    // then the freshest for most of a heartbeat (a lookup alone would send clients to it).
+    // Which node renews last is set by when each started, so the test makes sure of it:
+    // right after node 2's renewal, it writes node 1's renewal as node 1 would, and kills
+    // node 1 before it can renew again.
+    fleet.just_renewed(&key, "node-2").await?;
+    let dead_claim_expires = unix_ms() + 3_000;
+    fleet.redis.cli(&["ZADD", &key, "XX", &dead_claim_expires.to_string(), "node-1"]).await?;
     fleet.nodes[0].child.kill().await?;
     let killed = Instant::now();
-    let mut attempts = 0;
-    let reached = loop {
-        attempts += 1;
-        match echo_16_mib(&client, 91).await {
-            Ok(setup) => break setup,
-            Err(e) if killed.elapsed() < Duration::from_secs(10) => eprintln!("attempt {attempts} failed: {e:#}"),
-            Err(e) => return Err(e.context("the host stayed unreachable 10 s after node 1 died")),
-        }
-    };
-    eprintln!(
-        "node 1 killed: the host was reached through node 3 after {:?} ({attempts} attempt(s), that session's setup {reached:?})",
-        killed.elapsed()
+    let paired_before = metric(&fleet.metrics(2).await?, "ferry_relay_sessions_total")?;
+    // A client entering at node 3 now: one attempt, ready within 1 s, bytes intact.
+    let newcomer = fleet.client_via(3, &identity)?;
+    let setup = echo_16_mib(&newcomer, 91).await.context("a client entering at node 3 after the kill")?;
+    eprintln!("{mode}: node 1 killed; a new client's first session was ready in {setup:?}");
+    ensure!(setup < Duration::from_secs(1), "{mode}: the first session after the kill took {setup:?}");
+    let paired = metric(&fleet.metrics(2).await?, "ferry_relay_sessions_total")?;
+    ensure!(paired == paired_before + 1.0, "node 2 paired {paired} sessions, {paired_before} before");
+    // Node 3 found node 1's claim first and passed it over because it did not answer.
+    let passed_over = fleet.nodes[2].wait_log("did not answer a probe").await;
+    ensure!(
+        passed_over.is_ok(),
+        "node 3 never passed over the dead node: {passed_over:?}\n{}",
+        fleet.nodes[2].seen.join("\n")
     );
-    // The survivor's claim is the only live one once the dead one has expired.
+
+    // The survivor's claim is the only live one once the dead one has expired: by its
+    // expiry (swept at the survivor's next renewal), not before.
     fleet.claims_become(&key, &["node-2"]).await?;
-    eprintln!("node 1's claim expired {:?} after the kill", killed.elapsed());
-    second.shutdown().await;
-    drop(first);
+    let swept = unix_ms();
+    eprintln!("{mode}: node 1's claim went {:?} after the kill", killed.elapsed());
+    ensure!(swept >= dead_claim_expires, "node 1's claim went {} ms before its expiry", dead_claim_expires - swept);
+    ensure!(
+        swept <= dead_claim_expires + 2_000,
+        "node 1's claim outlived its expiry by {} ms",
+        swept - dead_claim_expires
+    );
+    let ttl: u64 = fleet.redis.cli(&["PTTL", &key]).await?.parse()?;
+    ensure!(ttl > 0 && ttl <= 6_000, "the presence key's TTL is {ttl} ms (twice the presence period at most)");
+    // The client that was in the fleet before the kill: in forward mode its hop is node
+    // 3's, which carries on at once; a redirected one had been sent to its host's node (maybe node 1)
+    // and keeps that hop until it fails (the client's own timeout), then asks node 3 again.
+    let started = Instant::now();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match echo_16_mib(&earlier, 92).await {
+            Ok(_) => break,
+            Err(e) if started.elapsed() < Duration::from_secs(30) => eprintln!("attempt {attempts} failed: {e:#}"),
+            Err(e) => return Err(e.context("the earlier client could not reach the host 30 s after node 1 died")),
+        }
+    }
+    let again = started.elapsed();
+    eprintln!("{mode}: the earlier client reached the host again after {again:?} ({attempts} attempt(s))");
+    if mode == "forward" {
+        ensure!(again < Duration::from_secs(1) && attempts == 1, "forward: the earlier client took {again:?}");
+    }
+
+    host.shutdown().await;
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_at_two_nodes_survives_the_death_of_one_redirected() -> Result<()> {
+    a_host_at_two_nodes_survives_the_death_of_one("redirect").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_at_two_nodes_survives_the_death_of_one_forwarded() -> Result<()> {
+    a_host_at_two_nodes_survives_the_death_of_one("forward").await
+}
+
+/// Milliseconds since the Unix epoch (the clock the claims' scores use).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Fleet {
@@ -405,6 +262,17 @@ impl Fleet {
         let key = keys.next().context("no presence key")?.to_owned();
         ensure!(keys.next().is_none(), "more than one presence key");
         Ok(key)
+    }
+
+    /// Waits (at most 10 s) until `node` has just renewed its claim on `key`.
+    async fn just_renewed(&self, key: &str, node: &str) -> Result<()> {
+        let started = Instant::now();
+        let first = self.redis.cli(&["ZSCORE", key, node]).await?;
+        while self.redis.cli(&["ZSCORE", key, node]).await? == first {
+            ensure!(started.elapsed() < Duration::from_secs(10), "{node} did not renew its claim in 10 s");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(())
     }
 
     /// Waits (at most 10 s) until the members of `key` are exactly `nodes`.

@@ -221,7 +221,7 @@ async fn json_logs_are_one_object_per_line_with_a_timestamp() -> Result<()> {
     Ok(())
 }
 
-/// Issue 17: under systemd (`Type=notify`) the relay says when it serves and when it stops,
+/// Issue 17: under systemd (`Type=notify`) the relay says when it serves, reloads and stops,
 /// on the socket systemd names in NOTIFY_SOCKET (here, one of the test's own).
 #[tokio::test]
 async fn the_relay_tells_systemd_when_it_is_ready_and_when_it_stops() -> Result<()> {
@@ -236,6 +236,15 @@ async fn the_relay_tells_systemd_when_it_is_ready_and_when_it_stops() -> Result<
     let relay = RelayProcess::start_with_env(&config, dir.path(), &[], &[("NOTIFY_SOCKET", Some(path))]).await?;
     let mut buf = [0u8; 256];
     let n = tokio::time::timeout(Duration::from_secs(10), socket.recv(&mut buf)).await.context("no READY")??;
+    assert_eq!(std::str::from_utf8(&buf[..n])?, "READY=1\n");
+    // A reload (SIGHUP) is announced with the monotonic clock, then READY again.
+    relay.signal("HUP")?;
+    let n = tokio::time::timeout(Duration::from_secs(10), socket.recv(&mut buf)).await.context("no RELOADING")??;
+    let reloading = std::str::from_utf8(&buf[..n])?;
+    assert!(reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="), "{reloading}");
+    let n = tokio::time::timeout(Duration::from_secs(10), socket.recv(&mut buf))
+        .await
+        .context("no READY after reload")??;
     assert_eq!(std::str::from_utf8(&buf[..n])?, "READY=1\n");
     relay.signal("TERM")?;
     let n = tokio::time::timeout(Duration::from_secs(10), socket.recv(&mut buf)).await.context("no STOPPING")??;

@@ -33,6 +33,9 @@ pub enum Kind {
     FerryQuic,
     /// ferry over TCP+TLS (slot for the TCP transport).
     FerryTcp,
+    /// ferry's direct path: the client straight to the host's direct port (QUIC), no
+    /// relay. A punched path is the same connection once punched.
+    FerryDirect,
     /// `socat` TCP forwarder, one process per connection.
     Socat,
     /// rathole server + client with the Noise transport.
@@ -41,7 +44,8 @@ pub enum Kind {
 
 impl Kind {
     /// Every row, in table order.
-    pub const ALL: [Kind; 5] = [Kind::Direct, Kind::FerryQuic, Kind::FerryTcp, Kind::Socat, Kind::RatholeNoise];
+    pub const ALL: [Kind; 6] =
+        [Kind::Direct, Kind::FerryQuic, Kind::FerryTcp, Kind::FerryDirect, Kind::Socat, Kind::RatholeNoise];
 
     /// The row's name in messages and for `--only`.
     pub fn name(self) -> &'static str {
@@ -49,6 +53,7 @@ impl Kind {
             Kind::Direct => "direct",
             Kind::FerryQuic => "ferry-quic",
             Kind::FerryTcp => "ferry-tcp",
+            Kind::FerryDirect => "ferry-direct",
             Kind::Socat => "socat",
             Kind::RatholeNoise => "rathole-noise",
         }
@@ -60,6 +65,7 @@ impl Kind {
             Kind::Direct => "direct (no relay)",
             Kind::FerryQuic => "ferry over QUIC",
             Kind::FerryTcp => "ferry over TCP+TLS",
+            Kind::FerryDirect => "ferry direct (no relay)",
             Kind::Socat => "socat TCP forwarder",
             Kind::RatholeNoise => "rathole (noise)",
         }
@@ -110,6 +116,7 @@ pub async fn start(kind: Kind, service: SocketAddr) -> Result<Running> {
         }
         Kind::FerryQuic => start_ferry(service, Transport::Quic).await,
         Kind::FerryTcp => start_ferry(service, Transport::Tcp).await,
+        Kind::FerryDirect => start_ferry_direct(service).await,
         Kind::Socat => start_socat(service).await,
         Kind::RatholeNoise => start_rathole(service).await,
     }
@@ -146,6 +153,35 @@ async fn start_ferry(service: SocketAddr, transport: Transport) -> Result<Runnin
         // the service, both from this process.
         fd_per_session: if transport == Transport::Quic { 0 } else { 3 },
         _dir: Some(dir),
+    })
+}
+
+/// An in-process host with a direct port on loopback and no relay, and a client whose
+/// ticket lists only that port, behind a local listener like `ferry connect`.
+async fn start_ferry_direct(service: SocketAddr) -> Result<Running> {
+    let identity = HostIdentity::generate()?;
+    let mut config = HostConfig::new(identity.clone(), Vec::new(), service.to_string());
+    config.options.max_incoming_streams = 16_384;
+    config.direct = Some(ferry_client::DirectConfig::new(([127, 0, 0, 1], 0).into()));
+    let host = Host::try_spawn(config)?;
+    let direct = host.direct_addr().context("the host's direct port")?;
+    let mut ticket = Ticket::new(identity.key.public(), identity.secret.clone(), Vec::new());
+    ticket.direct = vec![direct.to_string()];
+    let client = Arc::new(new_client(&ticket, Transport::Quic)?);
+    client.warm_up().await?;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let entry = listener.local_addr()?;
+    let connect = tokio::spawn({
+        let client = client.clone();
+        async move { drop(client.serve(listener, tokio_util::sync::CancellationToken::new()).await) }
+    });
+    Ok(Running {
+        entry,
+        relay: None,
+        helpers: Vec::new(),
+        ferry: Some(FerrySide { host, client, ticket, transport: Transport::Quic, connect }),
+        fd_per_session: 0,
+        _dir: None,
     })
 }
 

@@ -26,7 +26,6 @@
 //! confused.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -43,6 +42,7 @@ use futures_util::stream::FuturesUnordered;
 
 use crate::dial::{self, HopOptions, RelayHop, Transport};
 use crate::direct::punch::PUNCH_SERVICE;
+pub use crate::path::Path;
 use crate::{Error, Session};
 
 /// How long a path has to carry a session before the next one is tried alongside it
@@ -62,24 +62,6 @@ const RECHECK_FIRST_PAUSE: Duration = Duration::from_secs(1);
 const PUNCH_DIAL_TIMEOUT: Duration = Duration::from_secs(4);
 /// How long after a punch the next may be tried.
 pub const PUNCH_AGAIN_AFTER: Duration = Duration::from_secs(60);
-
-/// One way to the host.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Path {
-    /// Straight to the host's direct port at this address.
-    Direct(String),
-    /// Through the relay at this address (as the ticket lists it).
-    Relay(String),
-}
-
-impl fmt::Display for Path {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Direct(addr) => write!(f, "direct {addr}"),
-            Self::Relay(addr) => write!(f, "relay {addr}"),
-        }
-    }
-}
 
 /// An open connection along one path. For a relay path redirected by its fleet, the hop
 /// leads to the node the redirect named.
@@ -113,6 +95,8 @@ struct Paths {
     transports: HashMap<Path, Transport>,
     /// When a punch was last tried.
     punched_at: Option<Instant>,
+    /// The host said it cannot punch (no direct port).
+    host_cannot_punch: bool,
 }
 
 /// Opens sessions to the host of one ticket.
@@ -343,7 +327,10 @@ impl Client {
     /// Connects along the best path now (sessions would do it lazily), to report problems
     /// early: the paths are dialled in order, each with its head start, until one answers.
     pub async fn warm_up(&self) -> Result<(), Error> {
-        self.race(|path| async move { self.hop(&path).await.map(drop) }).await.map(drop)
+        let ((), path) = self.race(|path| async move { self.hop(&path).await.map(drop) }).await?;
+        // Where the next session goes first (and what `transport_in_use` reports).
+        self.paths().last_good.get_or_insert(path);
+        Ok(())
     }
 
     /// Opens one end-to-end session to the host, over the first path that carries it.
@@ -419,13 +406,14 @@ impl Client {
         }
     }
 
-    /// Remembers that `path` failed: its hop is dropped, it goes to the back of the order,
-    /// and a background task re-checks it.
+    /// Remembers that `path` failed: it goes to the back of the order, its hop is let go
+    /// if it is dead (a live one is kept: other sessions may be running on it, and a
+    /// refusal is no reason to cut them), and a background task re-checks it.
     fn failed(&self, path: &Path) {
         let first_failure = {
             let mut paths = self.paths();
-            if let Some(open) = paths.hops.remove(path) {
-                open.hop.close();
+            if paths.hops.get(path).is_some_and(|open| !open.hop.is_alive()) {
+                paths.hops.remove(path);
             }
             if paths.last_good.as_ref() == Some(path) {
                 paths.last_good = None;
@@ -548,9 +536,15 @@ impl Client {
         let Some(bound) = bound else { return Ok(None) };
         let observed = hop.observe(Duration::from_secs(2)).await;
         let ours = crate::direct::punch::candidates(bound, observed.as_slice());
-        let session = match self.open_on(&hop, Some(PUNCH_SERVICE)).await? {
-            Opened::Session(session) => session,
-            Opened::Redirected(_) => return Ok(None),
+        let session = match self.open_on(&hop, Some(PUNCH_SERVICE)).await {
+            Ok(Opened::Session(session)) => session,
+            Ok(Opened::Redirected(_)) => return Ok(None),
+            // A host without a direct port (or from before punching): never asked again.
+            Err(Error::NoSuchService { .. }) => {
+                self.paths().host_cannot_punch = true;
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
         };
         let theirs = crate::direct::punch::exchange(session, &ours).await?;
         let mut dials: FuturesUnordered<_> = theirs
@@ -583,7 +577,7 @@ impl Client {
         let via_relay = matches!(paths.last_good, Some(Path::Relay(_)));
         let direct_open = paths.hops.iter().any(|(p, h)| matches!(p, Path::Direct(_)) && h.hop.is_alive());
         let recently = paths.punched_at.is_some_and(|at| at.elapsed() < PUNCH_AGAIN_AFTER);
-        via_relay && !direct_open && !recently
+        via_relay && !direct_open && !recently && !paths.host_cannot_punch
     }
 
     /// Closes every connection.

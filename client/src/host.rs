@@ -33,7 +33,7 @@ use tracing::{debug, warn};
 
 use crate::backoff::Backoff;
 use crate::dial::{self, HopOptions, HopStream, RelayHop, Transport};
-use crate::direct::listen::DirectPort;
+use crate::direct::listen::{Admission, DirectPort, Sessions};
 use crate::direct::punch::{PUNCH_SERVICE, PunchContext};
 use crate::{DirectConfig, Error, HostIdentity, Services, Session};
 
@@ -59,7 +59,7 @@ pub struct HostConfig {
     /// Longest wait for each step of a handshake.
     pub handshake_timeout: Duration,
     /// What answering a hole punch needs (set by [`Host`] when it binds a direct port).
-    pub(crate) punch: Option<Arc<PunchContext>>,
+    pub(crate) punch: Option<Arc<HostPunch>>,
     /// How long a resumable session whose path was lost waits for its client to come back
     /// before it ends with an error (default 30 s).
     pub resume_timeout: Duration,
@@ -163,7 +163,10 @@ impl Host {
         let status_tx = Arc::new(status_tx);
         if let (Some(direct), Some(bound)) = (&direct, direct_addr) {
             match direct.punch.try_clone() {
-                Ok(socket) => config.punch = Some(Arc::new(PunchContext { socket, bound, status: status.clone() })),
+                Ok(socket) => {
+                    let context = PunchContext { socket, bound };
+                    config.punch = Some(Arc::new(HostPunch { context, status: status.clone() }));
+                }
                 Err(e) => warn!("no hole punching: cannot share the direct socket ({e})"),
             }
         }
@@ -172,7 +175,12 @@ impl Host {
             tracker.spawn(stay_registered(config.clone(), index, status_tx.clone(), cancel.clone(), tracker.clone()));
         }
         if let Some(direct) = direct {
-            tracker.spawn(direct.serve(config.clone(), cancel.clone(), tracker.clone()));
+            let admission = Admission {
+                secret: config.identity.secret.clone(),
+                handshake_timeout: config.handshake_timeout,
+                sessions: DirectSessions(config.clone()),
+            };
+            tracker.spawn(direct.serve(admission, cancel.clone(), tracker.clone()));
         }
         Self { _stop_on_drop: cancel.clone().drop_guard(), cancel, tracker, status, status_tx }
     }
@@ -300,7 +308,7 @@ impl Ended {
 impl From<Error> for Ended {
     fn from(e: Error) -> Self {
         match e {
-            Error::Replaced => Self::Replaced,
+            Error::Replaced | Error::Refused(ferry_proto::RefuseReason::Replaced) => Self::Replaced,
             other => Self::Other(other.report()),
         }
     }
@@ -430,6 +438,30 @@ async fn attach_session(
     serve_session(config, send, Framed::new(recv), cancel).await
 }
 
+/// What a host answers a punch with: its direct socket, and its status (what each relay
+/// observes of it).
+#[derive(Debug)]
+pub(crate) struct HostPunch {
+    context: PunchContext,
+    status: watch::Receiver<HostStatus>,
+}
+
+/// The direct port's sessions go where relayed ones go, once their tag checked out.
+#[derive(Clone)]
+struct DirectSessions(Arc<HostConfig>);
+
+impl Sessions for DirectSessions {
+    async fn serve(
+        &self,
+        send: LinkSend,
+        recv: Framed,
+        hello: Vec<u8>,
+        cancel: CancellationToken,
+    ) -> Result<(), Error> {
+        serve_hello(&self.0, send, recv, &hello, cancel).await
+    }
+}
+
 /// One session through a relay: its handshake message, then [`serve_hello`].
 async fn serve_session(
     config: &HostConfig,
@@ -485,7 +517,8 @@ pub(crate) async fn serve_hello(
         put_frame(&mut out, &answer)?;
         send.write_chunk(out.freeze()).await?;
         let session = Session { send, recv, sealer, opener, path: None, resume: None };
-        return crate::direct::punch::host_side(&punch, session).await;
+        let observed: Vec<std::net::SocketAddr> = punch.status.borrow().observed.iter().flatten().copied().collect();
+        return crate::direct::punch::host_side(&punch.context, &observed, session).await;
     }
     let Some(forward) = config.services.get(handshake.service()) else {
         // The host's own log (never the relay's), so its owner sees what clients ask for.

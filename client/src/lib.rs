@@ -15,6 +15,7 @@
 //! - [`direct`]: the direct path (sessions without a relay): [`DirectConfig`].
 //! - [`host`]: [`Host`] — registration, reconnect with backoff, session forwarding.
 //! - [`services`]: [`Services`] — a host's named services and its default one.
+//! - `path`: [`Path`], one way to the host (direct or through a relay).
 //! - [`client`]: [`Client`] — relay selection and session opening.
 //! - [`serve`]: [`Client::serve`] — a local listener whose connections become sessions
 //!   (what `ferry connect` runs).
@@ -33,18 +34,20 @@ mod error;
 mod explain;
 pub mod host;
 pub mod identity;
+mod path;
 mod resume;
 pub mod serve;
 pub mod services;
 pub mod session;
 mod verify;
 
-pub use client::{Client, NEXT_RELAY_AFTER, Path};
+pub use client::{Client, NEXT_RELAY_AFTER};
 pub use dial::{HopOptions, Transport};
 pub use direct::DirectConfig;
 pub use error::Error;
 pub use host::{Host, HostConfig, HostStatus};
 pub use identity::HostIdentity;
+pub use path::Path;
 pub use resume::{DEFAULT_RESUME_TIMEOUT, STALL_AFTER};
 pub use services::Services;
 pub use session::{Session, Transferred};

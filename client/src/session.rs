@@ -31,7 +31,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::Error;
-use crate::client::Path;
+use crate::path::Path;
 
 /// Bytes moved by a session that ended cleanly.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

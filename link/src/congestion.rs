@@ -29,6 +29,14 @@ pub enum Congestion {
 }
 
 impl Congestion {
+    /// The name config files and flags use (`bbr`, `cubic`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Bbr => "bbr",
+            Self::Cubic => "cubic",
+        }
+    }
+
     /// Sets this controller on `transport`.
     pub fn apply(self, transport: &mut quinn::TransportConfig) {
         match self {
@@ -58,6 +66,9 @@ mod tests {
     fn names_parse_and_an_unknown_one_is_named_in_the_error() {
         assert_eq!("bbr".parse::<Congestion>().unwrap(), Congestion::Bbr);
         assert_eq!("cubic".parse::<Congestion>().unwrap(), Congestion::Cubic);
+        for c in [Congestion::Bbr, Congestion::Cubic] {
+            assert_eq!(c.name().parse::<Congestion>().unwrap(), c);
+        }
         let err = "reno".parse::<Congestion>().unwrap_err();
         assert!(matches!(&err, LinkError::UnknownCongestion { name } if name == "reno"), "{err:?}");
         assert_eq!(err.to_string(), "unknown congestion controller `reno` (use bbr or cubic)");

@@ -74,6 +74,9 @@ pub enum RefuseReason {
     /// The host's byte quota on this relay (its registration token's, or its own) is used
     /// up for the current period (a day or a month, UTC).
     QuotaExceeded,
+    /// Another registration of the same host (the same key) replaced this one. Sent on a
+    /// TCP host's control stream; a QUIC host learns it from the connection's close code.
+    Replaced,
     /// A reason this version does not know.
     Other(u8),
 }
@@ -90,6 +93,7 @@ impl RefuseReason {
             Self::ShuttingDown => 7,
             Self::FleetUnavailable => 8,
             Self::QuotaExceeded => 9,
+            Self::Replaced => 10,
             Self::Other(code) => code,
         }
     }
@@ -105,6 +109,7 @@ impl RefuseReason {
             7 => Self::ShuttingDown,
             8 => Self::FleetUnavailable,
             9 => Self::QuotaExceeded,
+            10 => Self::Replaced,
             other => Self::Other(other),
         }
     }
@@ -121,6 +126,7 @@ impl RefuseReason {
             Self::ShuttingDown => "shutting_down",
             Self::FleetUnavailable => "fleet_unavailable",
             Self::QuotaExceeded => "quota_exceeded",
+            Self::Replaced => "replaced",
             Self::Other(_) => "other",
         }
     }
@@ -144,6 +150,7 @@ impl fmt::Display for RefuseReason {
                 "quota exceeded: the host has used up the data its relay account may carry this period; \
                  wait for the next period (UTC), or ask the relay's operator for a larger quota",
             ),
+            Self::Replaced => f.write_str("another instance of this host (the same host key) registered at the relay"),
             Self::Other(code) => write!(f, "the relay refused (reason code {code})"),
         }
     }

@@ -2,6 +2,11 @@
 //! fleet (`crate::fleet`): find its node, then redirect the client there or forward the
 //! session to it.
 //!
+//! When several nodes claim the host (a host registered at two), the first that answers a
+//! probe over its node link is chosen (`Fleet::confirm`), in both modes: a node that died
+//! a moment ago still has a fresh claim, and a redirect to it would cost the client its
+//! dial timeout.
+//!
 //! Forwarding admits the session here as a local one is admitted (buffer budget with the
 //! host's fair share, a share of the client connection's window), opens a stream to the
 //! owning node on the link to it and sends `Forward`. It reads that node's answer itself,
@@ -37,20 +42,25 @@ pub(crate) async fn serve(
 ) -> Result<(), FramedError> {
     let metrics = &shared.metrics;
     let host_id = *connect.host_id();
-    let nodes: Vec<(String, String)> = match fleet.locate(&host_id).await {
-        Ok(nodes) => nodes.into_iter().map(|(id, addr)| (id.to_owned(), addr.to_owned())).collect(),
+    let nodes = match fleet.locate(&host_id).await {
+        Ok(nodes) => nodes,
         Err(e) => {
             debug!(error = %e, "the fleet directory did not answer");
             return control::refuse(&mut client_send, RefuseReason::FleetUnavailable, metrics).await;
         }
     };
-    let Some((_, freshest)) = nodes.first() else {
+    if nodes.is_empty() {
+        return control::refuse(&mut client_send, RefuseReason::UnknownHost, metrics).await;
+    }
+    // A host at several nodes (one of which may have just died): the first that answers.
+    let nodes = fleet.confirm(nodes).await;
+    let Some((_, best)) = nodes.first() else {
         return control::refuse(&mut client_send, RefuseReason::UnknownHost, metrics).await;
     };
     match fleet.mode() {
         FleetMode::Redirect => {
             metrics.fleet_routed(FleetRoute::Redirected);
-            client_send.send_message(&connect.redirect(freshest.clone())).await?;
+            client_send.send_message(&connect.redirect(best.clone())).await?;
             client_send.finish().await?;
             Ok(())
         }
@@ -61,7 +71,7 @@ pub(crate) async fn serve(
     }
 }
 
-/// Where a forwarded session goes: the host, and the nodes that have it, freshest first.
+/// Where a forwarded session goes: the host, and the nodes that have it, best first.
 struct Target<'a> {
     host_id: HostId,
     nodes: &'a [(String, String)],

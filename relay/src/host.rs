@@ -172,6 +172,8 @@ async fn stay_registered(
                 _ = cancel.cancelled() => return Ok(()),
                 _ = replaced.cancelled() => {
                     shared.metrics.host_replaced();
+                    // A QUIC host reads the connection's close code; a TCP host, this.
+                    let _ = send.send_message(&Message::Refused { reason: RefuseReason::Replaced }).await;
                     return Ok(());
                 }
                 // The host sends nothing after its proof: any end of the stream, clean or

@@ -124,7 +124,8 @@ impl From<RefuseReason> for Refusal {
             RefuseReason::BadProof => Self::BadProof,
             RefuseReason::RateLimited => Self::RateLimited,
             RefuseReason::ShuttingDown => Self::ShuttingDown,
-            RefuseReason::Other(_) => Self::Other,
+            // Counted as `hosts_replaced_total`, never as a refusal.
+            RefuseReason::Other(_) | RefuseReason::Replaced => Self::Other,
             RefuseReason::FleetUnavailable => Self::FleetUnavailable,
             RefuseReason::QuotaExceeded => Self::QuotaExceeded,
         }

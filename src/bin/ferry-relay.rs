@@ -261,6 +261,12 @@ async fn run(args: Args) -> Result<()> {
     let deadline = config.shutdown_deadline;
     let (quic, tcp) = (config.quic, config.tcp);
     let relay = Relay::spawn(config).await?;
+    // The handlers go in before anyone is told the relay is up (banner, READY=1): a SIGHUP
+    // or SIGTERM sent the moment it is must reload or drain, not take the default action
+    // and kill the process.
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
     tokio::spawn(ferry_relay::allocator::trim_when_quiet(relay.active_sessions(), relay.open_connections()));
     let hops = match (quic, tcp) {
         (true, true) => "QUIC on UDP, TLS on TCP",
@@ -288,22 +294,33 @@ async fn run(args: Args) -> Result<()> {
     // does nothing; a service manager that went away must not take the relay down.
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut hup = signal(SignalKind::hangup())?;
     loop {
         tokio::select! {
             r = tokio::signal::ctrl_c() => { r?; break; }
             _ = term.recv() => break,
-            _ = hup.recv() => match reload(&args, &relay) {
-                Ok(pin) => tracing::info!("reloaded; certificate pin: {pin}"),
-                Err(e) => tracing::warn!("reload failed, keeping the running settings: {e:#}"),
+            _ = hup.recv() => match notify_reloading().and_then(|()| reload(&args, &relay)) {
+                Ok(pin) => {
+                    tracing::info!("reloaded; certificate pin: {pin}");
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+                }
+                Err(e) => {
+                    tracing::warn!("reload failed, keeping the running settings: {e:#}");
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+                }
             },
         }
     }
     tracing::info!("shutting down: draining sessions for up to {}s", deadline.as_secs());
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     relay.shutdown(deadline).await;
+    Ok(())
+}
+
+/// Tells systemd a reload has begun (`RELOADING=1` with the monotonic clock, as
+/// `Type=notify-reload` wants; `READY=1` follows when it is done, whether it worked or not).
+fn notify_reloading() -> Result<()> {
+    let now = sd_notify::NotifyState::monotonic_usec_now()?;
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading, now]);
     Ok(())
 }
 

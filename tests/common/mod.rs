@@ -2,6 +2,7 @@
 //! processes are killed when their guard drops, and waits are on events with a deadline.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod fleet;
 pub mod impair;
 pub mod natlab;
 pub mod netlab;

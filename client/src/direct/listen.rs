@@ -20,8 +20,28 @@ use tokio_util::task::TaskTracker;
 use tracing::debug;
 
 use super::{DIRECT_ALPN, DirectConfig};
-use crate::host::{HostConfig, serve_hello};
 use crate::{Error, HopOptions};
+
+/// What a direct session is handed to once its tag checked out: the stream and the
+/// Noise message inside the hello (the host's `serve_hello`).
+pub(crate) trait Sessions: Clone + Send + Sync + 'static {
+    /// Serves one session.
+    fn serve(
+        &self,
+        send: LinkSend,
+        recv: Framed,
+        hello: Vec<u8>,
+        cancel: CancellationToken,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+}
+
+/// What the accept loops need from the host: its ticket secret (for the tag), its
+/// handshake timeout, and where sessions go.
+pub(crate) struct Admission<S> {
+    pub(crate) secret: ferry_proto::TicketSecret,
+    pub(crate) handshake_timeout: std::time::Duration,
+    pub(crate) sessions: S,
+}
 
 /// Handshakes (QUIC or TLS) the direct port runs at once; more are refused.
 pub const MAX_PENDING_HANDSHAKES: usize = 64;
@@ -78,7 +98,13 @@ impl DirectPort {
     }
 
     /// Accepts direct sessions until `cancel`.
-    pub(crate) async fn serve(self, config: Arc<HostConfig>, cancel: CancellationToken, tracker: TaskTracker) {
+    pub(crate) async fn serve<S: Sessions>(
+        self,
+        admission: Admission<S>,
+        cancel: CancellationToken,
+        tracker: TaskTracker,
+    ) {
+        let config = Arc::new(admission);
         let pending = Arc::new(AtomicUsize::new(0));
         loop {
             tokio::select! {
@@ -150,9 +176,9 @@ async fn accept_tcp(
 }
 
 /// Each stream a client opens on a direct QUIC connection is one session.
-async fn serve_connection(
+async fn serve_connection<S: Sessions>(
     connection: quinn::Connection,
-    config: Arc<HostConfig>,
+    config: Arc<Admission<S>>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
@@ -175,19 +201,19 @@ async fn serve_connection(
 }
 
 /// A direct stream: the tagged hello, checked before anything else, then the session.
-async fn serve_stream(
-    config: &HostConfig,
+async fn serve_stream<S: Sessions>(
+    config: &Admission<S>,
     mut send: LinkSend,
     recv: LinkRecv,
     cancel: CancellationToken,
 ) -> Result<(), Error> {
     let mut recv = Framed::new(recv);
     let frame = recv.frame(DIRECT_TAG_LEN + MAX_HANDSHAKE_LEN, config.handshake_timeout).await?;
-    let Some(hello) = open_direct_hello(&config.identity.secret, &frame) else {
+    let Some(hello) = open_direct_hello(&config.secret, &frame) else {
         send.reset(RESET_HANDSHAKE_FAILED);
         return Err(Error::HostRefused("a direct session without this host's ticket"));
     };
-    serve_hello(config, send, recv, hello, cancel).await
+    config.sessions.serve(send, recv, hello.to_vec(), cancel).await
 }
 
 /// A fresh self-signed certificate for the direct port. Nobody checks it (the Noise

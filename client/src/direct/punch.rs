@@ -108,20 +108,18 @@ pub fn candidates(bound: SocketAddr, observed: &[SocketAddr]) -> Vec<SocketAddr>
     out
 }
 
-/// What a host needs to answer a punch: its direct socket, where it is bound, and its
-/// status (which holds what each relay observed).
+/// What a host needs to answer a punch: its direct socket and where it is bound.
 #[derive(Debug)]
 pub struct PunchContext {
     pub(crate) socket: std::net::UdpSocket,
     pub(crate) bound: SocketAddr,
-    pub(crate) status: tokio::sync::watch::Receiver<crate::HostStatus>,
 }
 
-/// The host's side of a punch: its candidates for the client's, then datagrams towards
-/// the client's. Its own log says only that it happened (never the addresses).
-pub(crate) async fn host_side(context: &PunchContext, session: Session) -> Result<(), Error> {
-    let observed: Vec<SocketAddr> = context.status.borrow().observed.iter().flatten().copied().collect();
-    let ours = candidates(context.bound, &observed);
+/// The host's side of a punch: its candidates (with `observed`, what its relays see) for
+/// the client's, then datagrams towards the client's. Its own log says only that it
+/// happened (never the addresses).
+pub(crate) async fn host_side(context: &PunchContext, observed: &[SocketAddr], session: Session) -> Result<(), Error> {
+    let ours = candidates(context.bound, observed);
     let theirs = exchange(session, &ours).await?;
     tracing::debug!(candidates = theirs.len(), "punching towards a client");
     send_punches(&context.socket, &theirs).await;

@@ -8,7 +8,8 @@
 //! heartbeat (`ZADD` and `PEXPIRE` in one transaction per batch), removes its claim when a
 //! host leaves (`ZREM`: only its own member, so a host that moved to another node keeps
 //! that node's claim), and a lookup reads the members whose claims have not expired,
-//! freshest first. A node that dies simply stops renewing: a node that still has the host
+//! freshest first, with their expiry (the fleet ranks them by it, and probes the first
+//! when there is a choice: `Fleet::confirm`). A node that dies simply stops renewing: a node that still has the host
 //! renews its claim within a third of a presence period, and from then on its claim is
 //! the freshest, so lookups prefer it; the dead node's claim falls out of lookups one
 //! presence period after its last renewal and is swept by the next renewal of another
@@ -111,23 +112,27 @@ impl Directory {
         Ok(())
     }
 
-    /// The nodes with a live claim on `host`, freshest first. Asked twice when the first
-    /// try finds the connection broken but not slow (Redis restarted: the connection
-    /// manager reconnects on that failure, and the second try gets the answer).
-    pub(crate) async fn locate(&self, host: &HostId) -> Result<Vec<String>, DirectoryError> {
+    /// The nodes with a live claim on `host`, freshest first, each with when its claim
+    /// expires (Unix ms). Asked twice when the first try finds the connection broken but
+    /// not slow (Redis restarted: the connection manager reconnects on that failure, and
+    /// the second try gets the answer).
+    pub(crate) async fn locate(&self, host: &HostId) -> Result<Vec<(String, u64)>, DirectoryError> {
         let key = self.key_of(host);
         let mut redis = self.redis.clone();
-        match redis.zrevrangebyscore(&key, "+inf", now_ms()).await {
+        let claims: Vec<(String, f64)> = match redis.zrevrangebyscore_withscores(&key, "+inf", now_ms()).await {
             Err(e) if !e.is_timeout() && (e.is_connection_dropped() || e.is_io_error()) => {
-                Ok(redis.zrevrangebyscore(&key, "+inf", now_ms()).await?)
+                redis.zrevrangebyscore_withscores(&key, "+inf", now_ms()).await?
             }
-            answer => Ok(answer?),
-        }
+            answer => answer?,
+        };
+        // Scores are Unix milliseconds this code wrote: whole numbers far below 2^53, so the
+        // conversion is exact (a negative or odd score from elsewhere saturates harmlessly).
+        Ok(claims.into_iter().map(|(node, expires)| (node, expires as u64)).collect())
     }
 }
 
 /// Milliseconds since the Unix epoch (nodes' clocks are assumed to agree to well within a
 /// presence period, as NTP keeps them).
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

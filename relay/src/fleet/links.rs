@@ -92,6 +92,29 @@ impl Links {
         Ok(LinkStream { send, recv, exporter })
     }
 
+    /// Whether node `id` at `addr` answers on its link within `limit`: an `Observe` round
+    /// trip (any node answers it, and doing so changes nothing there), the link dialled if
+    /// there is none. A node that died keeps its link looking open until the idle timeout;
+    /// this tells within one round trip.
+    pub(crate) async fn answers(&self, id: &str, addr: &str, limit: Duration) -> bool {
+        let probe = async {
+            let link = self.open(id, addr).await?;
+            let mut send = ferry_link::LinkSend::Quic(link.send);
+            send.send_message(&ferry_proto::Message::Observe).await?;
+            let mut recv = ferry_link::Framed::new(ferry_link::LinkRecv::Quic(link.recv));
+            let answer = recv.message(limit).await?;
+            Ok::<_, ferry_link::FramedError>(matches!(answer, ferry_proto::Message::Observed { .. }))
+        };
+        matches!(tokio::time::timeout(limit, probe).await, Ok(Ok(true)))
+    }
+
+    /// Drops the link to node `id` (it did not answer), so that the next use dials afresh.
+    pub(crate) async fn forget(&self, id: &str) {
+        if let Some((_, conn)) = self.open.lock().await.remove(id) {
+            conn.close(0u32.into(), b"not answering");
+        }
+    }
+
     async fn connection(&self, id: &str, addr: &str) -> Result<quinn::Connection, LinkError> {
         let mut open = self.open.lock().await;
         if let Some((_, conn)) = open.get(id).filter(|(_, c)| c.close_reason().is_none()) {

@@ -61,6 +61,12 @@ use crate::pacing::Tier;
 /// How long a node's claim on a host lasts without a heartbeat.
 pub const DEFAULT_PRESENCE_TTL: Duration = Duration::from_secs(10);
 
+/// Longest wait for another node to answer a probe over its link (dialled if need be) when
+/// a host has claims at several nodes: nodes of one fleet are close (a data centre's round
+/// trip is a millisecond or two, a new link's handshake two of them), and a client's session
+/// waits for this, so a node that misses it is passed over rather than waited for.
+pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
+
 /// How a node sends a client to a host registered at another node.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum FleetMode {
@@ -139,6 +145,8 @@ pub(crate) struct Fleet {
     /// What the sessions forwarded from here hold of this node's buffer budget, per host
     /// (their fair share, as for local hosts); emptied of unused entries on each heartbeat.
     forwarded: Mutex<std::collections::HashMap<HostId, Arc<HostBuffers>>>,
+    /// Nodes whose link did not answer a probe ([`Fleet::confirm`]), and since when.
+    suspects: Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
 impl Fleet {
@@ -162,6 +170,7 @@ impl Fleet {
             forward_key,
             unpaced: Tier::unlimited(),
             forwarded: Mutex::default(),
+            suspects: Mutex::default(),
         }))
     }
 
@@ -218,16 +227,65 @@ impl Fleet {
     }
 
     /// Where `host` is registered, other than here: the nodes (id, address) with a live
-    /// claim, freshest first; empty if no other node has it. Nodes this node's config does
-    /// not list are skipped (a node of another fleet config, or a typo there).
-    pub(crate) async fn locate(&self, host: &HostId) -> Result<Vec<(&str, &str)>, DirectoryError> {
-        let nodes = self.note(self.directory.locate(host).await)?;
-        Ok(nodes
-            .iter()
-            .filter(|id| **id != self.config.node_id)
-            .filter_map(|id| self.config.nodes.get_key_value(id))
-            .map(|(id, addr)| (id.as_str(), addr.as_str()))
+    /// claim, best first ([`rank`]: claims renewed within the last two heartbeats before
+    /// older ones, nodes that failed a probe lately last, freshest first within each);
+    /// empty if no other node has it. Nodes this node's config does not list are skipped
+    /// (a node of another fleet config, or a typo there).
+    pub(crate) async fn locate(&self, host: &HostId) -> Result<Vec<(String, String)>, DirectoryError> {
+        let claims = self.note(self.directory.locate(host).await)?;
+        let claims: Vec<(String, u64)> = claims
+            .into_iter()
+            .filter(|(id, _)| *id != self.config.node_id && self.config.nodes.contains_key(id))
+            .collect();
+        let suspects = self.suspects();
+        let ranked = rank(claims, directory::now_ms(), self.heartbeat_ms(), |id| suspects.contains(id));
+        Ok(ranked
+            .into_iter()
+            .filter_map(|id| self.config.nodes.get_key_value(&id))
+            .map(|(id, addr)| (id.clone(), addr.clone()))
             .collect())
+    }
+
+    /// `nodes` (as [`Fleet::locate`] ranked them) with the first one that answers a probe
+    /// over its node link first. Only when there is a choice: a claim's age cannot tell a
+    /// node that died a moment ago from a live one (both renewed within the last
+    /// heartbeat), a probe can. Each node but the last gets [`PROBE_TIMEOUT`]; one that
+    /// does not answer is suspected (ranked last for a presence period, so only the first
+    /// session after a node's death pays the probe) and its link is dropped. If none
+    /// answers, the order stays as it was (the nodes may not reach each other at the
+    /// addresses clients use; the client then finds out itself).
+    pub(crate) async fn confirm(&self, mut nodes: Vec<(String, String)>) -> Vec<(String, String)> {
+        let mut unanswered = Vec::new();
+        while nodes.len() > 1 {
+            let (id, addr) = &nodes[0];
+            if self.links.answers(id, addr, PROBE_TIMEOUT).await {
+                break;
+            }
+            // Once per node death and entry node (it is suspected from now on); no id.
+            tracing::info!("a node claiming a host did not answer a probe; trying the next");
+            self.links.forget(id).await;
+            self.suspect(id.clone());
+            unanswered.push(nodes.remove(0));
+        }
+        nodes.extend(unanswered);
+        nodes
+    }
+
+    fn heartbeat_ms(&self) -> u64 {
+        u64::try_from((self.config.presence_ttl / 3).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The nodes suspected now (a failed probe less than a presence period ago).
+    fn suspects(&self) -> std::collections::HashSet<String> {
+        let mut suspects = self.suspects.lock().unwrap_or_else(PoisonError::into_inner);
+        let ttl = self.config.presence_ttl;
+        suspects.retain(|_, since| since.elapsed() < ttl);
+        suspects.keys().cloned().collect()
+    }
+
+    fn suspect(&self, id: String) {
+        let mut suspects = self.suspects.lock().unwrap_or_else(PoisonError::into_inner);
+        suspects.insert(id, std::time::Instant::now());
     }
 
     /// The proof a `Forward` for `host` carries on the link whose exporter is `exporter`.
@@ -255,5 +313,47 @@ impl Fleet {
     /// The key of the quota accounts' hashes.
     pub(crate) fn quota_key(&self) -> ring::hmac::Key {
         self.config.secret.quota_key()
+    }
+}
+
+/// Orders claims (node id, expiry in Unix ms) for trying: those renewed within the last two
+/// heartbeats of `now` (a live node renews every heartbeat) and not `suspected` first, then
+/// the rest; freshest first within each group. Stale claims are kept, last: a host's only
+/// claims may be old while its node's heartbeat waits on a slow Redis.
+fn rank(mut claims: Vec<(String, u64)>, now: u64, heartbeat_ms: u64, suspected: impl Fn(&str) -> bool) -> Vec<String> {
+    // Renewed at `expiry - ttl` = `expiry - 3 heartbeats`: within two heartbeats of now
+    // when the claim still has more than one heartbeat to live.
+    let fresh = |expires: u64| expires > now.saturating_add(heartbeat_ms);
+    claims.sort_by_key(|(id, expires)| (!fresh(*expires) || suspected(id), std::cmp::Reverse(*expires)));
+    claims.into_iter().map(|(id, _)| id).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rank;
+
+    fn claims(list: &[(&str, u64)]) -> Vec<(String, u64)> {
+        list.iter().map(|(id, at)| ((*id).to_owned(), *at)).collect()
+    }
+
+    #[test]
+    fn fresh_claims_come_first_freshest_first() {
+        // Heartbeat 1 s, TTL 3 s, now 10 s: a claim expiring after 11 s was renewed
+        // within two heartbeats.
+        let ranked = rank(claims(&[("a", 12_000), ("b", 12_900), ("c", 10_500)]), 10_000, 1_000, |_| false);
+        assert_eq!(ranked, ["b", "a", "c"]);
+    }
+
+    #[test]
+    fn a_stale_claim_goes_last_even_when_alone_first() {
+        let ranked = rank(claims(&[("old", 10_900), ("new", 11_100)]), 10_000, 1_000, |_| false);
+        assert_eq!(ranked, ["new", "old"]);
+        assert_eq!(rank(claims(&[("old", 10_900)]), 10_000, 1_000, |_| false), ["old"]);
+    }
+
+    #[test]
+    fn a_suspected_node_goes_last() {
+        let ranked = rank(claims(&[("dead", 12_950), ("live", 12_100)]), 10_000, 1_000, |id| id == "dead");
+        assert_eq!(ranked, ["live", "dead"]);
     }
 }

@@ -27,7 +27,8 @@ use crate::quota::ACCOUNT_ID_LEN;
 const MARKER_TTL_SECS: u64 = 7 * 86_400;
 
 /// Adds a flush's deltas unless this node process's flush `seq` was applied already;
-/// returns every counter's total. KEYS: the marker, then the counters; ARGV: `seq`, the
+/// returns every counter's total. An account with nothing to add (in a flush only to bring
+/// its total back) is only read: one command instead of two, and no counter made for it. KEYS: the marker, then the counters; ARGV: `seq`, the
 /// marker's expiry, then each counter's delta and expiry (Unix seconds).
 const ADD: &str = r"
 local done = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -35,7 +36,7 @@ local seq = tonumber(ARGV[1])
 local apply = seq > done
 local totals = {}
 for i = 2, #KEYS do
-  if apply then
+  if apply and ARGV[2 * i - 1] ~= '0' then
     totals[#totals + 1] = redis.call('INCRBY', KEYS[i], ARGV[2 * i - 1])
     redis.call('EXPIREAT', KEYS[i], ARGV[2 * i])
   else
