@@ -107,6 +107,11 @@ pub struct Client {
     transport: Transport,
     /// Longest wait for the relay's answer and the host's handshake.
     pub handshake_timeout: Duration,
+    /// Whether sessions offer resumption (the host must agree; see [`Client::bridge`]).
+    resumable: bool,
+    /// How long a resumable session whose path was lost tries to resume before it ends
+    /// with an error (default 30 s).
+    pub resume_timeout: Duration,
     paths: Arc<Mutex<Paths>>,
     /// The UDP endpoint every IPv4 QUIC hop is dialled from, made on first use.
     endpoint: OnceLock<quinn::Endpoint>,
@@ -122,9 +127,73 @@ impl Client {
             options,
             transport: Transport::Auto,
             handshake_timeout: Duration::from_secs(10),
+            resumable: false,
+            resume_timeout: crate::resume::DEFAULT_RESUME_TIMEOUT,
             paths: Arc::default(),
             endpoint: OnceLock::new(),
         }
+    }
+
+    /// Offers resumable sessions: a session bridged with [`Client::bridge`] then survives
+    /// the loss of its path (another relay, or the direct path, carries it on).
+    pub fn resumable(mut self, yes: bool) -> Self {
+        self.resumable = yes;
+        self
+    }
+
+    /// Bridges `session` to a local connection as [`Session::bridge`] does; a resumable
+    /// session whose path is lost keeps the local connection open and re-attaches through
+    /// the next working path, ending with an error only after [`Client::resume_timeout`].
+    pub async fn bridge<R, W>(
+        &self,
+        session: Session,
+        local_read: R,
+        local_write: W,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> Result<crate::Transferred, Error>
+    where
+        R: tokio::io::AsyncRead + Unpin,
+        W: tokio::io::AsyncWrite + Unpin,
+    {
+        match session.into_resumable() {
+            Ok(resumable) => {
+                let resume = ferry_proto::e2e::ClientResume::new(resumable.keys.clone());
+                let side = crate::resume::Side::Client { resume, reattach: self };
+                let timeout = self.resume_timeout;
+                let (sent, received) =
+                    crate::resume::bridge(resumable, side, local_read, local_write, timeout, cancel).await?;
+                Ok(crate::Transferred { sent, received })
+            }
+            Err(session) => session.bridge(local_read, local_write, cancel).await,
+        }
+    }
+
+    /// One resume attempt on `path`: the request as the stream's first end-to-end frame
+    /// (after `Connect` through a relay, tagged on the direct path, as a hello is).
+    async fn attach_via(&self, path: Path, request: &[u8]) -> Result<crate::resume::Link, Error> {
+        let (hop, _) = self.hop(&path).await?;
+        let stream = hop.open_stream().await?;
+        let mut send = stream.send;
+        let mut recv = Framed::new(stream.recv);
+        let mut first = BytesMut::new();
+        match &path {
+            Path::Direct(_) => {
+                put_frame(&mut first, &seal_direct_hello(&self.ticket.secret, request))?;
+                send.write_chunks(&mut [first.freeze()]).await?;
+            }
+            Path::Relay(_) => {
+                let (mut conversation, connect) = ClientConnect::start(self.ticket.host);
+                first.extend_from_slice(&connect.to_vec()?);
+                put_frame(&mut first, request)?;
+                send.write_chunks(&mut [first.freeze()]).await?;
+                match conversation.handle(recv.message(self.handshake_timeout).await?)? {
+                    ConnectEvent::Accepted => {}
+                    ConnectEvent::Refused(reason) => return Err(Error::Refused(reason)),
+                    ConnectEvent::Redirected(_) => return Err(Error::Cut("a redirect while resuming a session")),
+                }
+            }
+        }
+        Ok(crate::resume::Link { send, recv })
     }
 
     /// Uses `transport` for every hop.
@@ -394,7 +463,8 @@ impl Client {
     async fn open_on(&self, hop: &RelayHop, service: Option<&str>) -> Result<Opened, Error> {
         let stream = hop.open_stream().await?;
         let mut send = stream.send;
-        let (handshake, hello) = ClientHandshake::start(&self.ticket.host, &self.ticket.secret, &self.key, service)?;
+        let (handshake, hello) =
+            ClientHandshake::start_with(&self.ticket.host, &self.ticket.secret, &self.key, service, self.resumable)?;
         let (mut conversation, connect) = ClientConnect::start(self.ticket.host);
         // `Connect` and the first handshake message leave together: one round trip.
         let mut first = BytesMut::from(&connect.to_vec()?[..]);
@@ -408,23 +478,24 @@ impl Client {
             ConnectEvent::Redirected(node) => return Ok(Opened::Redirected(node)),
         }
         let answer = recv.frame(MAX_HANDSHAKE_LEN, self.handshake_timeout).await?;
-        let (sealer, opener) = handshake.finish(&answer)?;
-        Ok(Opened::Session(Session { send, recv, sealer, opener, path: None }))
+        let ferry_proto::e2e::Established { sealer, opener, resume } = handshake.finish_session(&answer)?;
+        Ok(Opened::Session(Session { send, recv, sealer, opener, path: None, resume }))
     }
 
     /// Opens a session on a direct `hop`: the tagged hello, then the host's answer.
     async fn open_direct(&self, hop: &RelayHop) -> Result<Session, Error> {
         let stream = hop.open_stream().await?;
         let mut send = stream.send;
+        let service = self.ticket.service.as_deref();
         let (handshake, hello) =
-            ClientHandshake::start(&self.ticket.host, &self.ticket.secret, &self.key, self.ticket.service.as_deref())?;
+            ClientHandshake::start_with(&self.ticket.host, &self.ticket.secret, &self.key, service, self.resumable)?;
         let mut first = BytesMut::new();
         put_frame(&mut first, &seal_direct_hello(&self.ticket.secret, &hello))?;
         send.write_chunks(&mut [first.freeze()]).await?;
         let mut recv = Framed::new(stream.recv);
         let answer = recv.frame(MAX_HANDSHAKE_LEN, self.handshake_timeout).await?;
-        let (sealer, opener) = handshake.finish(&answer)?;
-        Ok(Session { send, recv, sealer, opener, path: None })
+        let ferry_proto::e2e::Established { sealer, opener, resume } = handshake.finish_session(&answer)?;
+        Ok(Session { send, recv, sealer, opener, path: None, resume })
     }
 
     /// Tries to punch a direct path to the host through NAT (`direct::punch`): asks the
@@ -542,5 +613,14 @@ async fn recheck(paths: Weak<Mutex<Paths>>, check: Recheck) {
             tracing::info!("{} answers again", check.path);
             return;
         }
+    }
+}
+
+impl crate::resume::Reattach for Client {
+    fn attach<'a>(
+        &'a self,
+        request: &'a [u8],
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<crate::resume::Link, Error>> + Send + 'a>> {
+        Box::pin(async move { self.race(|path| self.attach_via(path, request)).await.map(|(link, _)| link) })
     }
 }

@@ -60,6 +60,11 @@ pub struct HostConfig {
     pub handshake_timeout: Duration,
     /// What answering a hole punch needs (set by [`Host`] when it binds a direct port).
     pub(crate) punch: Option<Arc<HostPunch>>,
+    /// How long a resumable session whose path was lost waits for its client to come back
+    /// before it ends with an error (default 30 s).
+    pub resume_timeout: Duration,
+    /// The live resumable sessions, which resume requests are matched against.
+    pub(crate) resumes: Arc<crate::resume::ResumeRegistry>,
 }
 
 impl HostConfig {
@@ -77,6 +82,8 @@ impl HostConfig {
             token: None,
             handshake_timeout: Duration::from_secs(10),
             punch: None,
+            resume_timeout: crate::resume::DEFAULT_RESUME_TIMEOUT,
+            resumes: Arc::default(),
         }
     }
 }
@@ -476,7 +483,12 @@ pub(crate) async fn serve_hello(
     hello: &[u8],
     cancel: CancellationToken,
 ) -> Result<(), Error> {
-    let handshake = match HostHandshake::read(&config.identity.key, &config.identity.secret, hello) {
+    if hello.len() == ferry_proto::e2e::resume::RESUME_REQUEST_LEN {
+        // No Noise message 1 is this short (at least 96 bytes): a client resuming a session.
+        let link = crate::resume::Link { send, recv };
+        return crate::resume::serve_resume(&config.resumes, link, hello).await;
+    }
+    let mut handshake = match HostHandshake::read(&config.identity.key, &config.identity.secret, hello) {
         Ok(h) => h,
         Err(e) => {
             send.reset(RESET_HANDSHAKE_FAILED);
@@ -504,7 +516,7 @@ pub(crate) async fn serve_hello(
         let mut out = BytesMut::new();
         put_frame(&mut out, &answer)?;
         send.write_chunk(out.freeze()).await?;
-        let session = Session { send, recv, sealer, opener, path: None };
+        let session = Session { send, recv, sealer, opener, path: None, resume: None };
         let observed: Vec<std::net::SocketAddr> = punch.status.borrow().observed.iter().flatten().copied().collect();
         return crate::direct::punch::host_side(&punch.context, &observed, session).await;
     }
@@ -529,12 +541,25 @@ pub(crate) async fn serve_hello(
         }
     };
     local.set_nodelay(true)?;
-    let (answer, sealer, opener) = handshake.accept()?;
+    // This host keeps sessions for a resume whenever the client asks.
+    handshake.offer_resume(true);
+    let (answer, established) = handshake.accept_session()?;
     let mut out = BytesMut::new();
     put_frame(&mut out, &answer)?;
     send.write_chunk(out.freeze()).await?;
     let (local_read, local_write) = local.into_split();
-    Session { send, recv, sealer, opener, path: None }.bridge(local_read, local_write, cancel).await?;
+    let ferry_proto::e2e::Established { sealer, opener, resume } = established;
+    let session = Session { send, recv, sealer, opener, path: None, resume };
+    match session.into_resumable() {
+        Ok(resumable) => {
+            let resume = Arc::new(std::sync::Mutex::new(ferry_proto::e2e::HostResume::new(resumable.keys.clone())));
+            let side = crate::resume::Side::Host { registry: &config.resumes, resume };
+            crate::resume::bridge(resumable, side, local_read, local_write, config.resume_timeout, cancel).await?;
+        }
+        Err(session) => {
+            session.bridge(local_read, local_write, cancel).await?;
+        }
+    }
     Ok(())
 }
 

@@ -20,6 +20,8 @@
 //! - [`serve`]: [`Client::serve`] — a local listener whose connections become sessions
 //!   (what `ferry connect` runs).
 //! - [`session`]: [`Session`] — plaintext ↔ sealed records, half-close, truncation checks.
+//! - `resume`: resumable sessions — the bridge that moves a session to another path when
+//!   its own is lost, and the host's registry resume requests are matched against.
 //! - `explain`: hop failures and reset codes turned into explanations.
 //! - `backoff`: jittered exponential backoff.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
@@ -33,6 +35,7 @@ mod explain;
 pub mod host;
 pub mod identity;
 mod path;
+mod resume;
 pub mod serve;
 pub mod services;
 pub mod session;
@@ -45,5 +48,6 @@ pub use error::Error;
 pub use host::{Host, HostConfig, HostStatus};
 pub use identity::HostIdentity;
 pub use path::Path;
+pub use resume::{DEFAULT_RESUME_TIMEOUT, STALL_AFTER};
 pub use services::Services;
 pub use session::{Session, Transferred};

@@ -146,8 +146,18 @@ async fn session(client: Arc<Client>, stream: TcpStream, cancel: CancellationTok
                 Some(transport) => format!("{path} ({})", transport.name()),
                 None => path,
             };
-            let (read, write) = stream.into_split();
-            match session.bridge(read, write, cancel).await {
+            let (mut read, mut write) = stream.into_split();
+            // Through the client, so that a resumable session survives the loss of its path.
+            let resumable = session.is_resumable();
+            let result = client.bridge(session, &mut read, &mut write, cancel).await;
+            if resumable && matches!(result, Err(ref e) if !matches!(e, Error::Cancelled)) {
+                // A resumable session that could not be resumed is a reset for the local
+                // application, never a clean end it could take for a complete transfer.
+                if let Ok(stream) = read.reunite(write) {
+                    let _ = stream.set_zero_linger();
+                }
+            }
+            match result {
                 // The one line a session gets, on the user's own machine: how long, how much,
                 // which way.
                 Ok(carried) => info!(

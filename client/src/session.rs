@@ -11,6 +11,11 @@
 //! works end to end. A stream that ends without `Fin` is reported as cut, never as a
 //! clean, shorter transfer.
 //!
+//! A resumable session (both ends agreed in the handshake) is bridged by
+//! [`crate::resume`] instead, which keeps the local connection across paths; bridged here,
+//! without a [`crate::Client`] to find another path, it ends with an error when its path is
+//! lost.
+//!
 //! The owner can end a session at any time through the token it passed to
 //! [`Session::bridge`]: the bridge then resets the relay stream both ways (the peer sees a
 //! cut, not a clean end) and returns [`Error::Cancelled`].
@@ -20,6 +25,7 @@ use ferry_link::stream::poll_read_lazily;
 use ferry_link::{Framed, LinkSend};
 use ferry_proto::codes::RESET_CANCELLED;
 use ferry_proto::e2e::record::{MAX_RECORD_DATA, Record, RecordKind};
+use ferry_proto::e2e::resume::{DEFAULT_REPLAY_LIMIT, Inbound, Outbound, ResumeKeys};
 use ferry_proto::e2e::{Opener, Sealer};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -44,12 +50,33 @@ pub struct Session {
     pub(crate) opener: Opener,
     /// The way this session reaches the host (client side; `None` on the host's side).
     pub(crate) path: Option<Path>,
+    /// The resumption keys when both ends agreed the session is resumable.
+    pub(crate) resume: Option<ResumeKeys>,
 }
 
 impl Session {
     /// The way this session reaches the host: direct, or which relay (client side only).
     pub fn path(&self) -> Option<&Path> {
         self.path.as_ref()
+    }
+
+    /// Whether both ends agreed to resume this session on another path when its own is lost.
+    pub fn is_resumable(&self) -> bool {
+        self.resume.is_some()
+    }
+
+    /// The parts a resumable bridge runs on (`Err(self)` for a session that is not resumable).
+    #[expect(clippy::result_large_err, reason = "called once per session, and moved on at once")]
+    pub(crate) fn into_resumable(self) -> Result<crate::resume::Resumable, Self> {
+        match self.resume {
+            None => Err(self),
+            Some(keys) => Ok(crate::resume::Resumable {
+                link: crate::resume::Link { send: self.send, recv: self.recv },
+                out: Outbound::new(self.sealer, DEFAULT_REPLAY_LIMIT),
+                inbound: Inbound::new(self.opener),
+                keys,
+            }),
+        }
     }
 
     /// Carries bytes both ways until both directions have ended cleanly, or until `cancel`
@@ -65,7 +92,17 @@ impl Session {
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
-        let Self { mut send, mut recv, sealer, opener, .. } = self;
+        let session = match self.into_resumable() {
+            Ok(resumable) => {
+                let side = crate::resume::Side::Fixed;
+                let timeout = crate::resume::DEFAULT_RESUME_TIMEOUT;
+                let (sent, received) =
+                    crate::resume::bridge(resumable, side, local_read, local_write, timeout, cancel).await?;
+                return Ok(Transferred { sent, received });
+            }
+            Err(session) => session,
+        };
+        let Self { mut send, mut recv, sealer, opener, .. } = session;
         let result = tokio::select! {
             biased;
             _ = cancel.cancelled() => Err(Error::Cancelled),

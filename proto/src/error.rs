@@ -76,7 +76,48 @@ pub enum Error {
     /// A record announced a size or kind this version does not allow.
     #[error("malformed end-to-end record: {0}")]
     BadRecord(&'static str),
+    /// A resume request (or the host's answer to one) was refused; the live session is
+    /// untouched.
+    #[error("the session could not be resumed: {why}")]
+    ResumeRefused {
+        /// What was wrong with the request or answer.
+        why: ResumeRefusal,
+    },
+    /// A record was to be sealed while the replay buffer is full: wait for an acknowledgement.
+    #[error("the replay buffer is full; wait for the peer's acknowledgement")]
+    ReplayFull,
     /// The Noise library refused an operation (a bug or a misuse, never peer-controlled).
     #[error("noise: {0}")]
     Noise(#[from] snow::Error),
+}
+
+/// Why a resume was refused (the request checked by the host, or the answer by the client).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum ResumeRefusal {
+    /// The request is not `RESUME_REQUEST_LEN` bytes, or the answer not `RESUME_ANSWER_LEN`.
+    Malformed,
+    /// The host knows no live session of this id (ended, timed out, or never resumable).
+    UnknownSession,
+    /// The MAC does not verify: made without the resumption secret.
+    BadMac,
+    /// The attempt number is not above the last one taken: a replayed request.
+    StaleAttempt,
+    /// The counters name records the other end never sent or has already let go of.
+    BadCounters,
+    /// The host answered with a refusal.
+    Refused,
+}
+
+impl std::fmt::Display for ResumeRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Malformed => "the message has the wrong length",
+            Self::UnknownSession => "the host knows no live session of that id",
+            Self::BadMac => "it was not made with the session's resumption secret",
+            Self::StaleAttempt => "its attempt number was already used (a replay)",
+            Self::BadCounters => "its record counters do not fit the session",
+            Self::Refused => "the host refused it",
+        })
+    }
 }

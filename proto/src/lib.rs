@@ -18,7 +18,8 @@
 //!   `Registered`, then `Incoming`/`GoingAway`), host and relay side, as state machines.
 //! - [`connect`]: the connect conversation (`Connect` → `Accepted`/`Refused`, the host's
 //!   `Incoming`/`Attach`), every side, as state machines.
-//! - [`e2e`]: the client ↔ host Noise `IKpsk2` handshake and the record layer after it.
+//! - [`e2e`]: the client ↔ host Noise `IKpsk2` handshake, the record layer after it, and the
+//!   resumption of sessions onto another path (`e2e::resume`).
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod codec;

@@ -4,6 +4,8 @@
 //!   carrying the service the client asks for and the host's yes or no.
 //! - [`direct`]: the tag in front of a client's first message on the direct path.
 //! - [`record`]: the framed, authenticated record stream that follows it.
+//! - [`resume`]: acknowledgements, replay buffers and the resume request of resumable
+//!   sessions, which move to another path without losing a byte.
 //!
 //! Handshake messages and records share one framing: a 2-byte big-endian length then that
 //! many bytes. See `docs/protocol.md` for the sequence.
@@ -11,6 +13,10 @@
 pub mod direct;
 pub mod handshake;
 pub mod record;
+pub mod resume;
 
-pub use handshake::{ClientHandshake, E2E_NOISE, HostHandshake, Refusal};
-pub use record::{MAX_RECORD_DATA, Opener, Record, Sealer};
+pub use handshake::{ClientHandshake, E2E_NOISE, Established, HostHandshake, Refusal};
+pub use record::{MAX_RECORD_DATA, Opened, Opener, Record, Sealer};
+pub use resume::{
+    ClientResume, HostResume, Inbound, Outbound, ResumeKeys, ResumeRefusal, ResumeRequest, SessionId, Taken,
+};

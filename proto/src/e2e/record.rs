@@ -5,6 +5,9 @@
 //! plaintext = kind (u8) | body
 //! kind      = 0 Data (body = application bytes, up to MAX_RECORD_DATA)
 //!           | 1 Fin  (empty body: this direction is finished, authenticated)
+//!           | 2 Ack  (body = u64 big endian: records received from the peer so far,
+//!                     i.e. the highest record counter received plus one; resumable
+//!                     sessions only, see `resume`)
 //! ```
 //! Each direction has its own key (the Noise split) and an implicit nonce that counts
 //! records, exactly as Noise's `CipherState` (AES-256-GCM, 64-bit big-endian nonce, empty
@@ -17,7 +20,12 @@
 //!
 //! **Truncation**: a direction ends with an authenticated `Fin`. A stream that stops
 //! without one was cut, and the reader reports it as an error, never as a clean end.
-//! Kinds 2 and up are reserved (acknowledgements for resumption, later).
+//! Kind 2 is the acknowledgement of resumable sessions ([`crate::e2e::resume`]); an `Ack` in a
+//! session that is not resumable is refused by [`Opener::open`]. Kinds 3 and up are reserved.
+//!
+//! Every record, an `Ack` included, takes the next counter (nonce) of its direction, so a
+//! counter names one record for good: a resumed session replays the same sealed bytes under
+//! the same counters and never seals two plaintexts under one nonce.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
@@ -41,7 +49,12 @@ pub enum RecordKind {
     Data = 0,
     /// The sender has finished this direction.
     Fin = 1,
+    /// How many of the peer's records the sender has received (resumable sessions).
+    Ack = 2,
 }
+
+/// Bytes of an `Ack` record's body: a u64 count of records received.
+pub const ACK_BODY_LEN: usize = 8;
 
 /// One opened record.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -50,6 +63,17 @@ pub enum Record {
     Data(Bytes),
     /// The peer finished writing; this direction is complete.
     Fin,
+}
+
+/// One opened record of a resumable session: a [`Record`] or an acknowledgement.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Opened {
+    /// Application bytes.
+    Data(Bytes),
+    /// The peer finished writing.
+    Fin,
+    /// The peer has received this many of our records (counters `0..n`).
+    Ack(u64),
 }
 
 /// One direction's AEAD key and record counter.
@@ -108,6 +132,9 @@ impl Sealer {
         if kind == RecordKind::Fin && !data.is_empty() {
             return Err(Error::BadRecord("a Fin record carries no data"));
         }
+        if kind == RecordKind::Ack && data.len() != ACK_BODY_LEN {
+            return Err(Error::BadRecord("an Ack record carries one 8-byte count"));
+        }
         let d = &mut self.0;
         d.before_record()?;
         let len = 1 + data.len() + TAG_LEN;
@@ -151,12 +178,19 @@ impl Opener {
     /// Takes one record from the front of `buf`: `Ok(None)` means "read more". Any error
     /// means the stream is corrupt or forged and must be dropped.
     pub fn open(&mut self, buf: &mut BytesMut) -> Result<Option<Record>, Error> {
+        match self.open_any(buf)? {
+            None => Ok(None),
+            Some(Opened::Data(data)) => Ok(Some(Record::Data(data))),
+            Some(Opened::Fin) => Ok(Some(Record::Fin)),
+            Some(Opened::Ack(_)) => Err(Error::BadRecord("an acknowledgement in a session that is not resumable")),
+        }
+    }
+
+    /// As [`Opener::open`], also taking acknowledgements (resumable sessions).
+    pub fn open_any(&mut self, buf: &mut BytesMut) -> Result<Option<Opened>, Error> {
         let Some(mut sealed) = take_frame(buf, MAX_RECORD_LEN)? else {
             return Ok(None);
         };
-        if self.finished {
-            return Err(Error::BadRecord("data after the end of the stream"));
-        }
         if sealed.len() < 1 + TAG_LEN {
             return Err(Error::BadRecord("record shorter than its tag"));
         }
@@ -170,15 +204,29 @@ impl Opener {
         d.nonce += 1;
         sealed.truncate(plain_len);
         let kind = sealed.get_u8();
+        // After `Fin` a resumable peer still acknowledges what it receives; nothing else.
+        if self.finished && kind != RecordKind::Ack as u8 {
+            return Err(Error::BadRecord("data after the end of the stream"));
+        }
         match kind {
-            0 => Ok(Some(Record::Data(sealed.freeze()))),
+            0 => Ok(Some(Opened::Data(sealed.freeze()))),
             1 if sealed.is_empty() => {
                 self.finished = true;
-                Ok(Some(Record::Fin))
+                Ok(Some(Opened::Fin))
             }
             1 => Err(Error::BadRecord("a Fin record carried data")),
+            2 => {
+                let count = <[u8; ACK_BODY_LEN]>::try_from(&sealed[..])
+                    .map_err(|_| Error::BadRecord("an Ack record's body is not one 8-byte count"))?;
+                Ok(Some(Opened::Ack(u64::from_be_bytes(count))))
+            }
             _ => Err(Error::BadRecord("unknown record kind")),
         }
+    }
+
+    /// Records opened so far (the counter of the next record expected).
+    pub fn records(&self) -> u64 {
+        self.dir.nonce
     }
 
     /// Whether the peer's authenticated `Fin` has arrived.

@@ -1,0 +1,557 @@
+//! Resumable sessions on the wire: the async half of `ferry_proto::e2e::resume`.
+//!
+//! A resumable session bridges its local connection to whatever path currently carries it.
+//! Each path is run as one *phase*: an upstream future (local reads → sealed records, kept in
+//! the replay buffer) and a downstream future (records → local writes; acknowledgements in
+//! and out) over that path's stream. A phase ends when both directions are done, or when the
+//! path is lost: a read or write error, the stream's end without the session's, or a stall
+//! (data outstanding and no acknowledgement for [`STALL_AFTER`]). Then the local connection
+//! stays open and:
+//!
+//! - the client ([`Reattach`]) sends a resume request on the next working path, reads the
+//!   host's answer and replays what the host lacks;
+//! - the host ([`ResumeRegistry`]) waits for the client's request, which the path's accept
+//!   code checks and hands over ([`serve_resume`]), answers and replays.
+//!
+//! A session not resumed within the resume timeout ends with an error on both sides, never
+//! a clean end. Local writes are never cancelled half-way (a phase stops its downstream only
+//! between records), so a record is delivered exactly once whatever the path does.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use ferry_link::stream::poll_read_lazily;
+use ferry_link::{Framed, LinkSend};
+use ferry_proto::codes::{RESET_CANCELLED, RESET_HANDSHAKE_FAILED};
+use ferry_proto::e2e::record::{MAX_RECORD_DATA, Opened, RecordKind, put_frame};
+use ferry_proto::e2e::resume::{
+    ClientResume, HostResume, Inbound, Outbound, RESUME_ANSWER_LEN, ResumeKeys, ResumeRequest, SessionId, Taken,
+};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::Error;
+
+/// How long a lost session waits to be resumed before it ends with an error.
+pub const DEFAULT_RESUME_TIMEOUT: Duration = Duration::from_secs(30);
+/// Data outstanding and no acknowledgement for this long: the path is taken as lost (a
+/// blackholed relay sends no reset; this is the end-to-end acknowledgement deadline).
+pub const STALL_AFTER: Duration = Duration::from_secs(2);
+/// Longest the host waits to write its answer and replay on a new path.
+const REPLAY_WRITE_LIMIT: Duration = Duration::from_secs(10);
+/// How often the stall detector looks.
+const STALL_CHECK: Duration = Duration::from_millis(250);
+
+/// One path's stream pair.
+pub(crate) struct Link {
+    pub(crate) send: LinkSend,
+    pub(crate) recv: Framed,
+}
+
+/// How the client side finds a new path: sends `request` as the first end-to-end frame on
+/// the next working path and returns that path's stream (the answer not yet read).
+pub(crate) trait Reattach: Send + Sync {
+    /// One attempt over the client's paths.
+    fn attach<'a>(
+        &'a self,
+        request: &'a [u8],
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Link, Error>> + Send + 'a>>;
+}
+
+/// A session waiting on the host for its client: requests that checked, with their stream.
+type Arrival = (Taken, Link);
+
+/// The host's live resumable sessions, by id; requests are checked here, before they reach
+/// (and could disturb) a live session.
+#[derive(Default)]
+pub(crate) struct ResumeRegistry {
+    sessions: Mutex<HashMap<SessionId, Entry>>,
+}
+
+struct Entry {
+    resume: Arc<Mutex<HostResume>>,
+    shared: Arc<Shared>,
+    arrivals: mpsc::Sender<Arrival>,
+}
+
+impl std::fmt::Debug for ResumeRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Session ids stay out of logs: only how many.
+        f.debug_struct("ResumeRegistry").field("sessions", &self.len()).finish()
+    }
+}
+
+impl ResumeRegistry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Entry>> {
+        self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Live resumable sessions (for tests and metrics).
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+/// Removes a session from the registry when its task ends, however it ends.
+struct Registered<'a> {
+    registry: &'a ResumeRegistry,
+    id: SessionId,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.registry.lock().remove(&self.id);
+    }
+}
+
+/// A resume request arrived on a new stream at the host (its first frame): checks it against
+/// the live session and hands the stream to it. A refused request resets the stream and
+/// leaves the session alone.
+pub(crate) async fn serve_resume(registry: &ResumeRegistry, mut link: Link, frame: &[u8]) -> Result<(), Error> {
+    let refused = |e: ferry_proto::Error| Error::Proto(e);
+    let checked = ResumeRequest::decode(frame).and_then(|request| {
+        let sessions = registry.lock();
+        let entry = sessions
+            .get(&request.id)
+            .ok_or(ferry_proto::Error::ResumeRefused { why: ferry_proto::e2e::ResumeRefusal::UnknownSession })?;
+        let taken = {
+            let out = entry.shared.out();
+            entry.resume.lock().unwrap_or_else(PoisonError::into_inner).check(&request, &out)?
+        };
+        Ok((taken, entry.arrivals.clone()))
+    });
+    match checked {
+        Ok((taken, arrivals)) => {
+            if let Err(
+                mpsc::error::TrySendError::Full((_, mut link)) | mpsc::error::TrySendError::Closed((_, mut link)),
+            ) = arrivals.try_send((taken, link))
+            {
+                link.send.reset(RESET_HANDSHAKE_FAILED);
+                return Err(Error::Cut("the session to resume has ended"));
+            }
+            Ok(())
+        }
+        Err(e) => {
+            // Unauthenticated on purpose: the host may not know the session at all.
+            let mut out = BytesMut::new();
+            put_frame(&mut out, &ferry_proto::e2e::resume::refusal_answer()).map_err(refused)?;
+            let _ = link.send.write_chunk(out.freeze()).await;
+            link.send.reset(RESET_HANDSHAKE_FAILED);
+            Err(refused(e))
+        }
+    }
+}
+
+/// What both halves of a phase share: the sending half, and the signals between them.
+struct Shared {
+    out: Mutex<Outbound>,
+    /// An acknowledgement frees room in the replay buffer.
+    room: Notify,
+    /// The downstream half wants an acknowledgement sent (the count to send).
+    ack: Mutex<Option<u64>>,
+    ack_wanted: Notify,
+    /// Our `Fin` is sealed (set by the upstream half, read by the downstream half).
+    fin_sealed: AtomicBool,
+}
+
+impl Shared {
+    fn out(&self) -> std::sync::MutexGuard<'_, Outbound> {
+        self.out.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn want_ack(&self, count: u64) {
+        *self.ack.lock().unwrap_or_else(PoisonError::into_inner) = Some(count);
+        self.ack_wanted.notify_one();
+    }
+
+    fn take_ack(&self) -> Option<u64> {
+        self.ack.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+}
+
+/// How a phase ended.
+enum PhaseEnd {
+    /// Both directions finished and acknowledged.
+    Done,
+    /// The path was lost; the session waits for another.
+    Lost,
+    /// The host took a resume request while this path still looked alive.
+    Switched(Arrival),
+}
+
+/// What a phase's halves keep across paths.
+struct Ends {
+    inbound: Inbound,
+    fin_received: bool,
+    sent: u64,
+    received: u64,
+}
+
+/// Which side runs the session, and how it gets its next path.
+pub(crate) enum Side<'a> {
+    /// The client: re-attaches through `reattach`.
+    Client { resume: ClientResume, reattach: &'a dyn Reattach },
+    /// The host: waits for a checked request in `registry`.
+    Host { registry: &'a ResumeRegistry, resume: Arc<Mutex<HostResume>> },
+    /// A side that cannot re-attach (a client bridged without its `Client`): a lost path
+    /// ends the session with an error, as a session that is not resumable does.
+    Fixed,
+}
+
+/// The parts of an established resumable session.
+pub(crate) struct Resumable {
+    pub(crate) link: Link,
+    pub(crate) out: Outbound,
+    pub(crate) inbound: Inbound,
+    pub(crate) keys: ResumeKeys,
+}
+
+/// Bridges a resumable session to a local connection until both directions have ended and
+/// been acknowledged (`Ok` with the plaintext bytes sent and received), `cancel` fires, or
+/// the session could not be resumed within `resume_timeout` of losing its path.
+pub(crate) async fn bridge<R, W>(
+    session: Resumable,
+    side: Side<'_>,
+    mut local_read: R,
+    mut local_write: W,
+    resume_timeout: Duration,
+    cancel: CancellationToken,
+) -> Result<(u64, u64), Error>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let Resumable { mut link, out, inbound, keys } = session;
+    let shared = Arc::new(Shared {
+        out: Mutex::new(out),
+        room: Notify::new(),
+        ack: Mutex::new(None),
+        ack_wanted: Notify::new(),
+        fin_sealed: AtomicBool::new(false),
+    });
+    let mut ends = Ends { inbound, fin_received: false, sent: 0, received: 0 };
+    let (arrivals_tx, mut arrivals) = mpsc::channel::<Arrival>(1);
+    let mut side = side;
+    let _registered = match &side {
+        Side::Host { registry, resume } => {
+            registry
+                .lock()
+                .insert(keys.id(), Entry { resume: resume.clone(), shared: shared.clone(), arrivals: arrivals_tx });
+            Some(Registered { registry, id: keys.id() })
+        }
+        _ => None,
+    };
+    let result = async {
+        loop {
+            let host = matches!(side, Side::Host { .. });
+            let end = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Err(Error::Cancelled),
+                end = phase(&mut link, &shared, &mut ends, &mut local_read, &mut local_write, host.then_some(&mut arrivals)) => end?,
+            };
+            let arrival = match end {
+                PhaseEnd::Done => {
+                    let _ = link.send.finish().await;
+                    drain_to_end(&mut link.recv).await;
+                    return Ok((ends.sent, ends.received));
+                }
+                PhaseEnd::Switched(arrival) => Some(arrival),
+                PhaseEnd::Lost => None,
+            };
+            link.send.reset(RESET_CANCELLED);
+            link.recv.recv.stop(RESET_CANCELLED);
+            let deadline = Instant::now() + resume_timeout;
+            link = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Err(Error::Cancelled),
+                next = reattach(&mut side, &shared, &ends, &mut arrivals, arrival, deadline) => next?,
+            };
+        }
+    }
+    .await;
+    if result.is_err() {
+        link.send.reset(RESET_CANCELLED);
+        link.recv.recv.stop(RESET_CANCELLED);
+    }
+    result
+}
+
+/// Finds the session its next path: the client asks on its paths until `deadline`, the host
+/// waits for a request that checks. Either way the answer is exchanged and what the other
+/// end lacks is replayed before the next phase starts.
+async fn reattach(
+    side: &mut Side<'_>,
+    shared: &Shared,
+    ends: &Ends,
+    arrivals: &mut mpsc::Receiver<Arrival>,
+    mut arrival: Option<Arrival>,
+    deadline: Instant,
+) -> Result<Link, Error> {
+    let timed_out = || Error::Timeout("the session's path was lost and it was not resumed within the resume timeout");
+    match side {
+        Side::Fixed => Err(Error::Cut("the path was lost and this side cannot resume the session")),
+        Side::Client { resume, reattach } => loop {
+            if Instant::now() >= deadline {
+                return Err(timed_out());
+            }
+            let request = resume.request(ends.inbound.received()).encode();
+            let attempt = async {
+                let mut link = reattach.attach(&request).await?;
+                let answer = link.recv.frame(RESUME_ANSWER_LEN, STALL_AFTER * 2).await?;
+                let from = resume.read_answer(&answer).map_err(Error::Proto)?;
+                let replay = shared.out().replay_from(from).map_err(Error::Proto)?;
+                write_all(&mut link.send, replay).await?;
+                Ok::<_, Error>(link)
+            };
+            match tokio::time::timeout_at(deadline, attempt).await {
+                Ok(Ok(link)) => return Ok(link),
+                Err(_) => return Err(timed_out()),
+                // Every path failed this round: wait a little, then go round again.
+                Ok(Err(e)) => {
+                    tracing::debug!("resume attempt failed: {}", e.report());
+                    tokio::time::sleep_until((Instant::now() + Duration::from_millis(200)).min(deadline)).await;
+                }
+            }
+        },
+        Side::Host { resume, .. } => loop {
+            let (taken, mut link) = match arrival.take() {
+                Some(arrival) => arrival,
+                None => match tokio::time::timeout_at(deadline, arrivals.recv()).await {
+                    Ok(Some(arrival)) => arrival,
+                    Ok(None) | Err(_) => return Err(timed_out()),
+                },
+            };
+            let answer = resume.lock().unwrap_or_else(PoisonError::into_inner).answer(&taken, ends.inbound.received());
+            let replay = shared.out().replay_from(taken.from).map_err(Error::Proto)?;
+            let mut first = BytesMut::new();
+            put_frame(&mut first, &answer).map_err(Error::Proto)?;
+            let mut chunks = vec![first.freeze()];
+            chunks.extend(replay);
+            match tokio::time::timeout(REPLAY_WRITE_LIMIT, write_all(&mut link.send, chunks)).await {
+                Ok(Ok(())) => return Ok(link),
+                // That path died at once (or does not move); wait for the next request.
+                _ => {
+                    link.send.reset(RESET_CANCELLED);
+                    continue;
+                }
+            }
+        },
+    }
+}
+
+async fn write_all(send: &mut LinkSend, mut chunks: Vec<Bytes>) -> Result<(), Error> {
+    if chunks.is_empty() {
+        return Ok(());
+    }
+    send.write_chunks(&mut chunks).await?;
+    Ok(())
+}
+
+/// Runs the session over one path until it is done, lost, or (host) switched.
+async fn phase<R, W>(
+    link: &mut Link,
+    shared: &Shared,
+    ends: &mut Ends,
+    local_read: &mut R,
+    local_write: &mut W,
+    arrivals: Option<&mut mpsc::Receiver<Arrival>>,
+) -> Result<PhaseEnd, Error>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let stop = CancellationToken::new();
+    let Link { send, recv } = link;
+    let Ends { inbound, fin_received, sent, received } = ends;
+    let up = upstream(send, local_read, shared, sent, &stop);
+    let down = downstream(recv, local_write, shared, inbound, fin_received, received, &stop);
+    let watch = async {
+        let mut arrivals = arrivals;
+        let mut last = (shared.out().replay().next(), Instant::now());
+        loop {
+            let arrival = async {
+                match arrivals.as_deref_mut() {
+                    Some(arrivals) => arrivals.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return None,
+                Some(arrival) = arrival => {
+                    stop.cancel();
+                    return Some(arrival);
+                }
+                _ = tokio::time::sleep(STALL_CHECK) => {
+                    let out = shared.out();
+                    let first = out.replay().next() - out.unacknowledged() as u64;
+                    let outstanding = out.replay().data_charged() > 0;
+                    drop(out);
+                    if !outstanding || first != last.0 {
+                        last = (first, Instant::now());
+                    } else if last.1.elapsed() >= STALL_AFTER {
+                        tracing::info!("no acknowledgement for {STALL_AFTER:?} with data outstanding: the path is lost");
+                        stop.cancel();
+                        return None;
+                    }
+                }
+            }
+        }
+    };
+    let (up, down, arrival) = tokio::join!(up, down, watch);
+    let (up, down) = (up?, down?);
+    if let Some(arrival) = arrival {
+        return Ok(PhaseEnd::Switched(arrival));
+    }
+    Ok(if up && down { PhaseEnd::Done } else { PhaseEnd::Lost })
+}
+
+/// Local reads → sealed records on this path (and the acknowledgements the downstream half
+/// asks for). `Ok(true)`: our `Fin` is sealed and everything acknowledged; `Ok(false)`: the
+/// phase was stopped or the path failed.
+async fn upstream<R: AsyncRead + Unpin>(
+    send: &mut LinkSend,
+    local: &mut R,
+    shared: &Shared,
+    sent: &mut u64,
+    stop: &CancellationToken,
+) -> Result<bool, Error> {
+    let mut plain = BytesMut::new();
+    loop {
+        let fin_sealed = shared.fin_sealed.load(Ordering::Acquire);
+        if let Some(count) = shared.take_ack() {
+            let ack = shared.out().seal_ack(count)?;
+            if !write_or_stop(send, ack, stop).await {
+                return Ok(false);
+            }
+            continue;
+        }
+        let (room, all_acked) = {
+            let out = shared.out();
+            (out.has_room(MAX_RECORD_DATA), out.replay().data_charged() == 0)
+        };
+        if fin_sealed && all_acked {
+            // Keep acknowledging until the other half is done too, and send the last
+            // acknowledgement (of the peer's `Fin`) before the stream finishes.
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => {
+                    if let Some(count) = shared.take_ack() {
+                        let ack = shared.out().seal_ack(count)?;
+                        let _ = tokio::time::timeout(STALL_AFTER, send.write_chunks(&mut [ack])).await;
+                    }
+                    return Ok(true);
+                }
+                _ = shared.ack_wanted.notified() => continue,
+            }
+        }
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return Ok(false),
+            _ = shared.ack_wanted.notified() => continue,
+            _ = shared.room.notified(), if !room || fin_sealed => continue,
+            read = std::future::poll_fn(|cx| poll_read_lazily(local, cx, &mut plain, MAX_RECORD_DATA)), if room && !fin_sealed => {
+                let n = read?;
+                let kind = if n == 0 { RecordKind::Fin } else { RecordKind::Data };
+                let record = shared.out().seal(kind, &plain[..n])?;
+                plain.clear();
+                *sent += n as u64;
+                if n == 0 {
+                    shared.fin_sealed.store(true, Ordering::Release);
+                }
+                if !write_or_stop(send, record, stop).await {
+                    return Ok(false);
+                }
+            }
+        }
+    }
+}
+
+/// Writes one record unless the phase stops first (a write to a blackholed path can wait
+/// for flow control for ever; the record stays in the replay buffer). `false`: stopped, or
+/// the write failed (which stops the phase).
+async fn write_or_stop(send: &mut LinkSend, record: Bytes, stop: &CancellationToken) -> bool {
+    let mut chunks = [record];
+    tokio::select! {
+        biased;
+        _ = stop.cancelled() => false,
+        written = send.write_chunks(&mut chunks) => {
+            if written.is_err() {
+                stop.cancel();
+            }
+            written.is_ok()
+        }
+    }
+}
+
+/// Records on this path → local writes; acknowledgements both ways. `Ok(true)`: the peer's
+/// `Fin` arrived and our own is acknowledged; `Ok(false)`: stopped or the path failed.
+async fn downstream<W: AsyncWrite + Unpin>(
+    recv: &mut Framed,
+    local: &mut W,
+    shared: &Shared,
+    inbound: &mut Inbound,
+    fin_received: &mut bool,
+    received: &mut u64,
+    stop: &CancellationToken,
+) -> Result<bool, Error> {
+    loop {
+        while let Some(record) = inbound.open(&mut recv.buf)? {
+            match record {
+                Opened::Data(bytes) => {
+                    *received += bytes.len() as u64;
+                    // Never cancelled half-way: the phase stops this half only between records.
+                    local.write_all(&bytes).await?;
+                }
+                Opened::Fin => {
+                    local.flush().await?;
+                    local.shutdown().await?;
+                    *fin_received = true;
+                }
+                Opened::Ack(count) => {
+                    shared.out().acknowledge(count)?;
+                    shared.room.notify_one();
+                }
+            }
+            if inbound.ack_due() {
+                shared.want_ack(inbound.take_ack());
+            }
+        }
+        if inbound.has_unacknowledged() {
+            shared.want_ack(inbound.take_ack());
+        }
+        local.flush().await?;
+        let fin_acked = shared.fin_sealed.load(Ordering::Acquire) && shared.out().replay().data_charged() == 0;
+        if *fin_received && fin_acked {
+            // Both directions complete: tell the upstream half, which finishes the stream.
+            stop.cancel();
+            return Ok(true);
+        }
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return Ok(false),
+            filled = recv.fill() => {
+                if !matches!(filled, Ok(true)) {
+                    stop.cancel();
+                    return Ok(false);
+                }
+            }
+        }
+    }
+}
+
+/// After both directions are done, reads on to the stream's end (bounded), so that closing
+/// a TLS hop with unread bytes in it does not reset what is still on its way.
+async fn drain_to_end(recv: &mut Framed) {
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(true) = recv.fill().await {
+            recv.buf.clear();
+        }
+    })
+    .await;
+}

@@ -1,0 +1,195 @@
+//! End-to-end resumption (issue 15) against real `ferry-relay` processes on loopback: a host
+//! registered at two relays, a resumable client serving a local port (what `ferry connect`
+//! runs), and an echo service behind the host. The carrying relay is killed mid-stream; the
+//! bytes must arrive exact (SHA-256) over the local connection, which never closes.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use common::process::RelayProcess;
+use common::ticket;
+use ferry::local::{Pattern, echo_service, pattern_digest};
+use ferry_client::{Client, HopOptions, Host, HostConfig, HostIdentity};
+use ferry_proto::{RelayAddr, StaticKey};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A relay process in its own directory.
+async fn relay(dir: &std::path::Path) -> Result<RelayProcess> {
+    let state = dir.join("state");
+    std::fs::create_dir_all(&state)?;
+    let config = format!(
+        "[relay]\nlisten = \"127.0.0.1:0\"\nstate_dir = {state:?}\n\
+         [admin]\nenabled = true\nlisten = \"127.0.0.1:0\"\n[limits]\nconnections_per_minute_per_source = 0\n[log]\nlevel = \"warn\"\n"
+    );
+    RelayProcess::start(&config, dir, &[]).await
+}
+
+/// Two relays, a host at both in front of an echo service, and a resumable client's local
+/// port. `resume_timeout` on both sides.
+struct Stack {
+    relays: [RelayProcess; 2],
+    host: Host,
+    client: Arc<Client>,
+    local: std::net::SocketAddr,
+    _echo: tokio::task::JoinHandle<()>,
+    _dirs: [tempfile::TempDir; 2],
+}
+
+async fn stack(resume_timeout: Duration) -> Result<Stack> {
+    let dirs = [tempfile::tempdir()?, tempfile::tempdir()?];
+    let relays = [relay(dirs[0].path()).await?, relay(dirs[1].path()).await?];
+    let addrs: Vec<RelayAddr> = relays.iter().flat_map(|r| r.relays(r.pin)).collect();
+    let (service, echo) = echo_service().await?;
+    let identity = HostIdentity::generate()?;
+    let mut config = HostConfig::new(identity.clone(), addrs.clone(), service.to_string());
+    config.resume_timeout = resume_timeout;
+    let host = Host::spawn(config);
+    let mut status = host.status();
+    tokio::time::timeout(Duration::from_secs(10), status.wait_for(|s| s.registered.iter().all(|r| *r)))
+        .await
+        .context("the host did not register at both relays")??;
+    let mut client =
+        Client::new(ticket(&identity, addrs), StaticKey::generate()?, HopOptions::client()).resumable(true);
+    client.resume_timeout = resume_timeout;
+    let client = Arc::new(client);
+    let local = common::local_port(client.clone()).await?;
+    Ok(Stack { relays, host, client, local, _echo: echo, _dirs: dirs })
+}
+
+/// Progress of a transfer, for the test to act mid-stream and to report the stall.
+#[derive(Default)]
+struct Progress {
+    received: AtomicU64,
+    /// The longest wait between two reads, in microseconds.
+    longest_gap_us: AtomicU64,
+}
+
+/// Sends `len` pattern bytes through `stream` while reading back; returns the SHA-256 and
+/// length of what came back, or the read error.
+async fn echo(stream: TcpStream, seed: u64, len: u64, progress: &Progress) -> Result<(Vec<u8>, u64), std::io::Error> {
+    stream.set_nodelay(true)?;
+    let (mut r, mut w) = stream.into_split();
+    let writer = async move {
+        let mut pattern = Pattern::new(seed);
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(buf.len() as u64) as usize;
+            pattern.fill(&mut buf[..n]);
+            w.write_all(&buf[..n]).await?;
+            left -= n as u64;
+        }
+        w.shutdown().await
+    };
+    let reader = async {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut total = 0u64;
+        let mut last = Instant::now();
+        loop {
+            let n = r.read(&mut buf).await?;
+            let gap = last.elapsed().as_micros() as u64;
+            progress.longest_gap_us.fetch_max(gap, Ordering::Relaxed);
+            last = Instant::now();
+            if n == 0 {
+                return Ok::<_, std::io::Error>((ctx.finish().as_ref().to_vec(), total));
+            }
+            ctx.update(&buf[..n]);
+            total += n as u64;
+            progress.received.store(total, Ordering::Relaxed);
+        }
+    };
+    let (written, read) = tokio::join!(writer, reader);
+    let read = read?;
+    written?;
+    Ok(read)
+}
+
+/// Waits (bounded) until `progress` has seen `bytes` come back.
+async fn until_received(progress: &Progress, bytes: u64) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while progress.received.load(Ordering::Relaxed) < bytes {
+        ensure!(Instant::now() < deadline, "the transfer did not reach {bytes} bytes");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
+/// The index of the relay carrying the client's sessions.
+fn carrying(stack: &Stack, addr: &str) -> Result<usize> {
+    stack.relays.iter().position(|r| r.addr == addr).context("the hop in use is neither relay")
+}
+
+/// Issue 15, shown item 2: the relay carrying a session is killed with SIGKILL mid-stream; the
+/// session moves to the other relay and 256 MiB each way arrive byte-exact, the local
+/// connection never closing.
+#[tokio::test]
+async fn a_session_survives_sigkill_of_its_relay() -> Result<()> {
+    const LEN: u64 = 256 << 20;
+    let mut stack = stack(Duration::from_secs(30)).await?;
+    let progress = Progress::default();
+    let stream = TcpStream::connect(stack.local).await?;
+    let transfer = echo(stream, 15, LEN, &progress);
+    let kill = async {
+        until_received(&progress, LEN / 4).await?;
+        let (addr, _) = stack.client.hop_in_use().await.context("no hop in use")?;
+        let which = carrying(&stack, &addr)?;
+        stack.relays[which].signal("KILL")?;
+        let killed_at = Instant::now();
+        let at = progress.received.load(Ordering::Relaxed);
+        anyhow::Ok((which, killed_at, at))
+    };
+    let (result, killed) = tokio::join!(transfer, kill);
+    let (which, killed_at, at) = killed?;
+    let (digest, got) = result.context("the local connection saw an error")?;
+    ensure!(got == LEN, "{got} of {LEN} bytes came back");
+    ensure!(digest == pattern_digest(15, LEN), "the bytes came back altered");
+    let stall = Duration::from_micros(progress.longest_gap_us.load(Ordering::Relaxed));
+    eprintln!(
+        "relay {} SIGKILLed after {at} bytes back; transfer complete {:?} later; longest stall between reads {stall:?}",
+        which + 1,
+        killed_at.elapsed()
+    );
+    stack.relays[which].child.wait().await?;
+    stack.host.shutdown().await;
+    Ok(())
+}
+
+/// Issue 15, shown item 6: both relays dead: the session ends with an error after the resume
+/// timeout, and the local connection is reset (never a clean end of stream).
+#[tokio::test]
+async fn with_both_relays_dead_the_session_ends_with_a_reset_after_the_timeout() -> Result<()> {
+    const LEN: u64 = 64 << 20;
+    let timeout = Duration::from_secs(3);
+    let stack = stack(timeout).await?;
+    let progress = Progress::default();
+    let stream = TcpStream::connect(stack.local).await?;
+    let transfer = echo(stream, 16, LEN, &progress);
+    let kill = async {
+        until_received(&progress, 1 << 20).await?;
+        for relay in &stack.relays {
+            relay.signal("KILL")?;
+        }
+        anyhow::Ok(Instant::now())
+    };
+    let (result, killed) = tokio::time::timeout(timeout * 10, async { tokio::join!(transfer, kill) })
+        .await
+        .context("the session neither resumed nor ended")?;
+    let killed_at = killed?;
+    let waited = killed_at.elapsed();
+    match result {
+        Err(e) => ensure!(
+            matches!(e.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe),
+            "the local connection ended with {e}, not a reset"
+        ),
+        Ok((_, got)) => anyhow::bail!("the local connection ended cleanly after {got} bytes"),
+    }
+    ensure!(waited >= timeout, "the session ended after {waited:?}, before the resume timeout");
+    eprintln!("both relays killed: the local connection was reset {waited:?} later (resume timeout {timeout:?})");
+    Ok(())
+}
