@@ -69,6 +69,11 @@ enum Command {
         /// auto (QUIC first, TCP if QUIC does not answer within 250 ms).
         #[arg(long, default_value = "auto")]
         transport: Transport,
+        /// Make sessions resumable: when the relay carrying one dies, the session moves to
+        /// another path of the ticket without losing a byte, and the local connection stays
+        /// open (experimental; the host must be of this version).
+        #[arg(long)]
+        resume: bool,
     },
     /// One session on stdin/stdout (like netcat); exits 0 when the host ends it cleanly.
     ///
@@ -409,9 +414,9 @@ async fn run(command: Command) -> Result<()> {
             }
             host_run(config).await?;
         }
-        Command::Connect { ticket, listen, key, transport } => {
+        Command::Connect { ticket, listen, key, transport, resume } => {
             let client = Client::new(parse_ticket(&ticket)?, key.load()?, HopOptions::client());
-            let client = Arc::new(client.with_transport(transport));
+            let client = Arc::new(client.with_transport(transport).resumable(resume));
             if !reach_relay(&client).await? {
                 return Ok(());
             }
