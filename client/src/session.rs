@@ -12,7 +12,7 @@
 //! clean, shorter transfer.
 //!
 //! A resumable session (both ends agreed in the handshake) is bridged by
-//! [`crate::resume`] instead, which keeps the local connection across paths; bridged here,
+//! `Client::bridge` (the `resume` module) instead, which keeps the local connection across paths; bridged here,
 //! without a [`crate::Client`] to find another path, it ends with an error when its path is
 //! lost.
 //!
