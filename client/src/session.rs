@@ -12,9 +12,9 @@
 //! clean, shorter transfer.
 //!
 //! A resumable session (both ends agreed in the handshake) is bridged by
-//! `Client::bridge` (the `resume` module) instead, which keeps the local connection across paths; bridged here,
-//! without a [`crate::Client`] to find another path, it ends with an error when its path is
-//! lost.
+//! [`crate::Client::bridge`] instead (the `resume` module), which keeps the local connection
+//! across paths; bridged here, without a client to find another path, it ends with an error
+//! when its path is lost.
 //!
 //! The owner can end a session at any time through the token it passed to
 //! [`Session::bridge`]: the bridge then resets the relay stream both ways (the peer sees a
