@@ -561,13 +561,19 @@ impl Client {
     }
 
     /// Whether a punch is worth trying now: the last session went through a relay, no
-    /// direct path is open, and no punch was tried in the last [`PUNCH_AGAIN_AFTER`].
+    /// direct path is open, and no punch was tried in the last [`PUNCH_AGAIN_AFTER`]. A
+    /// `true` claims the attempt (it counts as tried from now), so a player that opens
+    /// several connections at once starts one punch, not one per connection.
     pub fn punch_due(&self) -> bool {
-        let paths = self.paths();
+        let mut paths = self.paths();
         let via_relay = matches!(paths.last_good, Some(Path::Relay(_)));
         let direct_open = paths.hops.iter().any(|(p, h)| matches!(p, Path::Direct(_)) && h.hop.is_alive());
         let recently = paths.punched_at.is_some_and(|at| at.elapsed() < PUNCH_AGAIN_AFTER);
-        via_relay && !direct_open && !recently && !paths.host_cannot_punch
+        let due = via_relay && !direct_open && !recently && !paths.host_cannot_punch;
+        if due {
+            paths.punched_at = Some(Instant::now());
+        }
+        due
     }
 
     /// Closes every connection.
