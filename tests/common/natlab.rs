@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use anyhow::{Context, Result};
 use tokio::sync::oneshot;
 
-use super::netlab::{enter, run_ip};
+use super::netlab::{run_in, run_ip};
 
 /// How a router translates.
 #[derive(Clone, Copy, Debug)]
@@ -148,16 +148,7 @@ impl NatLab {
         Fut: Future<Output = Result<T>>,
         T: Send + 'static,
     {
-        let netns = self.netns(machine);
-        let (done, result) = oneshot::channel();
-        std::thread::spawn(move || {
-            let outcome = enter(&netns).and_then(|()| {
-                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-                runtime.block_on(task())
-            });
-            let _ = done.send(outcome);
-        });
-        result
+        run_in(self.netns(machine), task)
     }
 }
 

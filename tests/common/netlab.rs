@@ -117,16 +117,7 @@ impl NetLab {
         Fut: Future<Output = Result<T>>,
         T: Send + 'static,
     {
-        let netns = self.machine(machine).1.clone();
-        let (done, result) = oneshot::channel();
-        std::thread::spawn(move || {
-            let outcome = enter(&netns).and_then(|()| {
-                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-                runtime.block_on(task())
-            });
-            let _ = done.send(outcome);
-        });
-        result
+        run_in(self.machine(machine).1.clone(), task)
     }
 
     /// Changes a machine's link settings while the lab runs (`loss=0.5`, `udp=off`...).
@@ -173,6 +164,25 @@ impl Drop for Namespaces {
             let _ = std::process::Command::new("ip").args(["netns", "del", netns]).status();
         }
     }
+}
+
+/// Runs `task` on a thread inside the namespace `netns`, on a runtime of its own; the
+/// result comes back on the receiver (shared by this lab and `natlab`).
+pub fn run_in<F, Fut, T>(netns: String, task: F) -> oneshot::Receiver<Result<T>>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T>>,
+    T: Send + 'static,
+{
+    let (done, result) = oneshot::channel();
+    std::thread::spawn(move || {
+        let outcome = enter(&netns).and_then(|()| {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(task())
+        });
+        let _ = done.send(outcome);
+    });
+    result
 }
 
 /// Moves the calling thread into the named network namespace.
