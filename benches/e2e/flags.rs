@@ -68,6 +68,8 @@ pub struct Sizes {
     pub warm_up: usize,
     pub round_trips: usize,
     pub setups: usize,
+    /// Sessions for the one-at-a-time setup rate.
+    pub setups_serial: usize,
     pub in_flight: usize,
     pub idle: Vec<usize>,
     /// Longest wait for any one measurement.
@@ -84,6 +86,7 @@ impl Sizes {
                 warm_up: 100,
                 round_trips: 1_000,
                 setups: 300,
+                setups_serial: 200,
                 in_flight: 16,
                 idle: vec![1_000],
                 deadline: Duration::from_secs(30),
@@ -96,6 +99,7 @@ impl Sizes {
                 warm_up: 500,
                 round_trips: 5_000,
                 setups: 2_000,
+                setups_serial: 1_000,
                 in_flight: 16,
                 idle: vec![1_000, 10_000],
                 deadline: Duration::from_secs(90),
@@ -106,13 +110,14 @@ impl Sizes {
     /// The header line that says what was measured.
     pub fn describe(&self, rounds: usize) -> String {
         format!(
-            "transfers: 1 session x {} MiB, {} sessions x {} MiB, each way; {} round trips; {} session setups ({} in flight); idle sessions {:?}; {} round(s), interleaved",
+            "transfers: 1 session x {} MiB, {} sessions x {} MiB, each way; {} round trips; {} session setups ({} in flight) and {} one at a time; idle sessions {:?}; {} round(s), interleaved",
             self.single / MIB,
             self.parallel,
             self.per_parallel / MIB,
             self.round_trips,
             self.setups,
             self.in_flight,
+            self.setups_serial,
             self.idle,
             rounds,
         )

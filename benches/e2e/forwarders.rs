@@ -33,6 +33,11 @@ pub enum Kind {
     FerryQuic,
     /// ferry over TCP+TLS (slot for the TCP transport).
     FerryTcp,
+    /// ferry with the client on TCP+TLS and the host on QUIC (a viewer whose network
+    /// blocks UDP).
+    FerryMixed,
+    /// ferry with the client on QUIC and the host on TCP+TLS (a host whose network blocks UDP).
+    FerryMixedReverse,
     /// ferry's direct path: the client straight to the host's direct port (QUIC), no
     /// relay. A punched path is the same connection once punched.
     FerryDirect,
@@ -44,8 +49,16 @@ pub enum Kind {
 
 impl Kind {
     /// Every row, in table order.
-    pub const ALL: [Kind; 6] =
-        [Kind::Direct, Kind::FerryQuic, Kind::FerryTcp, Kind::FerryDirect, Kind::Socat, Kind::RatholeNoise];
+    pub const ALL: [Kind; 8] = [
+        Kind::Direct,
+        Kind::FerryQuic,
+        Kind::FerryTcp,
+        Kind::FerryMixed,
+        Kind::FerryMixedReverse,
+        Kind::FerryDirect,
+        Kind::Socat,
+        Kind::RatholeNoise,
+    ];
 
     /// The row's name in messages and for `--only`.
     pub fn name(self) -> &'static str {
@@ -53,6 +66,8 @@ impl Kind {
             Kind::Direct => "direct",
             Kind::FerryQuic => "ferry-quic",
             Kind::FerryTcp => "ferry-tcp",
+            Kind::FerryMixed => "ferry-mixed",
+            Kind::FerryMixedReverse => "ferry-mixed-reverse",
             Kind::FerryDirect => "ferry-direct",
             Kind::Socat => "socat",
             Kind::RatholeNoise => "rathole-noise",
@@ -65,6 +80,8 @@ impl Kind {
             Kind::Direct => "direct (no relay)",
             Kind::FerryQuic => "ferry over QUIC",
             Kind::FerryTcp => "ferry over TCP+TLS",
+            Kind::FerryMixed => "ferry, client TCP, host QUIC",
+            Kind::FerryMixedReverse => "ferry, client QUIC, host TCP",
             Kind::FerryDirect => "ferry direct (no relay)",
             Kind::Socat => "socat TCP forwarder",
             Kind::RatholeNoise => "rathole (noise)",
@@ -114,17 +131,20 @@ pub async fn start(kind: Kind, service: SocketAddr) -> Result<Running> {
         Kind::Direct => {
             Ok(Running { entry: service, relay: None, helpers: Vec::new(), ferry: None, fd_per_session: 2, _dir: None })
         }
-        Kind::FerryQuic => start_ferry(service, Transport::Quic).await,
-        Kind::FerryTcp => start_ferry(service, Transport::Tcp).await,
+        Kind::FerryQuic => start_ferry(service, Transport::Quic, Transport::Quic).await,
+        Kind::FerryTcp => start_ferry(service, Transport::Tcp, Transport::Tcp).await,
+        Kind::FerryMixed => start_ferry(service, Transport::Tcp, Transport::Quic).await,
+        Kind::FerryMixedReverse => start_ferry(service, Transport::Quic, Transport::Tcp).await,
         Kind::FerryDirect => start_ferry_direct(service).await,
         Kind::Socat => start_socat(service).await,
         Kind::RatholeNoise => start_rathole(service).await,
     }
 }
 
-/// A `ferry-relay` process (QUIC and TCP on one port), an in-process host and client
-/// both on `transport`, and a local listener like `ferry connect`.
-async fn start_ferry(service: SocketAddr, transport: Transport) -> Result<Running> {
+/// A `ferry-relay` process (QUIC and TCP on one port), an in-process host on
+/// `host_transport` and client on `client_transport`, and a local listener like
+/// `ferry connect`.
+async fn start_ferry(service: SocketAddr, client_transport: Transport, host_transport: Transport) -> Result<Running> {
     let bin = ferry_relay_binary()?;
     let RelayProcess { proc: relay, relays, dir, .. } = RelayProcess::start(&bin, RelayLog::File).await?;
 
@@ -132,11 +152,11 @@ async fn start_ferry(service: SocketAddr, transport: Transport) -> Result<Runnin
     let mut config = HostConfig::new(identity.clone(), relays.clone(), service.to_string());
     // Room for the 10,000 idle sessions (the default suits a media server, not this).
     config.options.max_incoming_streams = 16_384;
-    config.transport = transport;
+    config.transport = host_transport;
     let host = Host::spawn(config);
     wait_registered(&host, 1).await?;
     let ticket = Ticket::new(identity.key.public(), identity.secret.clone(), relays);
-    let client = Arc::new(new_client(&ticket, transport)?);
+    let client = Arc::new(new_client(&ticket, client_transport)?);
     client.warm_up().await?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let entry = listener.local_addr()?;
@@ -148,10 +168,10 @@ async fn start_ferry(service: SocketAddr, transport: Transport) -> Result<Runnin
         entry,
         relay: Some(relay),
         helpers: Vec::new(),
-        ferry: Some(FerrySide { host, client, ticket, transport, connect }),
+        ferry: Some(FerrySide { host, client, ticket, transport: client_transport, connect }),
         // Over TCP the host opens a TLS data connection per session, and connects to
         // the service, both from this process.
-        fd_per_session: if transport == Transport::Quic { 0 } else { 3 },
+        fd_per_session: if client_transport == Transport::Quic && host_transport == Transport::Quic { 0 } else { 3 },
         _dir: Some(dir),
     })
 }

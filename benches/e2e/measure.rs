@@ -131,6 +131,11 @@ pub async fn measure(kind: Kind, service: SocketAddr, sizes: &Sizes, opts: &Opts
     println!("  {name}: session setup");
     row.setups =
         Cell::of(setup_rate(run.entry, sizes.setups, sizes.in_flight, sizes.deadline).await, "session setup", name);
+    row.setups_serial = Cell::of(
+        setup_rate(run.entry, sizes.setups_serial, 1, sizes.deadline).await,
+        "session setup one at a time",
+        name,
+    );
 
     if let Some(relay) = run.relay.as_mut() {
         if let Err(e) = relay.check_alive() {

@@ -19,6 +19,8 @@ pub struct Row {
     pub p50: Cell,
     pub p99: Cell,
     pub setups: Cell,
+    /// New sessions per second one at a time (as a player opening a connection per request).
+    pub setups_serial: Cell,
     pub rss: Vec<Cell>,
     pub cpu_per_gb: Cell,
     pub note: Option<String>,
@@ -38,6 +40,7 @@ impl Row {
             p50: column(&|r| &r.p50),
             p99: column(&|r| &r.p99),
             setups: column(&|r| &r.setups),
+            setups_serial: column(&|r| &r.setups_serial),
             // Measured in the first round only.
             rss: first.rss.clone(),
             cpu_per_gb: column(&|r| &r.cpu_per_gb),
@@ -49,7 +52,7 @@ impl Row {
     pub fn spread(rounds: &[Row]) -> String {
         /// Name, the cell, decimals shown.
         type Column = (&'static str, fn(&Row) -> &Cell, usize);
-        let columns: [Column; 8] = [
+        let columns: [Column; 9] = [
             ("up 1", |r| &r.up1, 2),
             ("down 1", |r| &r.down1, 2),
             ("up 8", |r| &r.up8, 2),
@@ -57,6 +60,7 @@ impl Row {
             ("p50", |r| &r.p50, 0),
             ("p99", |r| &r.p99, 0),
             ("setups/s", |r| &r.setups, 0),
+            ("setups/s 1", |r| &r.setups_serial, 0),
             ("CPU s/GB", |r| &r.cpu_per_gb, 2),
         ];
         columns
@@ -146,6 +150,7 @@ pub fn print_table(rows: &[Row], sizes: &Sizes) {
         "RTT p50 (µs)".into(),
         "RTT p99".into(),
         "setups/s".into(),
+        "setups/s 1".into(),
         "RSS idle (MiB)".into(),
     ];
     for count in &sizes.idle {
@@ -164,6 +169,7 @@ pub fn print_table(rows: &[Row], sizes: &Sizes) {
             (r.p50.clone(), 0, false),
             (r.p99.clone(), 0, false),
             (r.setups.clone(), 0, true),
+            (r.setups_serial.clone(), 0, true),
         ];
         for c in &r.rss {
             v.push((c.clone(), 1, false));
