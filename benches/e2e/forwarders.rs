@@ -156,7 +156,23 @@ async fn start_ferry(service: SocketAddr, client_transport: Transport, host_tran
     let host = Host::spawn(config);
     wait_registered(&host, 1).await?;
     let ticket = Ticket::new(identity.key.public(), identity.secret.clone(), relays);
-    let client = Arc::new(new_client(&ticket, client_transport)?);
+    let (entry, ferry) = ferry_side(host, ticket, client_transport).await?;
+    Ok(Running {
+        entry,
+        relay: Some(relay),
+        helpers: Vec::new(),
+        ferry: Some(ferry),
+        // Over TCP the host opens a TLS data connection per session, and connects to
+        // the service, both from this process.
+        fd_per_session: if client_transport == Transport::Quic && host_transport == Transport::Quic { 0 } else { 3 },
+        _dir: Some(dir),
+    })
+}
+
+/// A warmed-up client for `ticket` behind a local listener like `ferry connect`, beside
+/// `host`: the entry point and the in-process parts.
+async fn ferry_side(host: Host, ticket: Ticket, transport: Transport) -> Result<(SocketAddr, FerrySide)> {
+    let client = Arc::new(new_client(&ticket, transport)?);
     client.warm_up().await?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let entry = listener.local_addr()?;
@@ -164,16 +180,7 @@ async fn start_ferry(service: SocketAddr, client_transport: Transport, host_tran
         let client = client.clone();
         async move { drop(client.serve(listener, tokio_util::sync::CancellationToken::new()).await) }
     });
-    Ok(Running {
-        entry,
-        relay: Some(relay),
-        helpers: Vec::new(),
-        ferry: Some(FerrySide { host, client, ticket, transport: client_transport, connect }),
-        // Over TCP the host opens a TLS data connection per session, and connects to
-        // the service, both from this process.
-        fd_per_session: if client_transport == Transport::Quic && host_transport == Transport::Quic { 0 } else { 3 },
-        _dir: Some(dir),
-    })
+    Ok((entry, FerrySide { host, client, ticket, transport, connect }))
 }
 
 /// An in-process host with a direct port on loopback and no relay, and a client whose
@@ -187,22 +194,8 @@ async fn start_ferry_direct(service: SocketAddr) -> Result<Running> {
     let direct = host.direct_addr().context("the host's direct port")?;
     let mut ticket = Ticket::new(identity.key.public(), identity.secret.clone(), Vec::new());
     ticket.direct = vec![direct.to_string()];
-    let client = Arc::new(new_client(&ticket, Transport::Quic)?);
-    client.warm_up().await?;
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let entry = listener.local_addr()?;
-    let connect = tokio::spawn({
-        let client = client.clone();
-        async move { drop(client.serve(listener, tokio_util::sync::CancellationToken::new()).await) }
-    });
-    Ok(Running {
-        entry,
-        relay: None,
-        helpers: Vec::new(),
-        ferry: Some(FerrySide { host, client, ticket, transport: Transport::Quic, connect }),
-        fd_per_session: 0,
-        _dir: None,
-    })
+    let (entry, ferry) = ferry_side(host, ticket, Transport::Quic).await?;
+    Ok(Running { entry, relay: None, helpers: Vec::new(), ferry: Some(ferry), fd_per_session: 0, _dir: None })
 }
 
 /// A client for `ticket` with a fresh key.
