@@ -137,6 +137,13 @@ pub struct PskTable {
     ttl: Duration,
 }
 
+impl fmt::Debug for PskTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The count only: never an id, a key or a secret.
+        f.debug_struct("PskTable").field("len", &self.entries.len()).field("cap", &self.cap).finish()
+    }
+}
+
 impl Default for PskTable {
     fn default() -> Self {
         Self::new(DEFAULT_PSK_CAP, DEFAULT_PSK_TTL)
