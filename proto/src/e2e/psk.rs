@@ -29,7 +29,7 @@
 //!
 //! This module also owns the first-frame dispatch table ([`FirstFrame::classify`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -130,9 +130,13 @@ struct Entry {
 }
 
 /// The host's PSKs: id → (PSK, client key, expiry), at most `cap` of them, each for `ttl`.
-/// When full, expired entries go first, then the one that expires soonest.
+/// When full, the oldest goes (expired or not): every entry lives `ttl`, so insertion order
+/// is expiry order, and a queue of ids in that order makes each insert O(1).
 pub struct PskTable {
     entries: HashMap<[u8; PSK_ID_LEN], Entry>,
+    /// Ids oldest first, with the expiry they were inserted with (an id re-inserted later
+    /// leaves a stale pair behind, skipped when it comes up).
+    order: VecDeque<([u8; PSK_ID_LEN], Instant)>,
     cap: usize,
     ttl: Duration,
 }
@@ -153,7 +157,7 @@ impl Default for PskTable {
 impl PskTable {
     /// A table of at most `cap` PSKs, each kept for `ttl`.
     pub fn new(cap: usize, ttl: Duration) -> Self {
-        Self { entries: HashMap::new(), cap: cap.max(1), ttl }
+        Self { entries: HashMap::new(), order: VecDeque::new(), cap: cap.max(1), ttl }
     }
 
     /// How many PSKs the table holds (expired ones until they are swept).
@@ -168,16 +172,24 @@ impl PskTable {
 
     /// Keeps `psk`, which a full handshake with `client` derived at `now`.
     pub fn insert(&mut self, psk: &ResumptionPsk, client: PublicKey, now: Instant) {
-        if self.entries.len() >= self.cap && !self.entries.contains_key(&psk.id) {
-            self.entries.retain(|_, e| e.expires > now);
-            if self.entries.len() >= self.cap {
-                // Full of live entries: the one that expires soonest goes. O(cap), only when full.
-                if let Some(oldest) = self.entries.iter().min_by_key(|(_, e)| e.expires).map(|(id, _)| *id) {
-                    self.entries.remove(&oldest);
-                }
+        // Expired entries at the front go first, then the oldest while still full.
+        while let Some(&(id, expires)) = self.order.front() {
+            if expires > now && self.entries.len() < self.cap {
+                break;
+            }
+            self.order.pop_front();
+            if self.entries.get(&id).is_some_and(|e| e.expires == expires) {
+                self.entries.remove(&id);
             }
         }
-        self.entries.insert(psk.id, Entry { psk: psk.psk, client, expires: now + self.ttl });
+        let expires = now + self.ttl;
+        self.entries.insert(psk.id, Entry { psk: psk.psk, client, expires });
+        self.order.push_back((psk.id, expires));
+        // Stale pairs (re-inserted ids) cannot pile up past a multiple of the cap.
+        if self.order.len() > 2 * self.cap {
+            let entries = &self.entries;
+            self.order.retain(|(id, expires)| entries.get(id).is_some_and(|e| e.expires == *expires));
+        }
     }
 
     /// The PSK and client key of `id`, if it is known and not expired at `now`.
