@@ -60,3 +60,31 @@ async fn a_host_that_lost_the_psk_falls_back_to_a_full_handshake_on_the_same_str
     relay.shutdown(std::time::Duration::from_secs(5)).await;
     Ok(())
 }
+
+/// On the direct port too (QUIC, and TLS on TCP): the resumed hello travels inside the direct
+/// tag, and the host tells it apart by its length as through a relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_direct_port_takes_resumed_handshakes_over_quic_and_tcp() -> Result<()> {
+    for transport in [ferry_client::Transport::Quic, ferry_client::Transport::Tcp] {
+        let (service, _echo) = echo_service().await?;
+        let identity = ferry_client::HostIdentity::generate()?;
+        let mut config = HostConfig::new(identity.clone(), Vec::new(), service.to_string());
+        let direct = ferry_client::DirectConfig::new(([127, 0, 0, 1], 0).into());
+        config.direct = Some(ferry_client::DirectConfig { tcp: transport == ferry_client::Transport::Tcp, ..direct });
+        let host = Host::try_spawn(config)?;
+        let addr = host.direct_addr().ok_or_else(|| anyhow::anyhow!("the host's direct port"))?;
+        let mut ticket = ferry_proto::Ticket::new(identity.key.public(), identity.secret.clone(), Vec::new());
+        ticket.direct = vec![addr.to_string()];
+        let client =
+            ferry_client::Client::new(ticket, ferry_proto::StaticKey::generate()?, ferry_client::HopOptions::client())
+                .with_transport(transport);
+        for seed in 0..3 {
+            let payload = common::pattern(seed, 256 * 1024);
+            assert!(common::echo_session(&client, &payload).await? == payload, "{transport:?} session {seed}");
+        }
+        let counts = client.handshake_counts();
+        assert_eq!(counts, HandshakeCounts { full_hybrid: 1, resumed: 2, ..Default::default() }, "{transport:?}");
+        host.shutdown().await;
+    }
+    Ok(())
+}
