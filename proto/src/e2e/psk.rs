@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 use crate::PublicKey;
 use crate::e2e::hybrid::hkdf_into;
 use crate::e2e::resume::RESUME_REQUEST_LEN;
+use crate::ticket::MAX_SERVICE_NAME;
 
 /// Noise protocol name of the resumed handshake.
 pub const RESUMED_NOISE: &str = "Noise_NNpsk0_25519_AESGCM_BLAKE2s";
@@ -43,8 +44,10 @@ pub const RESUMED_NOISE: &str = "Noise_NNpsk0_25519_AESGCM_BLAKE2s";
 pub const PSK_ID_LEN: usize = 16;
 /// The host's answer to a resumed hello it cannot take: "send a full hello".
 pub const FALLBACK: &[u8] = &[0xff];
-/// Length of a resumed hello frame: id, ephemeral key, the 66-byte payload and its tag.
-pub const RESUMED_HELLO_LEN: usize = PSK_ID_LEN + 32 + crate::e2e::handshake::SERVICE_PAYLOAD_LEN + 16;
+/// Length of a resumed hello frame: id, ephemeral key, the payload (the full hello's service
+/// block and flags, `handshake::SERVICE_PAYLOAD_LEN`, spelled out here so that `handshake`,
+/// which uses this module, is not imported back) and its tag.
+pub const RESUMED_HELLO_LEN: usize = PSK_ID_LEN + 32 + (1 + MAX_SERVICE_NAME + 1) + 16;
 /// How many PSKs a host keeps by default.
 pub const DEFAULT_PSK_CAP: usize = 4096;
 /// How long a host keeps a PSK by default (the client keeps it as long, then does a full
