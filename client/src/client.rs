@@ -30,12 +30,12 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use ferry_link::Framed;
+use ferry_link::{Framed, LinkSend};
 use ferry_proto::connect::{ClientConnect, ConnectEvent};
-use ferry_proto::e2e::ClientHandshake;
 use ferry_proto::e2e::direct::seal_direct_hello;
 use ferry_proto::e2e::handshake::MAX_HANDSHAKE_LEN;
 use ferry_proto::e2e::record::put_frame;
+use ferry_proto::e2e::{ClientHandshake, Offer};
 use ferry_proto::{RelayAddr, StaticKey, Ticket};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -115,6 +115,8 @@ pub struct Client {
     paths: Arc<Mutex<Paths>>,
     /// The UDP endpoint every IPv4 QUIC hop is dialled from, made on first use.
     endpoint: OnceLock<quinn::Endpoint>,
+    /// The resumption PSK of the last full handshake, and handshake counts.
+    psk: crate::psk_cache::PskCache,
 }
 
 impl Client {
@@ -131,7 +133,14 @@ impl Client {
             resume_timeout: crate::resume::DEFAULT_RESUME_TIMEOUT,
             paths: Arc::default(),
             endpoint: OnceLock::new(),
+            psk: crate::psk_cache::PskCache::default(),
         }
+    }
+
+    /// How many sessions began with each kind of end-to-end handshake (full hybrid, full
+    /// classic, resumed, and resumed hellos the host did not know).
+    pub fn handshake_counts(&self) -> crate::HandshakeCounts {
+        self.psk.counts()
     }
 
     /// Offers resumable sessions: a session bridged with [`Client::bridge`] then survives
@@ -460,11 +469,19 @@ impl Client {
     }
 
     /// Opens a session on a relay `hop`: `Connect` and the handshake, or the relay's redirect.
+    /// A hybrid hello that a host before the hybrid handshake drops is retried once as a
+    /// classic one, unless this host has answered a hybrid hello before.
     async fn open_on(&self, hop: &RelayHop, service: Option<&str>) -> Result<Opened, Error> {
+        match self.open_on_with(hop, service, true).await {
+            Err(e) if self.dropped_hybrid(&e) => self.open_on_with(hop, service, false).await,
+            other => other,
+        }
+    }
+
+    async fn open_on_with(&self, hop: &RelayHop, service: Option<&str>, hybrid: bool) -> Result<Opened, Error> {
         let stream = hop.open_stream().await?;
         let mut send = stream.send;
-        let (handshake, hello) =
-            ClientHandshake::start_with(&self.ticket.host, &self.ticket.secret, &self.key, service, self.resumable)?;
+        let (handshake, hello) = self.hello(service, hybrid)?;
         let (mut conversation, connect) = ClientConnect::start(self.ticket.host);
         // `Connect` and the first handshake message leave together: one round trip.
         let mut first = BytesMut::from(&connect.to_vec()?[..]);
@@ -477,25 +494,80 @@ impl Client {
             ConnectEvent::Refused(reason) => return Err(Error::Refused(reason)),
             ConnectEvent::Redirected(node) => return Ok(Opened::Redirected(node)),
         }
-        let answer = recv.frame(MAX_HANDSHAKE_LEN, self.handshake_timeout).await?;
-        let ferry_proto::e2e::Established { sealer, opener, resume } = handshake.finish_session(&answer)?;
+        let established = self.finish_handshake(handshake, service, &mut send, &mut recv).await?;
+        let ferry_proto::e2e::Established { sealer, opener, resume, .. } = established;
         Ok(Opened::Session(Session { send, recv, sealer, opener, path: None, resume }))
     }
 
     /// Opens a session on a direct `hop`: the tagged hello, then the host's answer.
     async fn open_direct(&self, hop: &RelayHop) -> Result<Session, Error> {
+        match self.open_direct_with(hop, true).await {
+            Err(e) if self.dropped_hybrid(&e) => self.open_direct_with(hop, false).await,
+            other => other,
+        }
+    }
+
+    async fn open_direct_with(&self, hop: &RelayHop, hybrid: bool) -> Result<Session, Error> {
         let stream = hop.open_stream().await?;
         let mut send = stream.send;
         let service = self.ticket.service.as_deref();
-        let (handshake, hello) =
-            ClientHandshake::start_with(&self.ticket.host, &self.ticket.secret, &self.key, service, self.resumable)?;
+        let (handshake, hello) = self.hello(service, hybrid)?;
         let mut first = BytesMut::new();
         put_frame(&mut first, &seal_direct_hello(&self.ticket.secret, &hello))?;
         send.write_chunks(&mut [first.freeze()]).await?;
         let mut recv = Framed::new(stream.recv);
-        let answer = recv.frame(MAX_HANDSHAKE_LEN, self.handshake_timeout).await?;
-        let ferry_proto::e2e::Established { sealer, opener, resume } = handshake.finish_session(&answer)?;
+        let established = self.finish_handshake(handshake, service, &mut send, &mut recv).await?;
+        let ferry_proto::e2e::Established { sealer, opener, resume, .. } = established;
         Ok(Session { send, recv, sealer, opener, path: None, resume })
+    }
+
+    /// The first handshake message: resumed when a PSK from an earlier full session with
+    /// this host is at hand, else a full one (hybrid unless `hybrid` is false).
+    fn hello(&self, service: Option<&str>, hybrid: bool) -> Result<(ClientHandshake, Vec<u8>), Error> {
+        let (host, secret) = (&self.ticket.host, &self.ticket.secret);
+        if let Some(psk) = self.psk.current(Instant::now()) {
+            return Ok(ClientHandshake::start_resumed(host, &psk, service, self.resumable)?);
+        }
+        let offer = Offer { hybrid, ..Offer::current(self.resumable) };
+        Ok(ClientHandshake::start_offering(host, secret, &self.key, service, offer)?)
+    }
+
+    /// Reads the host's answer to `handshake`. A resumed hello the host does not know is
+    /// answered with a fallback: the full hello then follows on the same stream (one more
+    /// round trip; on the direct path it needs no tag, the first frame's admitted the stream).
+    async fn finish_handshake(
+        &self,
+        handshake: ClientHandshake,
+        service: Option<&str>,
+        send: &mut LinkSend,
+        recv: &mut Framed,
+    ) -> Result<ferry_proto::e2e::Established, Error> {
+        let mut answer = recv.frame(MAX_HANDSHAKE_LEN, self.handshake_timeout).await?;
+        let mut handshake = handshake;
+        if handshake.is_resumed() && answer[..] == *ferry_proto::e2e::psk::FALLBACK {
+            self.psk.fell_back();
+            let offer = Offer::current(self.resumable);
+            let (full, hello) =
+                ClientHandshake::start_offering(&self.ticket.host, &self.ticket.secret, &self.key, service, offer)?;
+            let mut out = BytesMut::new();
+            put_frame(&mut out, &hello)?;
+            send.write_chunks(&mut [out.freeze()]).await?;
+            answer = recv.frame(MAX_HANDSHAKE_LEN, self.handshake_timeout).await?;
+            handshake = full;
+        }
+        let resumed = handshake.is_resumed();
+        let mut established = handshake.finish_session(&answer)?;
+        self.psk.finished(resumed, established.hybrid, established.psk.take(), Instant::now());
+        Ok(established)
+    }
+
+    /// Whether `e` is how a host before the hybrid handshake drops a hybrid hello (its
+    /// first-frame cap was 256 bytes: it closes or resets the stream without an answer), for a
+    /// host not known to answer hybrid hellos.
+    fn dropped_hybrid(&self, e: &Error) -> bool {
+        !self.psk.hybrid_seen()
+            && self.psk.current(Instant::now()).is_none()
+            && matches!(e, Error::Cut(_) | Error::StreamReset { .. } | Error::Stream(_))
     }
 
     /// Tries to punch a direct path to the host through NAT (`direct::punch`): asks the

@@ -20,8 +20,9 @@ use ferry_link::{Framed, LinkSend};
 use ferry_proto::codes::{CLOSE_REPLACED, RESET_HANDSHAKE_FAILED, RESET_NOT_ALLOWED, RESET_SERVICE_UNREACHABLE};
 use ferry_proto::connect;
 use ferry_proto::e2e::handshake::MAX_HANDSHAKE_LEN;
+use ferry_proto::e2e::psk::FALLBACK;
 use ferry_proto::e2e::record::{RecordKind, put_frame};
-use ferry_proto::e2e::{HostHandshake, Refusal};
+use ferry_proto::e2e::{FirstFrame, HostHandshake, PskTable, Refusal};
 use ferry_proto::message::RegistrationToken;
 use ferry_proto::registration::{HostEvent, HostRegistration};
 use ferry_proto::{PublicKey, RelayAddr};
@@ -65,6 +66,10 @@ pub struct HostConfig {
     pub resume_timeout: Duration,
     /// The live resumable sessions, which resume requests are matched against.
     pub(crate) resumes: Arc<crate::resume::ResumeRegistry>,
+    /// The resumption PSKs of clients' full handshakes, for their resumed handshakes
+    /// (bounded: [`ferry_proto::e2e::psk::DEFAULT_PSK_CAP`] entries, each for
+    /// [`ferry_proto::e2e::psk::DEFAULT_PSK_TTL`]).
+    pub(crate) psks: Arc<std::sync::Mutex<PskTable>>,
 }
 
 impl HostConfig {
@@ -84,6 +89,7 @@ impl HostConfig {
             punch: None,
             resume_timeout: crate::resume::DEFAULT_RESUME_TIMEOUT,
             resumes: Arc::default(),
+            psks: Arc::default(),
         }
     }
 }
@@ -479,16 +485,36 @@ async fn serve_session(
 pub(crate) async fn serve_hello(
     config: &HostConfig,
     mut send: LinkSend,
-    recv: Framed,
+    mut recv: Framed,
     hello: &[u8],
     cancel: CancellationToken,
 ) -> Result<(), Error> {
-    if hello.len() == ferry_proto::e2e::resume::RESUME_REQUEST_LEN {
+    // The first-frame dispatch table (`FirstFrame::classify`): by length, nothing the relay
+    // must understand.
+    let kind = FirstFrame::classify(hello);
+    if kind == FirstFrame::ResumeRequest {
         // No Noise message 1 is this short (at least 96 bytes): a client resuming a session.
         let link = crate::resume::Link { send, recv };
         return crate::resume::serve_resume(&config.resumes, link, hello).await;
     }
-    let mut handshake = match HostHandshake::read(&config.identity.key, &config.identity.secret, hello) {
+    let resumed = (kind == FirstFrame::Resumed).then(|| {
+        let mut table = config.psks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        HostHandshake::read_resumed(&config.identity.key, &mut table, hello, Instant::now())
+    });
+    let read = match resumed {
+        Some(Some(handshake)) => Ok(handshake),
+        Some(None) => {
+            // A PSK this host does not have (expired, evicted, forged, or from before a
+            // restart): the client sends a full hello on the same stream.
+            let mut out = BytesMut::new();
+            put_frame(&mut out, FALLBACK)?;
+            send.write_chunk(out.freeze()).await?;
+            let full = recv.frame(MAX_HANDSHAKE_LEN, config.handshake_timeout).await?;
+            HostHandshake::read(&config.identity.key, &config.identity.secret, &full)
+        }
+        None => HostHandshake::read(&config.identity.key, &config.identity.secret, hello),
+    };
+    let mut handshake = match read {
         Ok(h) => h,
         Err(e) => {
             send.reset(RESET_HANDSHAKE_FAILED);
@@ -543,12 +569,19 @@ pub(crate) async fn serve_hello(
     local.set_nodelay(true)?;
     // This host keeps sessions for a resume whenever the client asks.
     handshake.offer_resume(true);
+    // And keeps a resumption PSK for every client that asks, so its next session is short.
+    handshake.offer_psk(true);
+    let client_key = handshake.client_key();
     let (answer, established) = handshake.accept_session()?;
+    if let Some(psk) = &established.psk {
+        let mut table = config.psks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        table.insert(psk, client_key, Instant::now());
+    }
     let mut out = BytesMut::new();
     put_frame(&mut out, &answer)?;
     send.write_chunk(out.freeze()).await?;
     let (local_read, local_write) = local.into_split();
-    let ferry_proto::e2e::Established { sealer, opener, resume } = established;
+    let ferry_proto::e2e::Established { sealer, opener, resume, .. } = established;
     let session = Session { send, recv, sealer, opener, path: None, resume };
     match session.into_resumable() {
         Ok(resumable) => {

@@ -17,6 +17,8 @@
 //! - [`services`]: [`Services`] — a host's named services and its default one.
 //! - `path`: [`Path`], one way to the host (direct or through a relay).
 //! - [`client`]: [`Client`] — relay selection and session opening.
+//! - `psk_cache`: the client's resumption PSK and handshake counts for its host
+//!   ([`HandshakeCounts`]), in memory only.
 //! - [`serve`]: [`Client::serve`] — a local listener whose connections become sessions
 //!   (what `ferry connect` runs).
 //! - [`session`]: [`Session`] — plaintext ↔ sealed records, half-close, truncation checks.
@@ -35,6 +37,7 @@ mod explain;
 pub mod host;
 pub mod identity;
 mod path;
+mod psk_cache;
 mod resume;
 pub mod serve;
 pub mod services;
@@ -48,6 +51,7 @@ pub use error::Error;
 pub use host::{Host, HostConfig, HostStatus};
 pub use identity::HostIdentity;
 pub use path::Path;
+pub use psk_cache::HandshakeCounts;
 pub use resume::{DEFAULT_RESUME_TIMEOUT, STALL_AFTER};
 pub use services::Services;
 pub use session::{Session, Transferred};

@@ -1,4 +1,5 @@
-//! The client ↔ host handshake: Noise `IKpsk2` over X25519 and BLAKE2s.
+//! The client ↔ host handshakes: the full one, Noise `IKpsk2` over X25519 and BLAKE2s with
+//! ML-KEM-768 mixed in (hybrid), and the resumed one, `NNpsk0` keyed by an earlier session.
 //!
 //! ```text
 //! prologue = "ferry/1 e2e" | host public key
@@ -19,17 +20,41 @@
 //! message 1 payload   empty                              the default service (older clients)
 //!                     len:u8 | name | zero padding       65 bytes; len 0 = the default service
 //!                                                        (clients before resumption)
-//!                     len:u8 | name | padding | flags:u8 66 bytes (this version)
+//!                     len:u8 | name | padding | flags:u8 66 bytes (classic hello)
+//!                     ... | flags:u8 | ML-KEM key (1184) 1250 bytes (hybrid hello, flags bit 1)
 //! message 2 payload   code:u8                            0 = accepted, 1 = no such service
 //!                     code:u8 | flags:u8                 to a client that sent flags
+//!                     code:u8 | flags:u8 | ML-KEM ct     1090 bytes, to a hybrid hello
 //! flags               bit 0 = resumable (the sender keeps the session for a resume);
+//!                     bit 1 = hybrid (an ML-KEM-768 key follows / its ciphertext follows);
+//!                     bit 2 = resumption PSK (the client wants one / the host keeps one);
 //!                     other bits are zero and ignored
 //! ```
-//! The name is padded to [`MAX_SERVICE_NAME`] so that every client's message 1 has one length
-//! whatever service it asks for (or none), and the host's answer is one byte whether it
-//! accepts or refuses, so the relay cannot tell a refusal from a session that then ends (the
-//! host follows a refusal with a sealed `Fin`, as a service that closes at once would). An
-//! empty message 2 payload (a host older than services) reads as accepted.
+//! Whole messages: a classic hello is 162 bytes and its answer 50; a hybrid hello 1346 and its
+//! answer 1138. The name is padded to [`MAX_SERVICE_NAME`] so that every client's message 1 has
+//! one length whatever service it asks for (or none), and the host's answer has one length
+//! whether it accepts or refuses, so the relay cannot tell a refusal from a session that then
+//! ends (the host follows a refusal with a sealed `Fin`, as a service that closes at once
+//! would). An empty message 2 payload (a host older than services) reads as accepted.
+//!
+//! # Hybrid (post-quantum) full handshakes
+//! A client of this version sends a fresh ML-KEM-768 encapsulation key behind its flags; the
+//! host encapsulates to it and returns the ciphertext behind its own flags, and both ends mix
+//! the KEM secret into Noise's split keys ([`crate::e2e::hybrid`]): the record keys, the resume
+//! keys and the resumption PSK all depend on it. The host's answer is authenticated by Noise
+//! (it is encrypted under keys that need the ticket secret and the host's static key), so a
+//! relay cannot strip the hybrid bit; a host that answers without it gives a classic session.
+//! Hosts before this version cap a first frame at 256 bytes and drop a hybrid hello: the
+//! client library then retries with a classic hello, once, for a host it has not yet seen
+//! answer in kind (an active attacker can force that on a first contact; a passive recorder
+//! cannot). Tickets carry no KEM key, so they are unchanged.
+//!
+//! # Resumed handshakes
+//! A full handshake in which the client asked for a PSK (flags bit 2) and the host kept one
+//! leaves [`Established::psk`] at both ends; the client's next sessions with that host use
+//! Noise `NNpsk0` keyed by it ([`ClientHandshake::start_resumed`],
+//! [`HostHandshake::read_resumed`]; the layout and the host's table are in
+//! [`crate::e2e::psk`]).
 //!
 //! # Resumable sessions
 //! A session is resumable only when both ends said so: the client sets bit 0 of its flags
@@ -45,6 +70,8 @@
 
 use snow::{Builder, HandshakeState};
 
+use crate::e2e::hybrid::{self, KEM_CIPHERTEXT_LEN, KEM_KEY_LEN, KemKeyPair};
+use crate::e2e::psk::{self, PSK_ID_LEN, PskTable, RESUMED_NOISE, ResumptionPsk};
 use crate::e2e::record::{Opener, Sealer};
 use crate::e2e::resume::ResumeKeys;
 use crate::ticket::{MAX_SERVICE_NAME, check_service_name};
@@ -53,15 +80,24 @@ use crate::{Error, HostId, PublicKey, StaticKey, TicketSecret};
 /// Noise protocol name of the end-to-end handshake.
 pub const E2E_NOISE: &str = "Noise_IKpsk2_25519_AESGCM_BLAKE2s";
 const PROLOGUE_LABEL: &[u8] = b"ferry/1 e2e";
-/// The largest handshake message either side sends.
-pub const MAX_HANDSHAKE_LEN: usize = 256;
+/// The largest handshake message either side sends: a hybrid message 1 is 1346 bytes, its
+/// answer 1138 (hosts before the hybrid handshake took at most 256).
+pub const MAX_HANDSHAKE_LEN: usize = 2048;
 /// Length of message 1's payload as this version writes it: a length byte, the service name
 /// padded with zeros to [`MAX_SERVICE_NAME`], then the flags byte.
 pub const SERVICE_PAYLOAD_LEN: usize = 1 + MAX_SERVICE_NAME + 1;
+/// Length of a hybrid message 1's payload: the service block and flags, then the client's
+/// ML-KEM-768 encapsulation key.
+pub const HYBRID_PAYLOAD_LEN: usize = SERVICE_PAYLOAD_LEN + KEM_KEY_LEN;
 /// Message 1's payload length of clients before the flags byte.
 const OLD_SERVICE_PAYLOAD_LEN: usize = 1 + MAX_SERVICE_NAME;
 /// Flags bit: the sender keeps the session for a resume.
 const FLAG_RESUMABLE: u8 = 1;
+/// Flags bit: the handshake is hybrid (message 1 carries an ML-KEM key, message 2 its
+/// ciphertext).
+const FLAG_HYBRID: u8 = 2;
+/// Flags bit: the client wants a resumption PSK (message 1), the host keeps one (message 2).
+const FLAG_PSK: u8 = 4;
 /// Message 2's payload byte when the host accepts the session.
 const ANSWER_ACCEPTED: u8 = 0;
 
@@ -82,8 +118,40 @@ impl Refusal {
     }
 }
 
-/// Message 1's payload for `service` (`None`: the default service).
-fn service_payload(service: Option<&str>, resumable: bool) -> Result<[u8; SERVICE_PAYLOAD_LEN], Error> {
+/// What a client offers in a full handshake; the host's answer says what it took.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Offer {
+    /// A session the ends keep for a resume after a lost path (issue 15).
+    pub resumable: bool,
+    /// The hybrid X25519 + ML-KEM-768 handshake.
+    pub hybrid: bool,
+    /// A resumption PSK for this client's next sessions with the host.
+    pub psk: bool,
+}
+
+impl Offer {
+    /// What this version's client offers: hybrid and a PSK, resumable as asked.
+    pub fn current(resumable: bool) -> Self {
+        Self { resumable, hybrid: true, psk: true }
+    }
+
+    fn flags(self) -> u8 {
+        let mut flags = 0;
+        if self.resumable {
+            flags |= FLAG_RESUMABLE;
+        }
+        if self.hybrid {
+            flags |= FLAG_HYBRID;
+        }
+        if self.psk {
+            flags |= FLAG_PSK;
+        }
+        flags
+    }
+}
+
+/// Message 1's payload for `service` (`None`: the default service) and `flags`.
+fn service_payload(service: Option<&str>, flags: u8) -> Result<[u8; SERVICE_PAYLOAD_LEN], Error> {
     let mut payload = [0u8; SERVICE_PAYLOAD_LEN];
     if let Some(name) = service {
         check_service_name(name)?;
@@ -91,7 +159,7 @@ fn service_payload(service: Option<&str>, resumable: bool) -> Result<[u8; SERVIC
         payload[0] = name.len() as u8;
         payload[1..=name.len()].copy_from_slice(name.as_bytes());
     }
-    payload[OLD_SERVICE_PAYLOAD_LEN] = if resumable { FLAG_RESUMABLE } else { 0 };
+    payload[OLD_SERVICE_PAYLOAD_LEN] = flags;
     Ok(payload)
 }
 
@@ -122,19 +190,42 @@ fn prologue(host: &HostId) -> Vec<u8> {
     [PROLOGUE_LABEL, host.as_bytes()].concat()
 }
 
-fn split_session(mut hs: HandshakeState, resumable: bool) -> Result<Established, Error> {
+fn resumed_builder<'a>(prologue: &'a [u8], psk: &'a [u8; 32]) -> Result<Builder<'a>, Error> {
+    let params = RESUMED_NOISE.parse().map_err(Error::Noise)?;
+    Ok(Builder::new(params).prologue(prologue)?.psk(0, psk)?)
+}
+
+fn resumed_prologue(host: &HostId, id: &[u8; PSK_ID_LEN]) -> Vec<u8> {
+    [psk::RESUMED_PROLOGUE_LABEL, host.as_bytes(), id].concat()
+}
+
+/// What a finished handshake mixes in and derives besides the record keys.
+#[derive(Default)]
+struct Derive {
+    /// The ML-KEM secret of a hybrid handshake.
+    kem: Option<[u8; 32]>,
+    resumable: bool,
+    psk: bool,
+}
+
+fn split_session(mut hs: HandshakeState, derive: Derive) -> Result<Established, Error> {
     debug_assert!(hs.is_handshake_finished());
-    let (initiator_to_responder, responder_to_initiator) = hs.dangerously_get_raw_split();
+    let (mut initiator_to_responder, mut responder_to_initiator) = hs.dangerously_get_raw_split();
+    let h = hs.get_handshake_hash();
+    if let Some(secret) = &derive.kem {
+        (initiator_to_responder, responder_to_initiator) =
+            hybrid::mix(h, &initiator_to_responder, &responder_to_initiator, secret);
+    }
     // Derived from the split keys, which only the two ends hold (the handshake hash alone is
     // public: the relay could compute it from the messages it carried).
-    let resume = resumable
-        .then(|| ResumeKeys::derive(hs.get_handshake_hash(), &initiator_to_responder, &responder_to_initiator));
+    let resume = derive.resumable.then(|| ResumeKeys::derive(h, &initiator_to_responder, &responder_to_initiator));
+    let psk = derive.psk.then(|| ResumptionPsk::derive(h, &initiator_to_responder, &responder_to_initiator));
     let (sealer, opener) = if hs.is_initiator() {
         (Sealer::new(&initiator_to_responder)?, Opener::new(&responder_to_initiator)?)
     } else {
         (Sealer::new(&responder_to_initiator)?, Opener::new(&initiator_to_responder)?)
     };
-    Ok(Established { sealer, opener, resume })
+    Ok(Established { sealer, opener, resume, psk, hybrid: derive.kem.is_some() })
 }
 
 /// The outcome of a finished handshake: the record keys, and the resumption keys when both
@@ -146,6 +237,11 @@ pub struct Established {
     pub opener: Opener,
     /// `Some` when both ends agreed to resume this session after a lost path.
     pub resume: Option<ResumeKeys>,
+    /// The resumption PSK for the client's next sessions, when the client asked for one and
+    /// the host keeps it (full handshakes only).
+    pub psk: Option<ResumptionPsk>,
+    /// Whether the keys include an ML-KEM secret.
+    pub hybrid: bool,
 }
 
 /// The client's side: started from a ticket.
@@ -153,8 +249,12 @@ pub struct ClientHandshake {
     hs: HandshakeState,
     /// The service asked for, to name it if the host has none of that name.
     service: Option<String>,
-    /// Whether this client offered resumption.
-    resumable: bool,
+    /// What this client offered.
+    offer: Offer,
+    /// The ML-KEM key pair of a hybrid offer.
+    kem: Option<KemKeyPair>,
+    /// Whether this is a resumed handshake.
+    resumed: bool,
 }
 
 impl ClientHandshake {
@@ -171,7 +271,7 @@ impl ClientHandshake {
     }
 
     /// As [`ClientHandshake::start`], offering a resumable session when `resumable`; the host's
-    /// answer says whether it agreed ([`Established::resume`]).
+    /// answer says whether it agreed ([`Established::resume`]). A classic (X25519 only) hello.
     pub fn start_with(
         host: &HostId,
         secret: &TicketSecret,
@@ -179,13 +279,56 @@ impl ClientHandshake {
         service: Option<&str>,
         resumable: bool,
     ) -> Result<(Self, Vec<u8>), Error> {
-        let payload = service_payload(service, resumable)?;
+        Self::start_offering(host, secret, client_key, service, Offer { resumable, ..Offer::default() })
+    }
+
+    /// As [`ClientHandshake::start`], offering what `offer` says: with `offer.hybrid` the
+    /// hello carries a fresh ML-KEM-768 key (1346 bytes instead of 162).
+    pub fn start_offering(
+        host: &HostId,
+        secret: &TicketSecret,
+        client_key: &StaticKey,
+        service: Option<&str>,
+        offer: Offer,
+    ) -> Result<(Self, Vec<u8>), Error> {
+        let block = service_payload(service, offer.flags())?;
+        let kem = offer.hybrid.then(KemKeyPair::generate);
+        let payload = match &kem {
+            Some(pair) => [&block[..], &pair.public()].concat(),
+            None => block.to_vec(),
+        };
         let prologue = prologue(host);
         let mut hs = builder(&prologue, secret, client_key)?.remote_public_key(host.as_bytes())?.build_initiator()?;
         let mut msg = vec![0u8; MAX_HANDSHAKE_LEN];
         let n = hs.write_message(&payload, &mut msg)?;
         msg.truncate(n);
-        Ok((Self { hs, service: service.map(str::to_owned), resumable }, msg))
+        Ok((Self { hs, service: service.map(str::to_owned), offer, kem, resumed: false }, msg))
+    }
+
+    /// Starts a resumed handshake with `psk`, which an earlier full session with `host`
+    /// derived; returns the first frame to send ([`psk::RESUMED_HELLO_LEN`] bytes). When the
+    /// host answers [`psk::FALLBACK`], the client forgets the PSK and sends a full hello
+    /// on the same stream.
+    pub fn start_resumed(
+        host: &HostId,
+        psk: &ResumptionPsk,
+        service: Option<&str>,
+        resumable: bool,
+    ) -> Result<(Self, Vec<u8>), Error> {
+        let offer = Offer { resumable, ..Offer::default() };
+        let payload = service_payload(service, offer.flags())?;
+        let prologue = resumed_prologue(host, &psk.id);
+        let mut hs = resumed_builder(&prologue, &psk.psk)?.build_initiator()?;
+        let mut msg = vec![0u8; MAX_HANDSHAKE_LEN];
+        msg[..PSK_ID_LEN].copy_from_slice(&psk.id);
+        let n = hs.write_message(&payload, &mut msg[PSK_ID_LEN..])?;
+        msg.truncate(PSK_ID_LEN + n);
+        Ok((Self { hs, service: service.map(str::to_owned), offer, kem: None, resumed: true }, msg))
+    }
+
+    /// Whether this is a resumed handshake (whose answer may be [`psk::FALLBACK`]).
+    pub fn is_resumed(&self) -> bool {
+        self.resumed
     }
 
     /// Reads the host's answer. Fails with [`Error::HostRejected`] when the ticket's
@@ -200,10 +343,21 @@ impl ClientHandshake {
     pub fn finish_session(mut self, answer: &[u8]) -> Result<Established, Error> {
         let mut payload = [0u8; MAX_HANDSHAKE_LEN];
         let n = self.hs.read_message(answer, &mut payload).map_err(|_| Error::HostRejected)?;
-        let host_flags = payload[..n].get(1).copied().unwrap_or(0);
-        let resumable = self.resumable && host_flags & FLAG_RESUMABLE != 0;
-        match payload[..n].first().copied() {
-            None | Some(ANSWER_ACCEPTED) => split_session(self.hs, resumable),
+        let payload = &payload[..n];
+        let host_flags = payload.get(1).copied().unwrap_or(0);
+        let resumable = self.offer.resumable && host_flags & FLAG_RESUMABLE != 0;
+        // Message 2 is authenticated by Noise, so a relay cannot strip the hybrid bit: only
+        // the host can answer classically (hosts of this version answer a hybrid offer in kind).
+        let kem = match &self.kem {
+            Some(pair) if host_flags & FLAG_HYBRID != 0 => {
+                let ct = payload.get(2..2 + KEM_CIPHERTEXT_LEN).ok_or(Error::HostRejected)?;
+                Some(pair.decapsulate(ct).ok_or(Error::HostRejected)?)
+            }
+            _ => None,
+        };
+        let psk = self.offer.psk && host_flags & FLAG_PSK != 0;
+        match payload.first().copied() {
+            None | Some(ANSWER_ACCEPTED) => split_session(self.hs, Derive { kem, resumable, psk }),
             Some(code) if code == Refusal::NoSuchService.code() => Err(Error::NoSuchService { service: self.service }),
             Some(code) => Err(Error::HostRefusedCode { code }),
         }
@@ -219,6 +373,12 @@ pub struct HostHandshake {
     client_flags: Option<u8>,
     /// Whether this host keeps the session for a resume, if the client asks.
     offer_resume: bool,
+    /// Whether this host keeps a resumption PSK, if the client asks.
+    offer_psk: bool,
+    /// The ciphertext and secret of a hybrid handshake, encapsulated when message 1 was read.
+    kem: Option<([u8; KEM_CIPHERTEXT_LEN], [u8; 32])>,
+    /// Whether this is a resumed handshake.
+    resumed: bool,
 }
 
 impl HostHandshake {
@@ -229,17 +389,52 @@ impl HostHandshake {
         let mut hs = builder(&prologue, secret, key)?.build_responder()?;
         let mut payload = [0u8; MAX_HANDSHAKE_LEN];
         let n = hs.read_message(hello, &mut payload).map_err(|_| Error::ClientRejected)?;
-        let service = read_service(&payload[..n])?;
-        let client_flags = read_flags(&payload[..n]);
+        let payload = &payload[..n];
+        let service = read_service(payload)?;
+        let client_flags = read_flags(payload);
+        let kem = match client_flags {
+            Some(flags) if flags & FLAG_HYBRID != 0 => {
+                let key = payload
+                    .get(SERVICE_PAYLOAD_LEN..HYBRID_PAYLOAD_LEN)
+                    .ok_or(Error::BadHello("the ML-KEM key is cut short"))?;
+                Some(hybrid::encapsulate(key).ok_or(Error::BadHello("the ML-KEM key is not a valid key"))?)
+            }
+            _ => None,
+        };
         let client = hs
             .get_remote_static()
             .and_then(|s| <[u8; 32]>::try_from(s).ok())
             .map(PublicKey)
             .ok_or(Error::ClientRejected)?;
-        Ok(Self { hs, client, service, client_flags, offer_resume: false })
+        Ok(Self { hs, client, service, client_flags, offer_resume: false, offer_psk: false, kem, resumed: false })
     }
 
-    /// The client's static public key, for an allow-list.
+    /// Reads a resumed hello ([`psk::FirstFrame::Resumed`]) against `table` at `now`.
+    /// `None` when its id is unknown or expired or the PSK does not open it: the host then
+    /// answers [`psk::FALLBACK`] and reads a full hello next.
+    pub fn read_resumed(key: &StaticKey, table: &mut PskTable, frame: &[u8], now: std::time::Instant) -> Option<Self> {
+        let (id, hello) = frame.split_first_chunk::<PSK_ID_LEN>()?;
+        let (psk, client) = table.get(id, now)?;
+        let prologue = resumed_prologue(&key.public(), id);
+        let mut hs = resumed_builder(&prologue, &psk).ok()?.build_responder().ok()?;
+        let mut payload = [0u8; MAX_HANDSHAKE_LEN];
+        let n = hs.read_message(hello, &mut payload).ok()?;
+        let service = read_service(&payload[..n]).ok()?;
+        let client_flags = read_flags(&payload[..n]);
+        Some(Self {
+            hs,
+            client,
+            service,
+            client_flags,
+            offer_resume: false,
+            offer_psk: false,
+            kem: None,
+            resumed: true,
+        })
+    }
+
+    /// The client's static public key, for an allow-list (for a resumed handshake, the key
+    /// its full handshake authenticated).
     pub fn client_key(&self) -> PublicKey {
         self.client
     }
@@ -254,10 +449,21 @@ impl HostHandshake {
         self.client_flags.is_some_and(|f| f & FLAG_RESUMABLE != 0)
     }
 
+    /// Whether this is a resumed handshake.
+    pub fn is_resumed(&self) -> bool {
+        self.resumed
+    }
+
     /// Whether this host agrees to resume the session (default: no, today's session). Only a
     /// host that keeps sessions for a resume says yes.
     pub fn offer_resume(&mut self, yes: bool) {
         self.offer_resume = yes;
+    }
+
+    /// Whether this host keeps a resumption PSK for the client, if it asks (default: no).
+    /// A host that says yes puts [`Established::psk`] in its [`PskTable`].
+    pub fn offer_psk(&mut self, yes: bool) {
+        self.offer_psk = yes;
     }
 
     /// Accepts the client: returns the answer to send and the session's record keys.
@@ -281,15 +487,29 @@ impl HostHandshake {
     }
 
     fn answer_session(mut self, code: u8) -> Result<(Vec<u8>, Established), Error> {
-        let resumable = code == ANSWER_ACCEPTED && self.offer_resume && self.client_offers_resume();
-        let flags = if resumable { FLAG_RESUMABLE } else { 0 };
+        let accepted = code == ANSWER_ACCEPTED;
+        let resumable = accepted && self.offer_resume && self.client_offers_resume();
+        let client_flags = self.client_flags.unwrap_or(0);
+        let psk = accepted && !self.resumed && self.offer_psk && client_flags & FLAG_PSK != 0;
+        let mut flags = 0;
+        if resumable {
+            flags |= FLAG_RESUMABLE;
+        }
+        if psk {
+            flags |= FLAG_PSK;
+        }
         // Only a client that sent flags hears them: an older one gets its one byte. A refusal
-        // is as long as an acceptance to the same client.
-        let payload: &[u8] = if self.client_flags.is_some() { &[code, flags] } else { &[code] };
+        // is as long as an acceptance to the same client (it carries the ciphertext too).
+        let mut payload = if self.client_flags.is_some() { vec![code, flags] } else { vec![code] };
+        if let Some((ct, _)) = &self.kem {
+            payload[1] |= FLAG_HYBRID;
+            payload.extend_from_slice(ct);
+        }
         let mut msg = vec![0u8; MAX_HANDSHAKE_LEN];
-        let n = self.hs.write_message(payload, &mut msg)?;
+        let n = self.hs.write_message(&payload, &mut msg)?;
         msg.truncate(n);
-        let session = split_session(self.hs, resumable)?;
+        let kem = self.kem.map(|(_, secret)| secret);
+        let session = split_session(self.hs, Derive { kem, resumable, psk })?;
         Ok((msg, session))
     }
 }
@@ -297,6 +517,7 @@ impl HostHandshake {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::e2e::psk::FirstFrame;
     use crate::e2e::record::{Record, RecordKind};
     use bytes::BytesMut;
 
@@ -546,6 +767,227 @@ mod tests {
         let mut scratch = [0u8; MAX_HANDSHAKE_LEN];
         assert_eq!(old.read_message(&answer, &mut scratch).unwrap(), 1, "today's one-byte answer");
         assert_eq!(scratch[0], ANSWER_ACCEPTED);
+    }
+
+    /// A full handshake with `offer`; returns both ends, the hello's and the answer's length.
+    fn offered_pair(offer: Offer) -> (Established, Established, StaticKey, PublicKey, usize, usize) {
+        let host = StaticKey::generate().unwrap();
+        let client = StaticKey::generate().unwrap();
+        let secret = TicketSecret([7; 32]);
+        let (ch, hello) =
+            ClientHandshake::start_offering(&host.public(), &secret, &client, Some("web"), offer).unwrap();
+        let mut hh = HostHandshake::read(&host, &secret, &hello).unwrap();
+        hh.offer_resume(true);
+        hh.offer_psk(true);
+        let (answer, host_end) = hh.accept_session().unwrap();
+        let client_end = ch.finish_session(&answer).unwrap();
+        (client_end, host_end, host, client.public(), hello.len(), answer.len())
+    }
+
+    /// Seals a record at `from` and opens it at `to`.
+    fn record_crosses(from: &mut Sealer, to: &mut Opener) -> bool {
+        let mut wire = BytesMut::new();
+        from.seal(RecordKind::Data, b"first record", &mut wire).unwrap();
+        matches!(to.open(&mut wire), Ok(Some(Record::Data(d))) if &d[..] == b"first record")
+    }
+
+    #[test]
+    fn a_hybrid_handshake_gives_working_keys_and_its_sizes_are_as_documented() {
+        let (mut c, mut h, _, _, hello_len, answer_len) = offered_pair(Offer::current(true));
+        assert!(c.hybrid && h.hybrid);
+        assert_eq!(hello_len, 32 + 48 + HYBRID_PAYLOAD_LEN + 16);
+        assert_eq!(hello_len, 1346);
+        assert_eq!(answer_len, 48 + 2 + KEM_CIPHERTEXT_LEN);
+        assert_eq!(answer_len, 1138);
+        assert!(hello_len <= MAX_HANDSHAKE_LEN && answer_len <= MAX_HANDSHAKE_LEN);
+        assert!(record_crosses(&mut c.sealer, &mut h.opener));
+        assert!(record_crosses(&mut h.sealer, &mut c.opener));
+        assert_eq!(c.resume.unwrap().id(), h.resume.unwrap().id());
+        assert_eq!(c.psk.unwrap(), h.psk.unwrap());
+    }
+
+    #[test]
+    fn the_session_keys_depend_on_the_ml_kem_secret() {
+        let host = StaticKey::generate().unwrap();
+        let client = StaticKey::generate().unwrap();
+        let secret = TicketSecret([7; 32]);
+        let offer = Offer::current(true);
+        let (ch, hello) = ClientHandshake::start_offering(&host.public(), &secret, &client, None, offer).unwrap();
+        crate::e2e::hybrid::tamper::flip_host_secret(true);
+        let read = HostHandshake::read(&host, &secret, &hello);
+        crate::e2e::hybrid::tamper::flip_host_secret(false);
+        let mut hh = read.unwrap();
+        hh.offer_resume(true);
+        hh.offer_psk(true);
+        let (answer, mut h) = hh.accept_session().unwrap();
+        // The handshake itself completes (the KEM is mixed in after Noise)…
+        let mut c = ch.finish_session(&answer).unwrap();
+        // …but no record opens: the keys differ by the KEM secret alone.
+        assert!(!record_crosses(&mut c.sealer, &mut h.opener));
+        assert!(!record_crosses(&mut h.sealer, &mut c.opener));
+        assert_ne!(c.resume.unwrap().id(), h.resume.unwrap().id(), "the resume keys too");
+        assert_ne!(c.psk.unwrap(), h.psk.unwrap(), "and the resumption PSK");
+    }
+
+    #[test]
+    fn a_hybrid_refusal_is_as_long_as_an_acceptance() {
+        let host = StaticKey::generate().unwrap();
+        let client = StaticKey::generate().unwrap();
+        let secret = TicketSecret([7; 32]);
+        let offer = Offer::current(false);
+        let (ch, hello) =
+            ClientHandshake::start_offering(&host.public(), &secret, &client, Some("ssh"), offer).unwrap();
+        let (refusal, _, _) =
+            HostHandshake::read(&host, &secret, &hello).unwrap().refuse(Refusal::NoSuchService).unwrap();
+        assert_eq!(refusal.len(), 1138);
+        assert!(matches!(ch.finish_session(&refusal), Err(Error::NoSuchService { .. })));
+    }
+
+    #[test]
+    fn a_new_client_gets_a_classic_session_from_a_host_answering_without_the_hybrid_bit() {
+        // A host that read only the service and flags (as hosts before the hybrid handshake
+        // do) and answers `code | flags` with no hybrid bit.
+        let host = StaticKey::generate().unwrap();
+        let client = StaticKey::generate().unwrap();
+        let secret = TicketSecret([4; 32]);
+        let (ch, hello) =
+            ClientHandshake::start_offering(&host.public(), &secret, &client, Some("web"), Offer::current(true))
+                .unwrap();
+        let prologue = prologue(&host.public());
+        let mut old = builder(&prologue, &secret, &host).unwrap().build_responder().unwrap();
+        let mut scratch = [0u8; MAX_HANDSHAKE_LEN];
+        let n = old.read_message(&hello, &mut scratch).unwrap();
+        assert_eq!(read_service(&scratch[..n]).unwrap().as_deref(), Some("web"), "the old layout still reads");
+        let mut answer = vec![0u8; MAX_HANDSHAKE_LEN];
+        let n = old.write_message(&[ANSWER_ACCEPTED, 0], &mut answer).unwrap();
+        answer.truncate(n);
+        let (i2r, r2i) = old.dangerously_get_raw_split();
+        let mut c = ch.finish_session(&answer).unwrap();
+        assert!(!c.hybrid && c.resume.is_none() && c.psk.is_none());
+        let mut host_opener = Opener::new(&i2r).unwrap();
+        let mut host_sealer = Sealer::new(&r2i).unwrap();
+        assert!(record_crosses(&mut c.sealer, &mut host_opener));
+        assert!(record_crosses(&mut host_sealer, &mut c.opener));
+    }
+
+    #[test]
+    fn a_host_claiming_hybrid_without_a_ciphertext_is_rejected() {
+        let host = StaticKey::generate().unwrap();
+        let client = StaticKey::generate().unwrap();
+        let secret = TicketSecret([4; 32]);
+        let (ch, hello) =
+            ClientHandshake::start_offering(&host.public(), &secret, &client, None, Offer::current(false)).unwrap();
+        let mut old = builder(&prologue(&host.public()), &secret, &host).unwrap().build_responder().unwrap();
+        let mut scratch = [0u8; MAX_HANDSHAKE_LEN];
+        old.read_message(&hello, &mut scratch).unwrap();
+        let mut answer = vec![0u8; MAX_HANDSHAKE_LEN];
+        let n = old.write_message(&[ANSWER_ACCEPTED, FLAG_HYBRID], &mut answer).unwrap();
+        answer.truncate(n);
+        assert!(matches!(ch.finish_session(&answer), Err(Error::HostRejected)));
+    }
+
+    #[test]
+    fn a_cut_or_invalid_ml_kem_key_is_a_bad_hello() {
+        let host = StaticKey::generate().unwrap();
+        let client = StaticKey::generate().unwrap();
+        let secret = TicketSecret([4; 32]);
+        let mut hs = builder(&prologue(&host.public()), &secret, &client)
+            .unwrap()
+            .remote_public_key(host.public().as_bytes())
+            .unwrap()
+            .build_initiator()
+            .unwrap();
+        let payload = service_payload(None, FLAG_HYBRID).unwrap();
+        let mut hello = vec![0u8; MAX_HANDSHAKE_LEN];
+        let n = hs.write_message(&payload, &mut hello).unwrap();
+        hello.truncate(n);
+        assert!(matches!(HostHandshake::read(&host, &secret, &hello), Err(Error::BadHello(_))));
+    }
+
+    /// A full handshake that leaves a PSK at both ends and in the host's table.
+    fn with_psk(table: &mut PskTable, now: std::time::Instant) -> (StaticKey, PublicKey, ResumptionPsk) {
+        let (c, h, host, client, _, _) = offered_pair(Offer::current(false));
+        let (psk, host_psk) = (c.psk.expect("asked and kept"), h.psk.expect("asked and kept"));
+        assert_eq!(psk, host_psk, "both ends derive the same PSK");
+        table.insert(&host_psk, client, now);
+        (host, client, psk)
+    }
+
+    #[test]
+    fn a_resumed_handshake_gives_working_keys_and_the_full_handshake_s_client_key() {
+        let now = std::time::Instant::now();
+        let mut table = PskTable::default();
+        let (host, client, psk) = with_psk(&mut table, now);
+        let (ch, hello) = ClientHandshake::start_resumed(&host.public(), &psk, Some("web"), true).unwrap();
+        assert!(ch.is_resumed());
+        assert_eq!(hello.len(), crate::e2e::psk::RESUMED_HELLO_LEN);
+        assert_eq!(FirstFrame::classify(&hello), FirstFrame::Resumed);
+        let mut hh = HostHandshake::read_resumed(&host, &mut table, &hello, now).expect("a known PSK");
+        assert!(hh.is_resumed());
+        assert_eq!(hh.client_key(), client, "the key the allow-list is checked against");
+        assert_eq!(hh.service(), Some("web"));
+        hh.offer_resume(true);
+        hh.offer_psk(true);
+        let (answer, mut h) = hh.accept_session().unwrap();
+        assert_eq!(answer.len(), 32 + 2 + 16);
+        let mut c = ch.finish_session(&answer).unwrap();
+        assert!(record_crosses(&mut c.sealer, &mut h.opener));
+        assert!(record_crosses(&mut h.sealer, &mut c.opener));
+        assert_eq!(c.resume.unwrap().id(), h.resume.unwrap().id(), "a resumed session is resumable too");
+        assert!(c.psk.is_none() && h.psk.is_none(), "the PSK is reused, not renewed, until it expires");
+    }
+
+    #[test]
+    fn a_resumed_handshake_needs_the_earlier_session_s_secret_not_just_the_ticket() {
+        let now = std::time::Instant::now();
+        let mut table = PskTable::default();
+        let (host, _, psk) = with_psk(&mut table, now);
+        // Someone with the ticket and the id seen on the wire, but not the PSK.
+        let (_, forged) = ClientHandshake::start_resumed(&host.public(), &psk.forged(), None, false).unwrap();
+        assert!(HostHandshake::read_resumed(&host, &mut table, &forged, now).is_none(), "wrong PSK");
+        let mut unknown = forged.clone();
+        unknown[0] ^= 1;
+        assert!(HostHandshake::read_resumed(&host, &mut table, &unknown, now).is_none(), "unknown id");
+        // A genuine hello altered in flight.
+        let (_, mut hello) = ClientHandshake::start_resumed(&host.public(), &psk, None, false).unwrap();
+        *hello.last_mut().unwrap() ^= 1;
+        assert!(HostHandshake::read_resumed(&host, &mut table, &hello, now).is_none(), "altered");
+        // A genuine hello made for another host.
+        let other = StaticKey::generate().unwrap();
+        let (_, hello) = ClientHandshake::start_resumed(&other.public(), &psk, None, false).unwrap();
+        assert!(HostHandshake::read_resumed(&host, &mut table, &hello, now).is_none(), "another host");
+        // After the TTL the host has forgotten it.
+        let (_, hello) = ClientHandshake::start_resumed(&host.public(), &psk, None, false).unwrap();
+        let late = now + crate::e2e::psk::DEFAULT_PSK_TTL;
+        assert!(HostHandshake::read_resumed(&host, &mut table, &hello, late).is_none(), "expired");
+        assert!(HostHandshake::read_resumed(&host, &mut table, &[0; 5], now).is_none(), "short");
+    }
+
+    #[test]
+    fn a_client_with_a_forged_psk_cannot_read_a_host_s_resumed_answer() {
+        let now = std::time::Instant::now();
+        let mut table = PskTable::default();
+        let (host, _, psk) = with_psk(&mut table, now);
+        let (_, hello) = ClientHandshake::start_resumed(&host.public(), &psk, None, false).unwrap();
+        let (answer, _) =
+            HostHandshake::read_resumed(&host, &mut table, &hello, now).unwrap().accept_session().unwrap();
+        let (forger, _) = ClientHandshake::start_resumed(&host.public(), &psk.forged(), None, false).unwrap();
+        assert!(matches!(forger.finish_session(&answer), Err(Error::HostRejected)));
+    }
+
+    #[test]
+    fn the_psk_is_kept_only_when_both_ends_say_so() {
+        let (c, h, ..) = offered_pair(Offer { psk: false, ..Offer::current(false) });
+        assert!(c.psk.is_none() && h.psk.is_none());
+        // A host that does not keep PSKs.
+        let host = StaticKey::generate().unwrap();
+        let client = StaticKey::generate().unwrap();
+        let secret = TicketSecret([7; 32]);
+        let (ch, hello) =
+            ClientHandshake::start_offering(&host.public(), &secret, &client, None, Offer::current(false)).unwrap();
+        let (answer, h) = HostHandshake::read(&host, &secret, &hello).unwrap().accept_session().unwrap();
+        let c = ch.finish_session(&answer).unwrap();
+        assert!(c.psk.is_none() && h.psk.is_none());
     }
 
     proptest::proptest! {
