@@ -160,6 +160,64 @@ async fn a_session_survives_sigkill_of_its_relay() -> Result<()> {
     Ok(())
 }
 
+/// A player that stops reading for longer than the stall deadline is no lost path: acks come
+/// from the record layer on receipt and a blocked receiver sends keep-alives, so no resume is
+/// attempted, and the bytes are intact once it reads again.
+#[tokio::test]
+async fn a_paused_reader_is_not_a_stall() -> Result<()> {
+    const LEN: u64 = 16 << 20;
+    const PAUSE_AT: u64 = 1 << 20;
+    let pause = ferry_client::STALL_AFTER * 5 / 2;
+    let stack = stack(Duration::from_secs(30)).await?;
+    let stream = TcpStream::connect(stack.local).await?;
+    stream.set_nodelay(true)?;
+    let (mut r, mut w) = stream.into_split();
+    let writer = async move {
+        let mut pattern = Pattern::new(17);
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut left = LEN;
+        while left > 0 {
+            let n = left.min(buf.len() as u64) as usize;
+            pattern.fill(&mut buf[..n]);
+            w.write_all(&buf[..n]).await?;
+            left -= n as u64;
+        }
+        w.shutdown().await?;
+        anyhow::Ok(())
+    };
+    let reader = async {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut buf = vec![0u8; 64 * 1024];
+        let (mut total, mut paused) = (0u64, false);
+        loop {
+            let n = r.read(&mut buf).await?;
+            if n == 0 {
+                return anyhow::Ok((ctx.finish().as_ref().to_vec(), total));
+            }
+            ctx.update(&buf[..n]);
+            total += n as u64;
+            if total >= PAUSE_AT && !paused {
+                // The viewer pressed pause: nothing is read while the other side keeps
+                // writing, until every buffer on the way is full.
+                paused = true;
+                tokio::time::sleep(pause).await;
+            }
+        }
+    };
+    let (written, read) = tokio::time::timeout(Duration::from_secs(120), async { tokio::join!(writer, reader) })
+        .await
+        .context("the paused transfer did not finish")?;
+    written?;
+    let (digest, got) = read?;
+    ensure!(got == LEN, "{got} of {LEN} bytes came back");
+    ensure!(digest == pattern_digest(17, LEN), "the bytes came back altered");
+    let attempts = stack.client.resume_attempts();
+    ensure!(attempts == 0, "a paused reader caused {attempts} resume attempts");
+    eprintln!("paused {pause:?} after {PAUSE_AT} bytes: {LEN} bytes exact, no resume attempt");
+    stack.host.shutdown().await;
+    Ok(())
+}
+
 /// Issue 15, shown item 6: both relays dead: the session ends with an error after the resume
 /// timeout, and the local connection is reset (never a clean end of stream).
 #[tokio::test]

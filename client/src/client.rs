@@ -115,6 +115,8 @@ pub struct Client {
     paths: Arc<Mutex<Paths>>,
     /// The UDP endpoint every IPv4 QUIC hop is dialled from, made on first use.
     endpoint: OnceLock<quinn::Endpoint>,
+    /// Resume attempts made so far, by every session of this client.
+    resume_attempts: std::sync::atomic::AtomicU64,
 }
 
 impl Client {
@@ -131,6 +133,7 @@ impl Client {
             resume_timeout: crate::resume::DEFAULT_RESUME_TIMEOUT,
             paths: Arc::default(),
             endpoint: OnceLock::new(),
+            resume_attempts: Default::default(),
         }
     }
 
@@ -194,6 +197,12 @@ impl Client {
             }
         }
         Ok(crate::resume::Link { send, recv })
+    }
+
+    /// How many times this client's sessions have tried to re-attach to their host after
+    /// losing a path (each attempt over all paths counts once).
+    pub fn resume_attempts(&self) -> u64 {
+        self.resume_attempts.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Uses `transport` for every hop.
@@ -627,6 +636,7 @@ impl crate::resume::Reattach for Client {
         &'a self,
         request: &'a [u8],
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<crate::resume::Link, Error>> + Send + 'a>> {
+        self.resume_attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Box::pin(async move { self.race(|path| self.attach_via(path, request)).await.map(|(link, _)| link) })
     }
 }

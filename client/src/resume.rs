@@ -5,8 +5,8 @@
 //! the replay buffer) and a downstream future (records → local writes; acknowledgements in
 //! and out) over that path's stream. A phase ends when both directions are done, or when the
 //! path is lost: a read or write error, the stream's end without the session's, or a stall
-//! (data outstanding and no acknowledgement for [`STALL_AFTER`]). Then the local connection
-//! stays open and:
+//! (data outstanding and nothing heard from the peer for [`STALL_AFTER`] while this end was
+//! reading the path). Then the local connection stays open and:
 //!
 //! - the client ([`Reattach`]) sends a resume request on the next working path, reads the
 //!   host's answer and replays what the host lacks;
@@ -14,21 +14,27 @@
 //!   code checks and hands over ([`serve_resume`]), answers and replays.
 //!
 //! A session not resumed within the resume timeout ends with an error on both sides, never
-//! a clean end. Local writes are never cancelled half-way (a phase stops its downstream only
-//! between records), so a record is delivered exactly once whatever the path does.
+//! a clean end. A record is acknowledged when it is opened (on receipt, delayed by at most
+//! `ACK_DELAY`), not when the local application has read it; the one record opened and not
+//! yet written locally is kept across paths and written on, so a record is delivered exactly
+//! once whatever the path does. A paused local reader is therefore no stall: this end, held
+//! by its local writer, is not reading the path and judges nothing, and it sends keep-alives
+//! (`Ack` with the paused bit) so the peer's watch holds too. The replay buffer stays the
+//! backpressure: a sender whose peer stopped reading fills it and waits.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use ferry_link::stream::poll_read_lazily;
 use ferry_link::{Framed, LinkSend};
 use ferry_proto::codes::{RESET_CANCELLED, RESET_HANDSHAKE_FAILED};
 use ferry_proto::e2e::record::{MAX_RECORD_DATA, Opened, RecordKind, put_frame};
 use ferry_proto::e2e::resume::{
-    ClientResume, HostResume, Inbound, Outbound, RESUME_ANSWER_LEN, ResumeKeys, ResumeRequest, SessionId, Taken,
+    ACK_DELAY, ClientResume, HostResume, Inbound, Outbound, RESUME_ANSWER_LEN, ResumeKeys, ResumeRequest, SessionId,
+    Taken,
 };
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc};
@@ -39,9 +45,19 @@ use crate::Error;
 
 /// How long a lost session waits to be resumed before it ends with an error.
 pub const DEFAULT_RESUME_TIMEOUT: Duration = Duration::from_secs(30);
-/// Data outstanding and no acknowledgement for this long: the path is taken as lost (a
-/// blackholed relay sends no reset; this is the end-to-end acknowledgement deadline).
+/// Data outstanding and nothing heard from the peer for this long, while this end was reading
+/// the path: the path is taken as lost (a blackholed relay sends no reset; this is the
+/// end-to-end acknowledgement deadline).
 pub const STALL_AFTER: Duration = Duration::from_secs(2);
+/// A receiver whose local writer has not taken a record for this long sends a keep-alive
+/// (well inside the peer's [`STALL_AFTER`])...
+const KEEPALIVE_FIRST: Duration = Duration::from_millis(500);
+/// ...and another this often while it stays blocked...
+const KEEPALIVE_EVERY: Duration = Duration::from_secs(4);
+/// ...and each keep-alive holds the peer's stall watch this long. Rarer keep-alives than the
+/// stall deadline keep what a long pause costs small: every record, a keep-alive too, sits
+/// in the replay buffer until acknowledged, and the paused end reads no acknowledgements.
+const PEER_PAUSE_HOLD: Duration = Duration::from_secs(8);
 /// Longest the host waits to write its answer and replay on a new path.
 const REPLAY_WRITE_LIMIT: Duration = Duration::from_secs(10);
 /// How often the stall detector looks.
@@ -152,11 +168,19 @@ struct Shared {
     out: Mutex<Outbound>,
     /// An acknowledgement frees room in the replay buffer.
     room: Notify,
-    /// The downstream half wants an acknowledgement sent (the count to send).
-    ack: Mutex<Option<u64>>,
+    /// The downstream half wants an acknowledgement sent: the count, and whether it is a
+    /// keep-alive (this end's local writer is blocked).
+    ack: Mutex<Option<(u64, bool)>>,
     ack_wanted: Notify,
     /// Our `Fin` is sealed (set by the upstream half, read by the downstream half).
     fin_sealed: AtomicBool,
+    /// Acknowledgements (and keep-alives) heard from the peer: the path is alive.
+    heard: AtomicU64,
+    /// Until when the peer's last keep-alive holds the stall watch.
+    peer_paused_until: Mutex<Option<Instant>>,
+    /// Whether the downstream half is waiting on the path (not on the local writer): only
+    /// silence while reading counts against the path.
+    reading: AtomicBool,
 }
 
 impl Shared {
@@ -164,13 +188,38 @@ impl Shared {
         self.out.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn want_ack(&self, count: u64) {
-        *self.ack.lock().unwrap_or_else(PoisonError::into_inner) = Some(count);
+    fn want_ack(&self, count: u64, keepalive: bool) {
+        *self.ack.lock().unwrap_or_else(PoisonError::into_inner) = Some((count, keepalive));
         self.ack_wanted.notify_one();
     }
 
-    fn take_ack(&self) -> Option<u64> {
+    fn take_ack(&self) -> Option<(u64, bool)> {
         self.ack.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+
+    /// Seals the acknowledgement the downstream half asked for.
+    fn seal_ack(&self, (count, keepalive): (u64, bool)) -> Result<Bytes, ferry_proto::Error> {
+        let mut out = self.out();
+        if keepalive { out.seal_keepalive(count) } else { out.seal_ack(count) }
+    }
+
+    /// The peer acknowledged `count` records (`paused`: with a keep-alive).
+    fn heard(&self, count: u64, paused: bool) -> Result<(), ferry_proto::Error> {
+        self.out().acknowledge(count)?;
+        self.room.notify_one();
+        self.heard.fetch_add(1, Ordering::AcqRel);
+        if paused {
+            *self.peer_paused_until.lock().unwrap_or_else(PoisonError::into_inner) =
+                Some(Instant::now() + PEER_PAUSE_HOLD);
+        }
+        Ok(())
+    }
+
+    fn peer_paused(&self) -> bool {
+        self.peer_paused_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some_and(|until| Instant::now() < until)
     }
 }
 
@@ -187,6 +236,13 @@ enum PhaseEnd {
 /// What a phase's halves keep across paths.
 struct Ends {
     inbound: Inbound,
+    /// Records opened (and so acknowledged) but not yet written locally, the first maybe in
+    /// part: written on, on the next path if need be. Only what one read of the path
+    /// brought in (no more is read while any waits), so a paused reader holds no more.
+    pending: VecDeque<Bytes>,
+    /// The peer's `Fin` is opened (delivered once `pending` is written).
+    fin_opened: bool,
+    /// The peer's `Fin` is delivered: the local write side is shut down.
     fin_received: bool,
     sent: u64,
     received: u64,
@@ -233,8 +289,12 @@ where
         ack: Mutex::new(None),
         ack_wanted: Notify::new(),
         fin_sealed: AtomicBool::new(false),
+        heard: AtomicU64::new(0),
+        peer_paused_until: Mutex::new(None),
+        reading: AtomicBool::new(false),
     });
-    let mut ends = Ends { inbound, fin_received: false, sent: 0, received: 0 };
+    let mut ends =
+        Ends { inbound, pending: VecDeque::new(), fin_opened: false, fin_received: false, sent: 0, received: 0 };
     let (arrivals_tx, mut arrivals) = mpsc::channel::<Arrival>(1);
     let mut side = side;
     let _registered = match &side {
@@ -367,12 +427,15 @@ where
 {
     let stop = CancellationToken::new();
     let Link { send, recv } = link;
-    let Ends { inbound, fin_received, sent, received } = ends;
+    let Ends { inbound, pending, fin_opened, fin_received, sent, received } = ends;
     let up = upstream(send, local_read, shared, sent, &stop);
-    let down = downstream(recv, local_write, shared, inbound, fin_received, received, &stop);
+    let down = Downstream { recv, local: local_write, shared, inbound, pending, fin_opened, fin_received, received };
+    let down = down.run(&stop);
     let watch = async {
         let mut arrivals = arrivals;
-        let mut last = (shared.out().replay().next(), Instant::now());
+        // How long the path has been silent while data was outstanding and this end read it.
+        let mut silent = Duration::ZERO;
+        let mut heard = shared.heard.load(Ordering::Acquire);
         loop {
             let arrival = async {
                 match arrivals.as_deref_mut() {
@@ -388,16 +451,21 @@ where
                     return Some(arrival);
                 }
                 _ = tokio::time::sleep(STALL_CHECK) => {
-                    let out = shared.out();
-                    let first = out.replay().next() - out.unacknowledged() as u64;
-                    let outstanding = out.replay().data_charged() > 0;
-                    drop(out);
-                    if !outstanding || first != last.0 {
-                        last = (first, Instant::now());
-                    } else if last.1.elapsed() >= STALL_AFTER {
-                        tracing::info!("no acknowledgement for {STALL_AFTER:?} with data outstanding: the path is lost");
-                        stop.cancel();
-                        return None;
+                    let now_heard = shared.heard.load(Ordering::Acquire);
+                    let outstanding = shared.out().replay().data_charged() > 0;
+                    if now_heard != heard || !outstanding || shared.peer_paused() {
+                        // Heard from the peer, nothing to hear about, or the peer's reader is
+                        // paused: the path is fine.
+                        heard = now_heard;
+                        silent = Duration::ZERO;
+                    } else if shared.reading.load(Ordering::Acquire) {
+                        // Held by our own local writer we read nothing, so silence says nothing.
+                        silent += STALL_CHECK;
+                        if silent >= STALL_AFTER {
+                            tracing::info!("nothing heard for {STALL_AFTER:?} with data outstanding: the path is lost");
+                            stop.cancel();
+                            return None;
+                        }
                     }
                 }
             }
@@ -424,8 +492,8 @@ async fn upstream<R: AsyncRead + Unpin>(
     let mut plain = BytesMut::new();
     loop {
         let fin_sealed = shared.fin_sealed.load(Ordering::Acquire);
-        if let Some(count) = shared.take_ack() {
-            let ack = shared.out().seal_ack(count)?;
+        if let Some(wanted) = shared.take_ack() {
+            let ack = shared.seal_ack(wanted)?;
             if !write_or_stop(send, ack, stop).await {
                 return Ok(false);
             }
@@ -441,8 +509,8 @@ async fn upstream<R: AsyncRead + Unpin>(
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => {
-                    if let Some(count) = shared.take_ack() {
-                        let ack = shared.out().seal_ack(count)?;
+                    if let Some(wanted) = shared.take_ack() {
+                        let ack = shared.seal_ack(wanted)?;
                         let _ = tokio::time::timeout(STALL_AFTER, send.write_chunks(&mut [ack])).await;
                     }
                     return Ok(true);
@@ -489,54 +557,110 @@ async fn write_or_stop(send: &mut LinkSend, record: Bytes, stop: &CancellationTo
     }
 }
 
-/// Records on this path → local writes; acknowledgements both ways. `Ok(true)`: the peer's
-/// `Fin` arrived and our own is acknowledged; `Ok(false)`: stopped or the path failed.
-async fn downstream<W: AsyncWrite + Unpin>(
-    recv: &mut Framed,
-    local: &mut W,
-    shared: &Shared,
-    inbound: &mut Inbound,
-    fin_received: &mut bool,
-    received: &mut u64,
-    stop: &CancellationToken,
-) -> Result<bool, Error> {
-    loop {
-        while let Some(record) = inbound.open(&mut recv.buf)? {
-            match record {
-                Opened::Data(bytes) => {
-                    *received += bytes.len() as u64;
-                    // Never cancelled half-way: the phase stops this half only between records.
-                    local.write_all(&bytes).await?;
+/// Records on this path → local writes; acknowledgements both ways.
+struct Downstream<'a, W> {
+    recv: &'a mut Framed,
+    local: &'a mut W,
+    shared: &'a Shared,
+    inbound: &'a mut Inbound,
+    pending: &'a mut VecDeque<Bytes>,
+    fin_opened: &'a mut bool,
+    fin_received: &'a mut bool,
+    received: &'a mut u64,
+}
+
+impl<W: AsyncWrite + Unpin> Downstream<'_, W> {
+    /// `Ok(true)`: the peer's `Fin` is delivered and our own is acknowledged; `Ok(false)`:
+    /// stopped or the path failed.
+    async fn run(self, stop: &CancellationToken) -> Result<bool, Error> {
+        // When the oldest record not yet acknowledged arrived (the delayed acknowledgement).
+        let mut unacked_since: Option<Instant> = None;
+        let ack_timer = |since: Option<Instant>| async move {
+            match since {
+                Some(at) => tokio::time::sleep_until(at + ACK_DELAY).await,
+                None => std::future::pending().await,
+            }
+        };
+        loop {
+            // Everything complete that reached us is opened, and so acknowledged, at once.
+            while let Some(record) = self.inbound.open(&mut self.recv.buf)? {
+                match record {
+                    Opened::Data(bytes) => self.pending.push_back(bytes),
+                    Opened::Fin => *self.fin_opened = true,
+                    Opened::Ack(count) => self.shared.heard(count, false)?,
+                    Opened::Paused(count) => self.shared.heard(count, true)?,
                 }
-                Opened::Fin => {
-                    local.flush().await?;
-                    local.shutdown().await?;
-                    *fin_received = true;
-                }
-                Opened::Ack(count) => {
-                    shared.out().acknowledge(count)?;
-                    shared.room.notify_one();
+                if self.inbound.ack_due() {
+                    self.shared.want_ack(self.inbound.take_ack(), false);
+                    unacked_since = None;
+                } else if self.inbound.has_unacknowledged() {
+                    unacked_since.get_or_insert_with(Instant::now);
                 }
             }
-            if inbound.ack_due() {
-                shared.want_ack(inbound.take_ack());
+            if !self.pending.is_empty() {
+                // Deliver what was opened before reading more; the write is cancel-safe (a
+                // `write` either took bytes or took none), so a phase may stop here.
+                let mut keepalive_at = Instant::now() + KEEPALIVE_FIRST;
+                while let Some(front) = self.pending.front_mut() {
+                    tokio::select! {
+                        biased;
+                        _ = stop.cancelled() => return Ok(false),
+                        written = self.local.write(&front[..]) => {
+                            let n = written?;
+                            if n == 0 {
+                                return Err(Error::Io(std::io::ErrorKind::WriteZero.into()));
+                            }
+                            front.advance(n);
+                            if front.is_empty() {
+                                self.pending.pop_front();
+                            }
+                            *self.received += n as u64;
+                        }
+                        () = ack_timer(unacked_since) => {
+                            self.shared.want_ack(self.inbound.take_ack(), false);
+                            unacked_since = None;
+                        }
+                        () = tokio::time::sleep_until(keepalive_at) => {
+                            // The local reader is not taking bytes: tell the peer we are here.
+                            self.shared.want_ack(self.inbound.take_ack(), true);
+                            unacked_since = None;
+                            keepalive_at = Instant::now() + KEEPALIVE_EVERY;
+                        }
+                    }
+                }
+                self.local.flush().await?;
             }
-        }
-        if inbound.has_unacknowledged() {
-            shared.want_ack(inbound.take_ack());
-        }
-        local.flush().await?;
-        let fin_acked = shared.fin_sealed.load(Ordering::Acquire) && shared.out().replay().data_charged() == 0;
-        if *fin_received && fin_acked {
-            // Both directions complete: tell the upstream half, which finishes the stream.
-            stop.cancel();
-            return Ok(true);
-        }
-        tokio::select! {
-            biased;
-            _ = stop.cancelled() => return Ok(false),
-            filled = recv.fill() => {
-                if !matches!(filled, Ok(true)) {
+            if *self.fin_opened && !*self.fin_received {
+                self.local.flush().await?;
+                self.local.shutdown().await?;
+                *self.fin_received = true;
+            }
+            let fin_acked =
+                self.shared.fin_sealed.load(Ordering::Acquire) && self.shared.out().replay().data_charged() == 0;
+            if *self.fin_received && fin_acked {
+                if self.inbound.has_unacknowledged() {
+                    self.shared.want_ack(self.inbound.take_ack(), false);
+                }
+                // Both directions complete: tell the upstream half, which finishes the stream.
+                stop.cancel();
+                return Ok(true);
+            }
+            self.shared.reading.store(true, Ordering::Release);
+            let filled = tokio::select! {
+                biased;
+                _ = stop.cancelled() => None,
+                filled = self.recv.fill() => Some(filled),
+                () = ack_timer(unacked_since) => {
+                    self.shared.want_ack(self.inbound.take_ack(), false);
+                    unacked_since = None;
+                    Some(Ok(true))
+                }
+            };
+            self.shared.reading.store(false, Ordering::Release);
+            match filled {
+                None => return Ok(false),
+                Some(Ok(true)) => {}
+                Some(_) => {
                     stop.cancel();
                     return Ok(false);
                 }
