@@ -52,12 +52,22 @@ pub const STALL_AFTER: Duration = Duration::from_secs(2);
 /// A receiver whose local writer has not taken a record for this long sends a keep-alive
 /// (well inside the peer's [`STALL_AFTER`])...
 const KEEPALIVE_FIRST: Duration = Duration::from_millis(500);
-/// ...and another this often while it stays blocked...
+/// ...then the next after this, each pause between them twice the last, up to
+/// [`KEEPALIVE_MAX`], while it stays blocked...
 const KEEPALIVE_EVERY: Duration = Duration::from_secs(4);
-/// ...and each keep-alive holds the peer's stall watch this long. Rarer keep-alives than the
-/// stall deadline keep what a long pause costs small: every record, a keep-alive too, sits
-/// in the replay buffer until acknowledged, and the paused end reads no acknowledgements.
-const PEER_PAUSE_HOLD: Duration = Duration::from_secs(8);
+const KEEPALIVE_MAX: Duration = Duration::from_secs(300);
+
+/// ...and the n-th keep-alive in a row holds the peer's stall watch for twice the pause
+/// before the next. Rare keep-alives keep what a long pause costs small: every record, a
+/// keep-alive too, stays in the replay buffer until acknowledged, and the paused end reads
+/// no acknowledgements (128 outstanding fail the session: about ten hours of pause).
+fn keepalive_pause(nth: u32) -> Duration {
+    KEEPALIVE_EVERY.saturating_mul(1 << nth.saturating_sub(1).min(16)).min(KEEPALIVE_MAX)
+}
+
+fn peer_pause_hold(nth: u32) -> Duration {
+    keepalive_pause(nth) * 2
+}
 /// Longest the host waits to write its answer and replay on a new path.
 const REPLAY_WRITE_LIMIT: Duration = Duration::from_secs(10);
 /// How often the stall detector looks.
@@ -176,8 +186,9 @@ struct Shared {
     fin_sealed: AtomicBool,
     /// Acknowledgements (and keep-alives) heard from the peer: the path is alive.
     heard: AtomicU64,
-    /// Until when the peer's last keep-alive holds the stall watch.
-    peer_paused_until: Mutex<Option<Instant>>,
+    /// Keep-alives heard in a row (no progress in between), and until when the last one
+    /// holds the stall watch.
+    peer_paused: Mutex<(u32, Option<Instant>)>,
     /// Whether the downstream half is waiting on the path (not on the local writer): only
     /// silence while reading counts against the path.
     reading: AtomicBool,
@@ -205,21 +216,22 @@ impl Shared {
 
     /// The peer acknowledged `count` records (`paused`: with a keep-alive).
     fn heard(&self, count: u64, paused: bool) -> Result<(), ferry_proto::Error> {
-        self.out().acknowledge(count)?;
+        let progress = self.out().acknowledge(count)?;
         self.room.notify_one();
         self.heard.fetch_add(1, Ordering::AcqRel);
+        let mut pause = self.peer_paused.lock().unwrap_or_else(PoisonError::into_inner);
         if paused {
-            *self.peer_paused_until.lock().unwrap_or_else(PoisonError::into_inner) =
-                Some(Instant::now() + PEER_PAUSE_HOLD);
+            pause.0 += 1;
+            pause.1 = Some(Instant::now() + peer_pause_hold(pause.0));
+        } else if progress {
+            // The peer's reader took bytes again.
+            *pause = (0, None);
         }
         Ok(())
     }
 
     fn peer_paused(&self) -> bool {
-        self.peer_paused_until
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_some_and(|until| Instant::now() < until)
+        self.peer_paused.lock().unwrap_or_else(PoisonError::into_inner).1.is_some_and(|until| Instant::now() < until)
     }
 }
 
@@ -290,7 +302,7 @@ where
         ack_wanted: Notify::new(),
         fin_sealed: AtomicBool::new(false),
         heard: AtomicU64::new(0),
-        peer_paused_until: Mutex::new(None),
+        peer_paused: Mutex::new((0, None)),
         reading: AtomicBool::new(false),
     });
     let mut ends =
@@ -601,6 +613,7 @@ impl<W: AsyncWrite + Unpin> Downstream<'_, W> {
                 // Deliver what was opened before reading more; the write is cancel-safe (a
                 // `write` either took bytes or took none), so a phase may stop here.
                 let mut keepalive_at = Instant::now() + KEEPALIVE_FIRST;
+                let mut keepalives = 0;
                 while let Some(front) = self.pending.front_mut() {
                     tokio::select! {
                         biased;
@@ -624,7 +637,8 @@ impl<W: AsyncWrite + Unpin> Downstream<'_, W> {
                             // The local reader is not taking bytes: tell the peer we are here.
                             self.shared.want_ack(self.inbound.take_ack(), true);
                             unacked_since = None;
-                            keepalive_at = Instant::now() + KEEPALIVE_EVERY;
+                            keepalives += 1;
+                            keepalive_at = Instant::now() + keepalive_pause(keepalives);
                         }
                     }
                 }
@@ -678,4 +692,23 @@ async fn drain_to_end(recv: &mut Framed) {
         }
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keepalives_come_before_the_hold_they_gave_runs_out() {
+        assert!(KEEPALIVE_FIRST < STALL_AFTER, "the first one beats the peer's stall deadline");
+        let mut at = KEEPALIVE_FIRST;
+        for nth in 1..=128 {
+            // Keep-alive `nth` went out at `at`; the next goes out before its hold ends.
+            assert!(keepalive_pause(nth) < peer_pause_hold(nth), "{nth}");
+            at += keepalive_pause(nth);
+        }
+        assert!(keepalive_pause(1) == KEEPALIVE_EVERY && keepalive_pause(40) == KEEPALIVE_MAX);
+        // 128 of them (the outstanding-ack limit) span hours, not minutes.
+        assert!(at > Duration::from_secs(9 * 3600), "{at:?}");
+    }
 }
