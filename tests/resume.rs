@@ -18,12 +18,13 @@ use ferry_proto::{RelayAddr, StaticKey};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// A relay process in its own directory.
-async fn relay(dir: &std::path::Path) -> Result<RelayProcess> {
+/// A relay process in its own directory, draining for at most `drain` on SIGTERM.
+async fn relay(dir: &std::path::Path, drain: Duration) -> Result<RelayProcess> {
     let state = dir.join("state");
     std::fs::create_dir_all(&state)?;
+    let drain = drain.as_secs();
     let config = format!(
-        "[relay]\nlisten = \"127.0.0.1:0\"\nstate_dir = {state:?}\n\
+        "[relay]\nlisten = \"127.0.0.1:0\"\nstate_dir = {state:?}\nshutdown_deadline_secs = {drain}\n\
          [admin]\nenabled = true\nlisten = \"127.0.0.1:0\"\n[limits]\nconnections_per_minute_per_source = 0\n[log]\nlevel = \"warn\"\n"
     );
     RelayProcess::start(&config, dir, &[]).await
@@ -41,8 +42,13 @@ struct Stack {
 }
 
 async fn stack(resume_timeout: Duration) -> Result<Stack> {
+    stack_draining(resume_timeout, Duration::from_secs(30)).await
+}
+
+/// [`stack`] with relays that drain for at most `drain` on SIGTERM.
+async fn stack_draining(resume_timeout: Duration, drain: Duration) -> Result<Stack> {
     let dirs = [tempfile::tempdir()?, tempfile::tempdir()?];
-    let relays = [relay(dirs[0].path()).await?, relay(dirs[1].path()).await?];
+    let relays = [relay(dirs[0].path(), drain).await?, relay(dirs[1].path(), drain).await?];
     let addrs: Vec<RelayAddr> = relays.iter().flat_map(|r| r.relays(r.pin)).collect();
     let (service, echo) = echo_service().await?;
     let identity = HostIdentity::generate()?;
@@ -72,13 +78,28 @@ struct Progress {
 /// Sends `len` pattern bytes through `stream` while reading back; returns the SHA-256 and
 /// length of what came back, or the read error.
 async fn echo(stream: TcpStream, seed: u64, len: u64, progress: &Progress) -> Result<(Vec<u8>, u64), std::io::Error> {
+    echo_paced(stream, seed, len, None, progress).await
+}
+
+/// [`echo`], writing at most 16 KiB per `pace` when given (a stream that lasts a while).
+async fn echo_paced(
+    stream: TcpStream,
+    seed: u64,
+    len: u64,
+    pace: Option<Duration>,
+    progress: &Progress,
+) -> Result<(Vec<u8>, u64), std::io::Error> {
     stream.set_nodelay(true)?;
     let (mut r, mut w) = stream.into_split();
     let writer = async move {
         let mut pattern = Pattern::new(seed);
-        let mut buf = vec![0u8; 64 * 1024];
+        let mut buf = vec![0u8; if pace.is_some() { 16 } else { 64 } * 1024];
         let mut left = len;
+        let mut ticks = pace.map(tokio::time::interval);
         while left > 0 {
+            if let Some(ticks) = &mut ticks {
+                ticks.tick().await;
+            }
             let n = left.min(buf.len() as u64) as usize;
             pattern.fill(&mut buf[..n]);
             w.write_all(&buf[..n]).await?;
@@ -156,6 +177,71 @@ async fn a_session_survives_sigkill_of_its_relay() -> Result<()> {
         killed_at.elapsed()
     );
     stack.relays[which].child.wait().await?;
+    stack.host.shutdown().await;
+    Ok(())
+}
+
+/// Issue 15, shown item 4: SIGTERM on the carrying relay with 100 resumable sessions in
+/// flight. The relay tells the host `GoingAway`; the host moves its resumable sessions off it
+/// at once (they resume through the other relay), so every session's bytes are exact and the
+/// relay exits as soon as they have left, well before its drain deadline.
+#[tokio::test]
+async fn sigterm_moves_sessions_away_and_the_relay_exits_before_its_deadline() -> Result<()> {
+    const SESSIONS: usize = 100;
+    const LEN: u64 = 2 << 20;
+    let drain = Duration::from_secs(60);
+    // 16 KiB every 50 ms: each session lasts about 6 s, so all are in flight together.
+    let pace = Some(Duration::from_millis(50));
+    let mut stack = stack_draining(Duration::from_secs(30), drain).await?;
+    stack.client.warm_up().await?;
+    let progress: Vec<Arc<Progress>> = (0..SESSIONS).map(|_| Arc::default()).collect();
+    let mut transfers = tokio::task::JoinSet::new();
+    for (i, slot) in progress.iter().enumerate() {
+        let (local, progress) = (stack.local, slot.clone());
+        transfers.spawn(async move {
+            let stream = TcpStream::connect(local).await?;
+            let seed = 100 + i as u64;
+            let (digest, got) =
+                echo_paced(stream, seed, LEN, pace, &progress).await.context("a local connection saw an error")?;
+            ensure!(got == LEN && digest == pattern_digest(seed, LEN), "session {i}: {got} of {LEN} bytes, or altered");
+            anyhow::Ok(())
+        });
+        // One at a time (each has its first bytes back before the next opens), so every
+        // session takes the path the client prefers rather than racing onto both.
+        until_received(slot, 1).await?;
+    }
+    let mut carried = [0.0; 2];
+    for (n, relay) in stack.relays.iter().enumerate() {
+        let metrics = common::http_get(relay.admin.as_deref().context("no admin")?, "/metrics").await?;
+        carried[n] = common::metric(&metrics, "ferry_relay_sessions_active")?;
+    }
+    let which = usize::from(carried[1] > carried[0]);
+    let carried = carried[which];
+    let in_flight = progress.iter().filter(|p| p.received.load(Ordering::Relaxed) < LEN).count();
+    let attempts_before = stack.client.resume_attempts();
+    stack.relays[which].signal("TERM")?;
+    let termed = Instant::now();
+    let exited = tokio::time::timeout(drain, stack.relays[which].child.wait()).await;
+    let exit_after = termed.elapsed();
+    ensure!(exited.is_ok(), "the relay did not exit within its drain deadline ({drain:?})");
+    let mut done = 0;
+    while let Some(joined) = tokio::time::timeout(Duration::from_secs(120), transfers.join_next())
+        .await
+        .context("the sessions did not finish")?
+    {
+        joined??;
+        done += 1;
+    }
+    ensure!(done == SESSIONS);
+    ensure!(carried >= 1.0, "the relay carried no session when it was told to stop");
+    eprintln!(
+        "relay {} SIGTERMed carrying {carried} sessions ({in_flight} of {SESSIONS} in flight): exited after \
+         {exit_after:?} (deadline {drain:?}); {SESSIONS} sessions x {LEN} B each way exact; resume attempts: \
+         {attempts_before} before, {} after",
+        which + 1,
+        stack.client.resume_attempts() - attempts_before
+    );
+    ensure!(exit_after < drain / 4, "the relay waited for its deadline instead of its sessions leaving");
     stack.host.shutdown().await;
     Ok(())
 }

@@ -196,7 +196,7 @@ impl Client {
                 }
             }
         }
-        Ok(crate::resume::Link { send, recv })
+        Ok(crate::resume::Link::new(send, recv))
     }
 
     /// How many times this client's sessions have tried to re-attach to their host after

@@ -77,6 +77,16 @@ const STALL_CHECK: Duration = Duration::from_millis(250);
 pub(crate) struct Link {
     pub(crate) send: LinkSend,
     pub(crate) recv: Framed,
+    /// Fires when the path is about to go (its relay said `GoingAway`, or a better path
+    /// came up): the session moves to another path at once, while this one still works.
+    pub(crate) leaving: CancellationToken,
+}
+
+impl Link {
+    /// A path that leaves only when it fails.
+    pub(crate) fn new(send: LinkSend, recv: Framed) -> Self {
+        Self { send, recv, leaving: CancellationToken::new() }
+    }
 }
 
 /// How the client side finds a new path: sends `request` as the first end-to-end frame on
@@ -438,7 +448,7 @@ where
     W: AsyncWrite + Unpin,
 {
     let stop = CancellationToken::new();
-    let Link { send, recv } = link;
+    let Link { send, recv, leaving } = link;
     let Ends { inbound, pending, fin_opened, fin_received, sent, received } = ends;
     let up = upstream(send, local_read, shared, sent, &stop);
     let down = Downstream { recv, local: local_write, shared, inbound, pending, fin_opened, fin_received, received };
@@ -458,6 +468,11 @@ where
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => return None,
+                _ = leaving.cancelled() => {
+                    tracing::info!("the path is going away: moving the session to another");
+                    stop.cancel();
+                    return None;
+                }
                 Some(arrival) = arrival => {
                     stop.cancel();
                     return Some(arrival);
