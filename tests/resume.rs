@@ -305,7 +305,8 @@ async fn a_paused_reader_is_not_a_stall() -> Result<()> {
 }
 
 /// Issue 15, shown item 6: both relays dead: the session ends with an error after the resume
-/// timeout, and the local connection is reset (never a clean end of stream).
+/// timeout, the local connection is reset (never a clean end of stream), and neither end
+/// holds the session any more (the host's registry of waiting sessions is empty).
 #[tokio::test]
 async fn with_both_relays_dead_the_session_ends_with_a_reset_after_the_timeout() -> Result<()> {
     const LEN: u64 = 64 << 20;
@@ -316,6 +317,8 @@ async fn with_both_relays_dead_the_session_ends_with_a_reset_after_the_timeout()
     let transfer = echo(stream, 16, LEN, &progress);
     let kill = async {
         until_received(&progress, 1 << 20).await?;
+        // What must return to baseline: one live session at each end, holding its buffers.
+        ensure!(stack.host.resumable_sessions() == 1 && stack.client.resumable_sessions() == 1);
         for relay in &stack.relays {
             relay.signal("KILL")?;
         }
@@ -334,6 +337,18 @@ async fn with_both_relays_dead_the_session_ends_with_a_reset_after_the_timeout()
         Ok((_, got)) => anyhow::bail!("the local connection ended cleanly after {got} bytes"),
     }
     ensure!(waited >= timeout, "the session ended after {waited:?}, before the resume timeout");
+    // Memory back to baseline: neither end holds the session (and its replay buffers) any
+    // more. The host gives up on its own resume timeout, a moment after the client may.
+    let deadline = Instant::now() + timeout * 3;
+    while stack.host.resumable_sessions() + stack.client.resumable_sessions() > 0 {
+        ensure!(
+            Instant::now() < deadline,
+            "sessions still held: host {}, client {}",
+            stack.host.resumable_sessions(),
+            stack.client.resumable_sessions()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     eprintln!("both relays killed: the local connection was reset {waited:?} later (resume timeout {timeout:?})");
     Ok(())
 }

@@ -117,6 +117,24 @@ pub struct Client {
     endpoint: OnceLock<quinn::Endpoint>,
     /// Resume attempts made so far, by every session of this client.
     resume_attempts: std::sync::atomic::AtomicU64,
+    /// Resumable sessions bridged now (each holds its replay buffers until it ends).
+    live_resumable: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Counts a resumable session as live for as long as it is held.
+struct Live(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Live {
+    fn new(count: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(count.clone())
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Client {
@@ -134,6 +152,7 @@ impl Client {
             paths: Arc::default(),
             endpoint: OnceLock::new(),
             resume_attempts: Default::default(),
+            live_resumable: Arc::default(),
         }
     }
 
@@ -160,6 +179,7 @@ impl Client {
     {
         match session.into_resumable() {
             Ok(resumable) => {
+                let _live = Live::new(&self.live_resumable);
                 let resume = ferry_proto::e2e::ClientResume::new(resumable.keys.clone());
                 let side = crate::resume::Side::Client { resume, reattach: self };
                 let timeout = self.resume_timeout;
@@ -203,6 +223,11 @@ impl Client {
     /// losing a path (each attempt over all paths counts once).
     pub fn resume_attempts(&self) -> u64 {
         self.resume_attempts.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Resumable sessions bridged by this client now, running or trying to resume.
+    pub fn resumable_sessions(&self) -> usize {
+        self.live_resumable.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Uses `transport` for every hop.

@@ -113,6 +113,8 @@ pub struct Host {
     tracker: TaskTracker,
     status: watch::Receiver<HostStatus>,
     status_tx: Arc<watch::Sender<HostStatus>>,
+    /// The live resumable sessions (shared with the tasks).
+    resumes: Arc<crate::resume::ResumeRegistry>,
     /// Cancels every task when the handle is dropped.
     _stop_on_drop: DropGuard,
 }
@@ -171,6 +173,7 @@ impl Host {
             }
         }
         let config = Arc::new(config);
+        let resumes = config.resumes.clone();
         for index in 0..config.relays.len() {
             tracker.spawn(stay_registered(config.clone(), index, status_tx.clone(), cancel.clone(), tracker.clone()));
         }
@@ -182,12 +185,18 @@ impl Host {
             };
             tracker.spawn(direct.serve(admission, cancel.clone(), tracker.clone()));
         }
-        Self { _stop_on_drop: cancel.clone().drop_guard(), cancel, tracker, status, status_tx }
+        Self { _stop_on_drop: cancel.clone().drop_guard(), cancel, tracker, status, status_tx, resumes }
     }
 
     /// The address the direct port is bound to (`None` without one).
     pub fn direct_addr(&self) -> Option<std::net::SocketAddr> {
         self.status.borrow().direct
+    }
+
+    /// Resumable sessions alive now, running or waiting for their client to come back
+    /// (each holds its replay buffers until it ends).
+    pub fn resumable_sessions(&self) -> usize {
+        self.resumes.len()
     }
 
     /// Registration status; await `changed()` on it to follow registrations.
