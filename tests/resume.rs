@@ -10,11 +10,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
+use common::netlab::{Machine, NetLab};
 use common::process::RelayProcess;
 use common::ticket;
 use ferry::local::{Pattern, echo_service, pattern_digest};
-use ferry_client::{Client, HopOptions, Host, HostConfig, HostIdentity};
-use ferry_proto::{RelayAddr, StaticKey};
+use ferry_client::{Client, HopOptions, Host, HostConfig, HostIdentity, Transport};
+use ferry_proto::{RelayAddr, RelayTrust, StaticKey, Ticket};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -351,4 +352,116 @@ async fn with_both_relays_dead_the_session_ends_with_a_reset_after_the_timeout()
     }
     eprintln!("both relays killed: the local connection was reset {waited:?} later (resume timeout {timeout:?})");
     Ok(())
+}
+
+/// A relay on lab machine `machine` until `stop` fires: its address and pin.
+async fn lab_relay(
+    lab: &NetLab,
+    machine: &'static str,
+) -> Result<(RelayAddr, tokio::sync::oneshot::Sender<()>, tokio::sync::oneshot::Receiver<Result<()>>)> {
+    let listen = std::net::SocketAddr::from((lab.addr(machine), 0));
+    let (ready, started) = tokio::sync::oneshot::channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let done = lab.run_on(machine, move || async move {
+        let identity = ferry_relay::TlsIdentity::self_signed(&["localhost".into()])?;
+        let relay = ferry_relay::Relay::spawn(ferry_relay::RelayConfig::new(listen, identity)).await?;
+        let _ = ready.send((relay.local_addr(), relay.pin()));
+        let _ = stopped.await;
+        relay.shutdown(Duration::from_secs(1)).await;
+        Ok(())
+    });
+    let (addr, pin) = started.await.context("the relay did not start")?;
+    Ok((RelayAddr { addr: addr.to_string(), trust: RelayTrust::Pin(pin) }, stop, done))
+}
+
+/// Issue 15, shown item 3: the carrying relay is blackholed (every packet to and from it
+/// dropped: no reset, no ICMP) mid-stream, in a lab of network namespaces; the session
+/// resumes through the other relay within a few seconds and the bytes arrive exact.
+async fn a_session_survives_a_blackholed_relay(transport: Transport) -> Result<()> {
+    const LEN: u64 = 8 << 20;
+    let machines = [
+        Machine::new("relay1", &[]),
+        Machine::new("relay2", &[]),
+        Machine::new("host", &[]),
+        Machine::new("client", &["delay=2"]),
+    ];
+    let Some(mut lab) = NetLab::start(&machines).await? else {
+        return Ok(());
+    };
+    let (relay1, stop1, done1) = lab_relay(&lab, "relay1").await?;
+    let (relay2, stop2, done2) = lab_relay(&lab, "relay2").await?;
+    let relays = vec![relay1.clone(), relay2.clone()];
+    let identity = HostIdentity::generate()?;
+    let ticket = Ticket::new(identity.key.public(), identity.secret.clone(), relays.clone());
+    let (registered, is_registered) = tokio::sync::oneshot::channel();
+    let (stop_host, host_stopped) = tokio::sync::oneshot::channel::<()>();
+    let host_done = lab.run_on("host", move || async move {
+        let (service, _echo) = echo_service().await?;
+        let mut config = HostConfig::new(identity, relays, service.to_string());
+        config.transport = transport;
+        let host = Host::spawn(config);
+        ferry::local::wait_registered(&host, 2).await?;
+        let _ = registered.send(());
+        let _ = host_stopped.await;
+        host.shutdown().await;
+        Ok(())
+    });
+    is_registered.await.context("the host did not register at both relays")?;
+    let (carrying_tx, carrying) = tokio::sync::oneshot::channel();
+    let session = lab.run_on("client", move || async move {
+        let client = Arc::new(
+            Client::new(ticket, StaticKey::generate()?, HopOptions::client()).resumable(true).with_transport(transport),
+        );
+        let local = common::local_port(client.clone()).await?;
+        let progress = Progress::default();
+        let transfer = echo(TcpStream::connect(local).await?, 18, LEN, &progress);
+        let report = async {
+            until_received(&progress, 2 << 20).await?;
+            let (addr, _) = client.hop_in_use().await.context("no hop in use")?;
+            let _ = carrying_tx.send(addr);
+            anyhow::Ok(())
+        };
+        let (result, reported) =
+            tokio::time::timeout(Duration::from_secs(120), async { tokio::join!(transfer, report) })
+                .await
+                .context("the transfer did not finish")?;
+        reported?;
+        let (digest, got) = result.context("the local connection saw an error")?;
+        let stall = Duration::from_micros(progress.longest_gap_us.load(Ordering::Relaxed));
+        anyhow::Ok((digest, got, stall, client.resume_attempts()))
+    });
+    let carrying = carrying.await.context("the client did not report its hop")?;
+    let dark = if carrying == relay1.addr { "relay1" } else { "relay2" };
+    ensure!(carrying == relay1.addr || carrying == relay2.addr, "the hop in use is neither relay");
+    lab.set(dark, &["loss=1"]).await?;
+    let darkened = Instant::now();
+    let (digest, got, stall, attempts) = session.await??;
+    let took = darkened.elapsed();
+    ensure!(got == LEN, "{got} of {LEN} bytes came back");
+    ensure!(digest == pattern_digest(18, LEN), "the bytes came back altered");
+    ensure!(attempts >= 1, "the session never moved off the blackholed relay");
+    eprintln!(
+        "{}: {dark} blackholed mid-stream; {LEN} B each way exact, complete {took:?} later, longest stall \
+         between reads {stall:?}, {attempts} resume attempts",
+        transport.name()
+    );
+    ensure!(stall < Duration::from_secs(8), "the session stalled for {stall:?}");
+    lab.set(dark, &["loss=0"]).await?;
+    let _ = stop_host.send(());
+    host_done.await??;
+    for (stop, done) in [(stop1, done1), (stop2, done2)] {
+        let _ = stop.send(());
+        done.await??;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_survives_a_blackholed_relay_over_quic() -> Result<()> {
+    a_session_survives_a_blackholed_relay(Transport::Quic).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_survives_a_blackholed_relay_over_tcp() -> Result<()> {
+    a_session_survives_a_blackholed_relay(Transport::Tcp).await
 }

@@ -49,6 +49,11 @@ use crate::{Error, Session};
 /// (twice QUIC's head start over TCP, so a relay that answers only over TCP still wins).
 pub const NEXT_RELAY_AFTER: Duration = Duration::from_millis(500);
 
+/// Keep-alive interval of a resumable client's QUIC hops (at most; see [`Client::resumable`]).
+pub const RESUMABLE_KEEP_ALIVE: Duration = Duration::from_secs(1);
+/// Idle timeout of a resumable client's QUIC hops (at most).
+pub const RESUMABLE_IDLE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// How long a path that failed stays at the back of the order (unless its background
 /// re-check finds it working again sooner).
 const FAILED_PATH_BACKOFF: Duration = Duration::from_secs(30);
@@ -157,9 +162,17 @@ impl Client {
     }
 
     /// Offers resumable sessions: a session bridged with [`Client::bridge`] then survives
-    /// the loss of its path (another relay, or the direct path, carries it on).
+    /// the loss of its path (another relay, or the direct path, carries it on). Its QUIC
+    /// hops then keep alive and time out as a host's do ([`RESUMABLE_KEEP_ALIVE`],
+    /// [`RESUMABLE_IDLE_TIMEOUT`]), so a blackholed relay is noticed within seconds even
+    /// while no data flows (while it does, the end-to-end acknowledgements notice it in
+    /// about two, over TCP too).
     pub fn resumable(mut self, yes: bool) -> Self {
         self.resumable = yes;
+        if yes {
+            self.options.keep_alive = self.options.keep_alive.min(RESUMABLE_KEEP_ALIVE);
+            self.options.idle_timeout = self.options.idle_timeout.min(RESUMABLE_IDLE_TIMEOUT);
+        }
         self
     }
 
