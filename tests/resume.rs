@@ -48,6 +48,12 @@ async fn stack(resume_timeout: Duration) -> Result<Stack> {
 
 /// [`stack`] with relays that drain for at most `drain` on SIGTERM.
 async fn stack_draining(resume_timeout: Duration, drain: Duration) -> Result<Stack> {
+    stack_with(resume_timeout, drain, false).await
+}
+
+/// [`stack_draining`]; with `direct`, the host also has a direct port (on loopback) that
+/// the ticket does not name: the client learns it only by punching, through a relay.
+async fn stack_with(resume_timeout: Duration, drain: Duration, direct: bool) -> Result<Stack> {
     let dirs = [tempfile::tempdir()?, tempfile::tempdir()?];
     let relays = [relay(dirs[0].path(), drain).await?, relay(dirs[1].path(), drain).await?];
     let addrs: Vec<RelayAddr> = relays.iter().flat_map(|r| r.relays(r.pin)).collect();
@@ -55,7 +61,10 @@ async fn stack_draining(resume_timeout: Duration, drain: Duration) -> Result<Sta
     let identity = HostIdentity::generate()?;
     let mut config = HostConfig::new(identity.clone(), addrs.clone(), service.to_string());
     config.resume_timeout = resume_timeout;
-    let host = Host::spawn(config);
+    if direct {
+        config.direct = Some(ferry_client::DirectConfig::new(([127, 0, 0, 1], 0).into()));
+    }
+    let host = Host::try_spawn(config)?;
     let mut status = host.status();
     tokio::time::timeout(Duration::from_secs(10), status.wait_for(|s| s.registered.iter().all(|r| *r)))
         .await
@@ -243,6 +252,62 @@ async fn sigterm_moves_sessions_away_and_the_relay_exits_before_its_deadline() -
         stack.client.resume_attempts() - attempts_before
     );
     ensure!(exit_after < drain / 4, "the relay waited for its deadline instead of its sessions leaving");
+    stack.host.shutdown().await;
+    Ok(())
+}
+
+/// Issue 15, shown item 5: a relayed session moves onto a direct path that comes up
+/// mid-stream. The ticket names no direct address, so the session starts through a relay;
+/// `ferry connect`'s serve loop then punches (through the relay) and learns the host's
+/// direct port, and the running session resumes over it. Afterwards the relay's
+/// active-session gauge is 0 while the transfer is still running, and the bytes are exact.
+#[tokio::test]
+async fn a_relayed_session_moves_onto_a_direct_path_mid_stream() -> Result<()> {
+    const LEN: u64 = 16 << 20;
+    // 16 KiB every 4 ms: about 4 s, long enough to move mid-stream.
+    let pace = Some(Duration::from_millis(4));
+    let stack = stack_with(Duration::from_secs(30), Duration::from_secs(30), true).await?;
+    let progress = Progress::default();
+    let stream = TcpStream::connect(stack.local).await?;
+    let transfer = echo_paced(stream, 19, LEN, pace, &progress);
+    let watch = async {
+        until_received(&progress, 1).await?;
+        let first = stack.client.path_in_use().context("no path in use")?;
+        ensure!(matches!(first, ferry_client::Path::Relay(_)), "the session started {first}, not through a relay");
+        // The move: a direct path learned and the session resumed onto it.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while stack.client.resume_attempts() == 0
+            || !matches!(stack.client.path_in_use(), Some(ferry_client::Path::Direct(_)))
+        {
+            ensure!(Instant::now() < deadline, "the session never moved onto the direct path");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The relay is released while the transfer still runs.
+        let mut active = [1.0; 2];
+        while active.iter().any(|a| *a != 0.0) {
+            ensure!(Instant::now() < deadline, "the relays still carry {active:?} sessions");
+            for (n, relay) in stack.relays.iter().enumerate() {
+                let metrics = common::http_get(relay.admin.as_deref().context("no admin")?, "/metrics").await?;
+                active[n] = common::metric(&metrics, "ferry_relay_sessions_active")?;
+            }
+        }
+        let at = progress.received.load(Ordering::Relaxed);
+        ensure!(at < LEN, "the transfer was over before the relay was released");
+        anyhow::Ok(at)
+    };
+    let (result, watched) = tokio::time::timeout(Duration::from_secs(60), async { tokio::join!(transfer, watch) })
+        .await
+        .context("the transfer did not finish")?;
+    let released_at = watched?;
+    let (digest, got) = result.context("the local connection saw an error")?;
+    ensure!(got == LEN, "{got} of {LEN} bytes came back");
+    ensure!(digest == pattern_digest(19, LEN), "the bytes came back altered");
+    let stall = Duration::from_micros(progress.longest_gap_us.load(Ordering::Relaxed));
+    eprintln!(
+        "moved relay -> direct mid-stream: relays' active sessions 0 at {released_at} of {LEN} bytes back; \
+         {LEN} B each way exact; longest stall between reads {stall:?}; {} resume attempts",
+        stack.client.resume_attempts()
+    );
     stack.host.shutdown().await;
     Ok(())
 }

@@ -124,6 +124,9 @@ pub struct Client {
     resume_attempts: std::sync::atomic::AtomicU64,
     /// Resumable sessions bridged now (each holds its replay buffers until it ends).
     live_resumable: Arc<std::sync::atomic::AtomicUsize>,
+    /// Parent of the `leaving` token of every resumable session riding a relay: cancelled
+    /// (and replaced) when a direct path comes up, so those sessions move onto it.
+    off_relays: Mutex<tokio_util::sync::CancellationToken>,
 }
 
 /// Counts a resumable session as live for as long as it is held.
@@ -158,6 +161,7 @@ impl Client {
             endpoint: OnceLock::new(),
             resume_attempts: Default::default(),
             live_resumable: Arc::default(),
+            off_relays: Mutex::default(),
         }
     }
 
@@ -190,8 +194,12 @@ impl Client {
         R: tokio::io::AsyncRead + Unpin,
         W: tokio::io::AsyncWrite + Unpin,
     {
+        let relayed = matches!(session.path, Some(Path::Relay(_)));
         match session.into_resumable() {
-            Ok(resumable) => {
+            Ok(mut resumable) => {
+                if relayed {
+                    resumable.link.leaving = self.relay_leaving();
+                }
                 let _live = Live::new(&self.live_resumable);
                 let resume = ferry_proto::e2e::ClientResume::new(resumable.keys.clone());
                 let side = crate::resume::Side::Client { resume, reattach: self };
@@ -221,15 +229,33 @@ impl Client {
                 let (mut conversation, connect) = ClientConnect::start(self.ticket.host);
                 first.extend_from_slice(&connect.to_vec()?);
                 put_frame(&mut first, request)?;
+                let leaving = self.relay_leaving();
                 send.write_chunks(&mut [first.freeze()]).await?;
                 match conversation.handle(recv.message(self.handshake_timeout).await?)? {
                     ConnectEvent::Accepted => {}
                     ConnectEvent::Refused(reason) => return Err(Error::Refused(reason)),
                     ConnectEvent::Redirected(_) => return Err(Error::Cut("a redirect while resuming a session")),
                 }
+                return Ok(crate::resume::Link { send, recv, leaving });
             }
         }
         Ok(crate::resume::Link::new(send, recv))
+    }
+
+    /// The `leaving` token of a resumable session on a relay path: it fires when a direct
+    /// path comes up ([`Client::move_off_relays`]).
+    fn relay_leaving(&self) -> tokio_util::sync::CancellationToken {
+        // A child unregisters itself from its parent when dropped: ended sessions leave
+        // nothing behind.
+        self.off_relays.lock().unwrap_or_else(PoisonError::into_inner).child_token()
+    }
+
+    /// A direct path came up: every resumable session riding a relay moves onto it (a
+    /// resume request as the direct stream's first frame, as after a lost path), and the
+    /// relayed streams are closed, releasing the relay.
+    fn move_off_relays(&self) {
+        let leaving = std::mem::take(&mut *self.off_relays.lock().unwrap_or_else(PoisonError::into_inner));
+        leaving.cancel();
     }
 
     /// How many times this client's sessions have tried to re-attach to their host after
@@ -601,7 +627,9 @@ impl Client {
                 paths.learned.insert(0, addr.to_string());
             }
             paths.last_good = Some(path.clone());
+            drop(paths);
             tracing::info!("punched a direct path to the host: later sessions go {path}");
+            self.move_off_relays();
             return Ok(Some(path));
         }
         Ok(None)
