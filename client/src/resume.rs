@@ -194,6 +194,8 @@ struct Shared {
     ack_wanted: Notify,
     /// Our `Fin` is sealed (set by the upstream half, read by the downstream half).
     fin_sealed: AtomicBool,
+    /// The peer's `Fin` is opened (set by the downstream half, read by the watch).
+    peer_fin: AtomicBool,
     /// Acknowledgements (and keep-alives) heard from the peer: the path is alive.
     heard: AtomicU64,
     /// Keep-alives heard in a row (no progress in between), and until when the last one
@@ -311,6 +313,7 @@ where
         ack: Mutex::new(None),
         ack_wanted: Notify::new(),
         fin_sealed: AtomicBool::new(false),
+        peer_fin: AtomicBool::new(false),
         heard: AtomicU64::new(0),
         peer_paused: Mutex::new((0, None)),
         reading: AtomicBool::new(false),
@@ -458,6 +461,8 @@ where
         // How long the path has been silent while data was outstanding and this end read it.
         let mut silent = Duration::ZERO;
         let mut heard = shared.heard.load(Ordering::Acquire);
+        // Whether a request to leave came when only acknowledgements were left to exchange.
+        let mut stay = false;
         loop {
             let arrival = async {
                 match arrivals.as_deref_mut() {
@@ -468,7 +473,13 @@ where
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => return None,
-                _ = leaving.cancelled() => {
+                _ = leaving.cancelled(), if !stay => {
+                    if shared.fin_sealed.load(Ordering::Acquire) && shared.peer_fin.load(Ordering::Acquire) {
+                        // Both ends have said all they will: the peer may be done with the
+                        // session already and would not know it on another path. Finish here.
+                        stay = true;
+                        continue;
+                    }
                     tracing::info!("the path is going away: moving the session to another");
                     stop.cancel();
                     return None;
@@ -613,7 +624,10 @@ impl<W: AsyncWrite + Unpin> Downstream<'_, W> {
             while let Some(record) = self.inbound.open(&mut self.recv.buf)? {
                 match record {
                     Opened::Data(bytes) => self.pending.push_back(bytes),
-                    Opened::Fin => *self.fin_opened = true,
+                    Opened::Fin => {
+                        *self.fin_opened = true;
+                        self.shared.peer_fin.store(true, Ordering::Release);
+                    }
                     Opened::Ack(count) => self.shared.heard(count, false)?,
                     Opened::Paused(count) => self.shared.heard(count, true)?,
                 }
