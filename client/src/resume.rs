@@ -546,19 +546,15 @@ async fn upstream<R: AsyncRead + Unpin>(
             // acknowledgement (of the peer's `Fin`) before the stream finishes.
             tokio::select! {
                 biased;
-                _ = stop.cancelled() => {
-                    if let Some(wanted) = shared.take_ack() {
-                        let ack = shared.seal_ack(wanted)?;
-                        let _ = tokio::time::timeout(STALL_AFTER, send.write_chunks(&mut [ack])).await;
-                    }
-                    return Ok(true);
-                }
+                _ = stop.cancelled() => return finish_on_stop(send, shared).await,
                 _ = shared.ack_wanted.notified() => continue,
             }
         }
         tokio::select! {
             biased;
-            _ = stop.cancelled() => return Ok(false),
+            // The acknowledgement of our `Fin` may have come with the stop (the downstream
+            // half saw both ends done before this half looked again): finish, not fail.
+            _ = stop.cancelled() => return finish_on_stop(send, shared).await,
             _ = shared.ack_wanted.notified() => continue,
             _ = shared.room.notified(), if !room || fin_sealed => continue,
             read = std::future::poll_fn(|cx| poll_read_lazily(local, cx, &mut plain, MAX_RECORD_DATA)), if room && !fin_sealed => {
@@ -576,6 +572,21 @@ async fn upstream<R: AsyncRead + Unpin>(
             }
         }
     }
+}
+
+/// The phase stopped: when our `Fin` is sealed and everything acknowledged (the session is
+/// done on this side), sends the last acknowledgement (of the peer's `Fin`) before the stream
+/// finishes and says done (`Ok(true)`); otherwise `Ok(false)`.
+async fn finish_on_stop(send: &mut LinkSend, shared: &Shared) -> Result<bool, Error> {
+    let done = shared.fin_sealed.load(Ordering::Acquire) && shared.out().replay().data_charged() == 0;
+    if !done {
+        return Ok(false);
+    }
+    if let Some(wanted) = shared.take_ack() {
+        let ack = shared.seal_ack(wanted)?;
+        let _ = tokio::time::timeout(STALL_AFTER, send.write_chunks(&mut [ack])).await;
+    }
+    Ok(true)
 }
 
 /// Writes one record unless the phase stops first (a write to a blackholed path can wait
