@@ -272,9 +272,10 @@ async fn a_relayed_session_moves_onto_a_direct_path_mid_stream() -> Result<()> {
     let transfer = echo_paced(stream, 19, LEN, pace, &progress);
     let watch = async {
         until_received(&progress, 1).await?;
-        let first = stack.client.path_in_use().context("no path in use")?;
-        ensure!(matches!(first, ferry_client::Path::Relay(_)), "the session started {first}, not through a relay");
-        // The move: a direct path learned and the session resumed onto it.
+        // The move: a direct path learned and the session resumed onto it. (A resume attempt
+        // shows the session started through a relay: the ticket names no direct address,
+        // and only sessions riding a relay are moved. `path_in_use` alone would not: the
+        // punch may already have made the direct path the preferred one.)
         let deadline = Instant::now() + Duration::from_secs(20);
         while stack.client.resume_attempts() == 0
             || !matches!(stack.client.path_in_use(), Some(ferry_client::Path::Direct(_)))
