@@ -683,6 +683,11 @@ impl<W: AsyncWrite + Unpin> Downstream<'_, W> {
                     }
                 }
                 self.local.flush().await?;
+                // A read full of small records leaves many slots behind; an idle session
+                // would hold them for good (up to 128 KiB for 19-byte records).
+                if self.pending.capacity() > 16 {
+                    *self.pending = VecDeque::new();
+                }
             }
             if *self.fin_opened && !*self.fin_received {
                 self.local.flush().await?;
