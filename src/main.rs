@@ -69,10 +69,14 @@ enum Command {
         /// auto (QUIC first, TCP if QUIC does not answer within 250 ms).
         #[arg(long, default_value = "auto")]
         transport: Transport,
-        /// Make sessions resumable: when the relay carrying one dies, the session moves to
-        /// another path of the ticket without losing a byte, and the local connection stays
-        /// open (experimental; the host must be of this version).
+        /// Do not make sessions resumable. By default, when the relay carrying a session
+        /// dies, drains or is blackholed (or a direct path comes up), the session moves to
+        /// another path of the ticket without losing a byte and the local connection stays
+        /// open; hosts from before resumption get plain sessions either way.
         #[arg(long)]
+        no_resume: bool,
+        /// Resumable sessions (the default now; kept so that older command lines work).
+        #[arg(long, hide = true, conflicts_with = "no_resume")]
         resume: bool,
     },
     /// One session on stdin/stdout (like netcat); exits 0 when the host ends it cleanly.
@@ -414,9 +418,9 @@ async fn run(command: Command) -> Result<()> {
             }
             host_run(config).await?;
         }
-        Command::Connect { ticket, listen, key, transport, resume } => {
+        Command::Connect { ticket, listen, key, transport, no_resume, resume: _ } => {
             let client = Client::new(parse_ticket(&ticket)?, key.load()?, HopOptions::client());
-            let client = Arc::new(client.with_transport(transport).resumable(resume));
+            let client = Arc::new(client.with_transport(transport).resumable(!no_resume));
             if !reach_relay(&client).await? {
                 return Ok(());
             }

@@ -49,6 +49,11 @@ use crate::{Error, Session};
 /// (twice QUIC's head start over TCP, so a relay that answers only over TCP still wins).
 pub const NEXT_RELAY_AFTER: Duration = Duration::from_millis(500);
 
+/// Keep-alive interval of a resumable client's QUIC hops (at most; see [`Client::resumable`]).
+pub const RESUMABLE_KEEP_ALIVE: Duration = Duration::from_secs(1);
+/// Idle timeout of a resumable client's QUIC hops (at most).
+pub const RESUMABLE_IDLE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// How long a path that failed stays at the back of the order (unless its background
 /// re-check finds it working again sooner).
 const FAILED_PATH_BACKOFF: Duration = Duration::from_secs(30);
@@ -117,6 +122,29 @@ pub struct Client {
     endpoint: OnceLock<quinn::Endpoint>,
     /// The resumption PSK of the last full handshake, and handshake counts.
     psk: crate::psk_cache::PskCache,
+    /// Resume attempts made so far, by every session of this client.
+    resume_attempts: std::sync::atomic::AtomicU64,
+    /// Resumable sessions bridged now (each holds its replay buffers until it ends).
+    live_resumable: Arc<std::sync::atomic::AtomicUsize>,
+    /// Parent of the `leaving` token of every resumable session riding a relay: cancelled
+    /// (and replaced) when a direct path comes up, so those sessions move onto it.
+    off_relays: Mutex<tokio_util::sync::CancellationToken>,
+}
+
+/// Counts a resumable session as live for as long as it is held.
+struct Live(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Live {
+    fn new(count: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(count.clone())
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Client {
@@ -134,6 +162,9 @@ impl Client {
             paths: Arc::default(),
             endpoint: OnceLock::new(),
             psk: crate::psk_cache::PskCache::default(),
+            resume_attempts: Default::default(),
+            live_resumable: Arc::default(),
+            off_relays: Mutex::default(),
         }
     }
 
@@ -144,9 +175,17 @@ impl Client {
     }
 
     /// Offers resumable sessions: a session bridged with [`Client::bridge`] then survives
-    /// the loss of its path (another relay, or the direct path, carries it on).
+    /// the loss of its path (another relay, or the direct path, carries it on). Its QUIC
+    /// hops then keep alive and time out as a host's do ([`RESUMABLE_KEEP_ALIVE`],
+    /// [`RESUMABLE_IDLE_TIMEOUT`]), so a blackholed relay is noticed within seconds even
+    /// while no data flows (while it does, the end-to-end acknowledgements notice it in
+    /// about two, over TCP too).
     pub fn resumable(mut self, yes: bool) -> Self {
         self.resumable = yes;
+        if yes {
+            self.options.keep_alive = self.options.keep_alive.min(RESUMABLE_KEEP_ALIVE);
+            self.options.idle_timeout = self.options.idle_timeout.min(RESUMABLE_IDLE_TIMEOUT);
+        }
         self
     }
 
@@ -164,8 +203,13 @@ impl Client {
         R: tokio::io::AsyncRead + Unpin,
         W: tokio::io::AsyncWrite + Unpin,
     {
+        let relayed = matches!(session.path, Some(Path::Relay(_)));
         match session.into_resumable() {
-            Ok(resumable) => {
+            Ok(mut resumable) => {
+                if relayed {
+                    resumable.link.leaving = self.relay_leaving();
+                }
+                let _live = Live::new(&self.live_resumable);
                 let resume = ferry_proto::e2e::ClientResume::new(resumable.keys.clone());
                 let side = crate::resume::Side::Client { resume, reattach: self };
                 let timeout = self.resume_timeout;
@@ -194,15 +238,44 @@ impl Client {
                 let (mut conversation, connect) = ClientConnect::start(self.ticket.host);
                 first.extend_from_slice(&connect.to_vec()?);
                 put_frame(&mut first, request)?;
+                let leaving = self.relay_leaving();
                 send.write_chunks(&mut [first.freeze()]).await?;
                 match conversation.handle(recv.message(self.handshake_timeout).await?)? {
                     ConnectEvent::Accepted => {}
                     ConnectEvent::Refused(reason) => return Err(Error::Refused(reason)),
                     ConnectEvent::Redirected(_) => return Err(Error::Cut("a redirect while resuming a session")),
                 }
+                return Ok(crate::resume::Link { send, recv, leaving });
             }
         }
-        Ok(crate::resume::Link { send, recv })
+        Ok(crate::resume::Link::new(send, recv))
+    }
+
+    /// The `leaving` token of a resumable session on a relay path: it fires when a direct
+    /// path comes up ([`Client::move_off_relays`]).
+    fn relay_leaving(&self) -> tokio_util::sync::CancellationToken {
+        // A child unregisters itself from its parent when dropped: ended sessions leave
+        // nothing behind.
+        self.off_relays.lock().unwrap_or_else(PoisonError::into_inner).child_token()
+    }
+
+    /// A direct path came up: every resumable session riding a relay moves onto it (a
+    /// resume request as the direct stream's first frame, as after a lost path), and the
+    /// relayed streams are closed, releasing the relay.
+    fn move_off_relays(&self) {
+        let leaving = std::mem::take(&mut *self.off_relays.lock().unwrap_or_else(PoisonError::into_inner));
+        leaving.cancel();
+    }
+
+    /// How many times this client's sessions have tried to re-attach to their host after
+    /// losing a path (each attempt over all paths counts once).
+    pub fn resume_attempts(&self) -> u64 {
+        self.resume_attempts.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Resumable sessions bridged by this client now, running or trying to resume.
+    pub fn resumable_sessions(&self) -> usize {
+        self.live_resumable.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Uses `transport` for every hop.
@@ -626,7 +699,9 @@ impl Client {
                 paths.learned.insert(0, addr.to_string());
             }
             paths.last_good = Some(path.clone());
+            drop(paths);
             tracing::info!("punched a direct path to the host: later sessions go {path}");
+            self.move_off_relays();
             return Ok(Some(path));
         }
         Ok(None)
@@ -699,6 +774,7 @@ impl crate::resume::Reattach for Client {
         &'a self,
         request: &'a [u8],
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<crate::resume::Link, Error>> + Send + 'a>> {
+        self.resume_attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Box::pin(async move { self.race(|path| self.attach_via(path, request)).await.map(|(link, _)| link) })
     }
 }

@@ -119,6 +119,8 @@ pub struct Host {
     tracker: TaskTracker,
     status: watch::Receiver<HostStatus>,
     status_tx: Arc<watch::Sender<HostStatus>>,
+    /// The live resumable sessions (shared with the tasks).
+    resumes: Arc<crate::resume::ResumeRegistry>,
     /// Cancels every task when the handle is dropped.
     _stop_on_drop: DropGuard,
 }
@@ -177,6 +179,7 @@ impl Host {
             }
         }
         let config = Arc::new(config);
+        let resumes = config.resumes.clone();
         for index in 0..config.relays.len() {
             tracker.spawn(stay_registered(config.clone(), index, status_tx.clone(), cancel.clone(), tracker.clone()));
         }
@@ -188,12 +191,18 @@ impl Host {
             };
             tracker.spawn(direct.serve(admission, cancel.clone(), tracker.clone()));
         }
-        Self { _stop_on_drop: cancel.clone().drop_guard(), cancel, tracker, status, status_tx }
+        Self { _stop_on_drop: cancel.clone().drop_guard(), cancel, tracker, status, status_tx, resumes }
     }
 
     /// The address the direct port is bound to (`None` without one).
     pub fn direct_addr(&self) -> Option<std::net::SocketAddr> {
         self.status.borrow().direct
+    }
+
+    /// Resumable sessions alive now, running or waiting for their client to come back
+    /// (each holds its replay buffers until it ends).
+    pub fn resumable_sessions(&self) -> usize {
+        self.resumes.len()
     }
 
     /// Registration status; await `changed()` on it to follow registrations.
@@ -365,6 +374,8 @@ async fn serve(
         RelayHop::Quic(conn) => Some(conn.clone()),
         RelayHop::Tcp(_) => None,
     };
+    // Fired when the relay says it is going away: the resumable sessions it carries move.
+    let leaving = CancellationToken::new();
     loop {
         tokio::select! {
             biased;
@@ -381,13 +392,20 @@ async fn serve(
                 match event {
                     Ok(HostEvent::Incoming { session }) if quic.is_none() => {
                         let (config, hop, cancel) = (config.clone(), hop.clone(), cancel.clone());
+                        let leaving = leaving.clone();
                         tracker.spawn(async move {
-                            if let Err(e) = attach_session(&config, &hop, session, cancel).await {
+                            if let Err(e) = attach_session(&config, &hop, session, cancel, leaving).await {
                                 debug!("session ended: {}", e.report());
                             }
                         });
                     }
-                    Ok(HostEvent::GoingAway) => return Ended::Other("the relay is going away".into()),
+                    Ok(HostEvent::GoingAway) => {
+                        // Resumable sessions move to another path now, not when the relay's
+                        // drain deadline cuts them (zero loss: their replay buffers cover
+                        // what was in flight); the relay exits once they have left.
+                        leaving.cancel();
+                        return Ended::Other("the relay is going away".into());
+                    }
                     Ok(HostEvent::Refused(reason)) => return Error::Refused(reason).into(),
                     Ok(_) => return Ended::Other("the relay sent an unexpected control message".into()),
                     Err(e) => return e.into(),
@@ -395,7 +413,7 @@ async fn serve(
             }
             stream = accept_stream(quic.as_ref()) => match stream {
                 Ok((send, recv)) => {
-                    let (config, cancel) = (config.clone(), cancel.clone());
+                    let (config, cancel, leaving) = (config.clone(), cancel.clone(), leaving.clone());
                     tracker.spawn(async move {
                         let mut recv = Framed::new(ferry_link::LinkRecv::Quic(recv));
                         let started = match recv.message(config.handshake_timeout).await {
@@ -403,7 +421,7 @@ async fn serve(
                             Err(e) => Err(e.into()),
                         };
                         let result = match started {
-                            Ok(()) => serve_session(&config, LinkSend::Quic(send), recv, cancel).await,
+                            Ok(()) => serve_session(&config, LinkSend::Quic(send), recv, cancel, leaving).await,
                             Err(e) => Err(e),
                         };
                         if let Err(e) = result {
@@ -438,10 +456,11 @@ async fn attach_session(
     hop: &RelayHop,
     session: u64,
     cancel: CancellationToken,
+    leaving: CancellationToken,
 ) -> Result<(), Error> {
     let HopStream { mut send, recv, .. } = hop.open_stream().await?;
     send.send_message(&connect::attach(session)).await?;
-    serve_session(config, send, Framed::new(recv), cancel).await
+    serve_session(config, send, Framed::new(recv), cancel, leaving).await
 }
 
 /// What a host answers a punch with: its direct socket, and its status (what each relay
@@ -464,7 +483,8 @@ impl Sessions for DirectSessions {
         hello: Vec<u8>,
         cancel: CancellationToken,
     ) -> Result<(), Error> {
-        serve_hello(&self.0, send, recv, &hello, cancel).await
+        // A direct stream leaves only when it fails.
+        serve_hello(&self.0, send, recv, &hello, cancel, CancellationToken::new()).await
     }
 }
 
@@ -474,27 +494,30 @@ async fn serve_session(
     send: LinkSend,
     mut recv: Framed,
     cancel: CancellationToken,
+    leaving: CancellationToken,
 ) -> Result<(), Error> {
     let hello = recv.frame(MAX_HANDSHAKE_LEN, config.handshake_timeout).await?;
-    serve_hello(config, send, recv, &hello, cancel).await
+    serve_hello(config, send, recv, &hello, cancel, leaving).await
 }
 
 /// One session once its first handshake message is read (through a relay or on the
 /// direct port): handshake, allow-list, service lookup, local connection, bridge (until
-/// `cancel`).
+/// `cancel`). `leaving` fires when the path the stream came on is going away: a resumable
+/// session then moves to another.
 pub(crate) async fn serve_hello(
     config: &HostConfig,
     mut send: LinkSend,
     mut recv: Framed,
     hello: &[u8],
     cancel: CancellationToken,
+    leaving: CancellationToken,
 ) -> Result<(), Error> {
     // The first-frame dispatch table (`FirstFrame::classify`): by length, nothing the relay
     // must understand.
     let kind = FirstFrame::classify(hello);
     if kind == FirstFrame::ResumeRequest {
         // No Noise message 1 is this short (at least 96 bytes): a client resuming a session.
-        let link = crate::resume::Link { send, recv };
+        let link = crate::resume::Link { send, recv, leaving: leaving.clone() };
         return crate::resume::serve_resume(&config.resumes, link, hello).await;
     }
     let resumed = (kind == FirstFrame::Resumed).then(|| {
@@ -584,7 +607,8 @@ pub(crate) async fn serve_hello(
     let ferry_proto::e2e::Established { sealer, opener, resume, .. } = established;
     let session = Session { send, recv, sealer, opener, path: None, resume };
     match session.into_resumable() {
-        Ok(resumable) => {
+        Ok(mut resumable) => {
+            resumable.link.leaving = leaving;
             let resume = Arc::new(std::sync::Mutex::new(ferry_proto::e2e::HostResume::new(resumable.keys.clone())));
             let side = crate::resume::Side::Host { registry: &config.resumes, resume };
             crate::resume::bridge(resumable, side, local_read, local_write, config.resume_timeout, cancel).await?;

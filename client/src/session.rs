@@ -71,7 +71,7 @@ impl Session {
         match self.resume {
             None => Err(self),
             Some(keys) => Ok(crate::resume::Resumable {
-                link: crate::resume::Link { send: self.send, recv: self.recv },
+                link: crate::resume::Link::new(self.send, self.recv),
                 out: Outbound::new(self.sealer, DEFAULT_REPLAY_LIMIT),
                 inbound: Inbound::new(self.opener),
                 keys,

@@ -7,7 +7,9 @@
 //!           | 1 Fin  (empty body: this direction is finished, authenticated)
 //!           | 2 Ack  (body = u64 big endian: records received from the peer so far,
 //!                     i.e. the highest record counter received plus one; resumable
-//!                     sessions only, see `resume`)
+//!                     sessions only, see `resume`. The top bit set (`ACK_PAUSED`) makes
+//!                     it a keep-alive: the sender is alive but its application is not
+//!                     reading, so the path is not to be taken for lost)
 //! ```
 //! Each direction has its own key (the Noise split) and an implicit nonce that counts
 //! records, exactly as Noise's `CipherState` (AES-256-GCM, 64-bit big-endian nonce, empty
@@ -55,6 +57,9 @@ pub enum RecordKind {
 
 /// Bytes of an `Ack` record's body: a u64 count of records received.
 pub const ACK_BODY_LEN: usize = 8;
+/// The bit of an `Ack` body that makes it a keep-alive of a receiver whose application has
+/// stopped reading ([`Opened::Paused`]); counts never reach it.
+pub const ACK_PAUSED: u64 = 1 << 63;
 
 /// One opened record.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -74,6 +79,9 @@ pub enum Opened {
     Fin,
     /// The peer has received this many of our records (counters `0..n`).
     Ack(u64),
+    /// As `Ack`, and the peer's application is not reading: the peer is alive, and what it
+    /// has not acknowledged waits for its reader, not for a lost path.
+    Paused(u64),
 }
 
 /// One direction's AEAD key and record counter.
@@ -182,7 +190,9 @@ impl Opener {
             None => Ok(None),
             Some(Opened::Data(data)) => Ok(Some(Record::Data(data))),
             Some(Opened::Fin) => Ok(Some(Record::Fin)),
-            Some(Opened::Ack(_)) => Err(Error::BadRecord("an acknowledgement in a session that is not resumable")),
+            Some(Opened::Ack(_) | Opened::Paused(_)) => {
+                Err(Error::BadRecord("an acknowledgement in a session that is not resumable"))
+            }
         }
     }
 
@@ -218,7 +228,8 @@ impl Opener {
             2 => {
                 let count = <[u8; ACK_BODY_LEN]>::try_from(&sealed[..])
                     .map_err(|_| Error::BadRecord("an Ack record's body is not one 8-byte count"))?;
-                Ok(Some(Opened::Ack(u64::from_be_bytes(count))))
+                let count = u64::from_be_bytes(count);
+                Ok(Some(if count & ACK_PAUSED == 0 { Opened::Ack(count) } else { Opened::Paused(count & !ACK_PAUSED) }))
             }
             _ => Err(Error::BadRecord("unknown record kind")),
         }

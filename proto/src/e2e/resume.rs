@@ -12,7 +12,11 @@
 //!   until acknowledged. The buffer is the backpressure: when it is full the sender waits, so
 //!   the memory a session holds stays under [`Outbound::bound`] whatever the path does.
 //! - [`Inbound`]: one direction's receiver, opening records and saying when an
-//!   acknowledgement (record kind 2) is due.
+//!   acknowledgement (record kind 2) is due: on receipt, delayed by at most [`ACK_DELAY`]
+//!   (or [`ACK_EVERY_RECORDS`] / [`ACK_EVERY_BYTES`], whichever first). A receiver whose
+//!   application stops reading sends keep-alives ([`Outbound::seal_keepalive`], an `Ack`
+//!   with [`crate::e2e::record::ACK_PAUSED`] set), so its peer tells a paused reader from a
+//!   lost path.
 //! - [`ClientResume`], [`HostResume`]: the resume request and the host's answer, which prove
 //!   the resumption secret and cannot be replayed.
 //!
@@ -57,8 +61,15 @@ pub const DEFAULT_REPLAY_LIMIT: usize = 1 << 20;
 pub const RECORD_OVERHEAD: usize = 48;
 /// A receiver acknowledges after this many bytes of records...
 pub const ACK_EVERY_BYTES: usize = 64 * 1024;
-/// ...or after this many records, whichever comes first.
+/// ...or after this many records...
 pub const ACK_EVERY_RECORDS: u64 = 32;
+/// ...or this long after the first record it has not acknowledged arrived, whichever comes
+/// first (a peer's `Fin` is acknowledged at once). Acknowledgements follow *receipt*, not the
+/// application's reads: a record is acknowledged once it is opened, so a burst of small
+/// records costs one acknowledgement, and a receiver whose application stops reading still
+/// acknowledges what reached it. The delay holds at most [`ACK_EVERY_BYTES`] back, far under
+/// the replay bound, so it costs no throughput.
+pub const ACK_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
 /// Acknowledgements a sender may hold beyond the data bound. They are never held back (two
 /// ends whose buffers are both full must still be able to acknowledge each other), and the
 /// peer acknowledges them within [`ACK_EVERY_RECORDS`]; more than this many outstanding
@@ -458,10 +469,24 @@ impl Outbound {
     /// Seals an acknowledgement that `received` peer records have been opened. Never held
     /// back by the data bound; fails when the peer leaves too many of them unacknowledged.
     pub fn seal_ack(&mut self, received: u64) -> Result<Bytes, Error> {
+        self.seal_ack_body(received)
+    }
+
+    /// Seals a keep-alive: an acknowledgement of `received` that also says this end's
+    /// application is not reading (its peer then holds its stall watch, see
+    /// [`Opened::Paused`]). Costs what an `Ack` costs, and is acknowledged like one.
+    pub fn seal_keepalive(&mut self, received: u64) -> Result<Bytes, Error> {
+        if received & crate::e2e::record::ACK_PAUSED != 0 {
+            return Err(Error::BadRecord("a count too large to acknowledge"));
+        }
+        self.seal_ack_body(received | crate::e2e::record::ACK_PAUSED)
+    }
+
+    fn seal_ack_body(&mut self, body: u64) -> Result<Bytes, Error> {
         if self.replay.acks >= MAX_OUTSTANDING_ACKS {
             return Err(Error::BadRecord("the peer does not acknowledge our acknowledgements"));
         }
-        self.seal_kept(RecordKind::Ack, &received.to_be_bytes(), true)
+        self.seal_kept(RecordKind::Ack, &body.to_be_bytes(), true)
     }
 
     fn seal_kept(&mut self, kind: RecordKind, data: &[u8], is_ack: bool) -> Result<Bytes, Error> {
@@ -473,8 +498,11 @@ impl Outbound {
     }
 
     /// The peer acknowledged `received` records (an `Ack`, or its count in a resume).
-    pub fn acknowledge(&mut self, received: u64) -> Result<(), Error> {
-        self.replay.acknowledge(received)
+    /// `Ok(true)` when that let go of records (progress), `Ok(false)` for an old count.
+    pub fn acknowledge(&mut self, received: u64) -> Result<bool, Error> {
+        let before = self.replay.len();
+        self.replay.acknowledge(received)?;
+        Ok(self.replay.len() < before)
     }
 
     /// The records to send again to a peer that has opened `received`, acknowledging what
@@ -507,14 +535,17 @@ pub struct Inbound {
     /// Records of any kind since the last acknowledgement.
     unacked_records: u64,
     unacked_bytes: usize,
-    /// Whether a `Data` or `Fin` is among them (what an idle flush answers).
+    /// Whether a `Data` or `Fin` is among them (what a delayed acknowledgement answers).
     unacked_data: bool,
+    /// Whether the peer's `Fin` is among them (acknowledged at once: the peer waits for it
+    /// to finish the stream).
+    unacked_fin: bool,
 }
 
 impl Inbound {
     /// A receiver over `opener`.
     pub fn new(opener: Opener) -> Self {
-        Self { opener, unacked_records: 0, unacked_bytes: 0, unacked_data: false }
+        Self { opener, unacked_records: 0, unacked_bytes: 0, unacked_data: false, unacked_fin: false }
     }
 
     /// Takes one record from the front of `buf` (`Ok(None)`: read more). After a path is
@@ -525,7 +556,8 @@ impl Inbound {
         if let Some(record) = &opened {
             self.unacked_records += 1;
             self.unacked_bytes += before - buf.len();
-            self.unacked_data |= !matches!(record, Opened::Ack(_));
+            self.unacked_data |= matches!(record, Opened::Data(_) | Opened::Fin);
+            self.unacked_fin |= matches!(record, Opened::Fin);
         }
         Ok(opened)
     }
@@ -535,14 +567,17 @@ impl Inbound {
         self.opener.records()
     }
 
-    /// Whether enough has arrived since the last acknowledgement that one should go now.
+    /// Whether enough has arrived since the last acknowledgement that one should go now
+    /// (without waiting for [`ACK_DELAY`]): [`ACK_EVERY_RECORDS`], [`ACK_EVERY_BYTES`], or the
+    /// peer's `Fin`.
     pub fn ack_due(&self) -> bool {
-        self.unacked_records >= ACK_EVERY_RECORDS || self.unacked_bytes >= ACK_EVERY_BYTES
+        self.unacked_records >= ACK_EVERY_RECORDS || self.unacked_bytes >= ACK_EVERY_BYTES || self.unacked_fin
     }
 
-    /// Whether data or a `Fin` arrived since the last acknowledgement: then an idle input
-    /// acknowledges at once, so the peer's buffer empties. Acknowledgements alone do not
-    /// count here (two idle ends would otherwise acknowledge each other for ever).
+    /// Whether data or a `Fin` arrived since the last acknowledgement: then one goes at the
+    /// latest [`ACK_DELAY`] after the first of them arrived (the caller keeps the clock), so
+    /// the peer's buffer empties. Acknowledgements alone do not count here (two idle ends
+    /// would otherwise acknowledge each other for ever).
     pub fn has_unacknowledged(&self) -> bool {
         self.unacked_data
     }
@@ -552,6 +587,7 @@ impl Inbound {
         self.unacked_records = 0;
         self.unacked_bytes = 0;
         self.unacked_data = false;
+        self.unacked_fin = false;
         self.received()
     }
 
@@ -814,6 +850,115 @@ mod tests {
         assert!(acks <= 1024 / ACK_EVERY_RECORDS as usize + 1024 / 64);
     }
 
+    /// Sends `records` records of `size` bytes one way, one every `gap_us` microseconds (a
+    /// fake clock), the receiver acknowledging on receipt as the bridge does: when
+    /// [`Inbound::ack_due`], else [`ACK_DELAY`] after the first unacknowledged record.
+    /// Returns (data wire bytes, ack records, ack wire bytes).
+    fn timed_ack_cost(records: usize, size: usize, gap_us: u64) -> (usize, usize, usize) {
+        let mut out = Outbound::new(Sealer::new(&[1; 32]).unwrap(), DEFAULT_REPLAY_LIMIT);
+        let mut inb = Inbound::new(Opener::new(&[1; 32]).unwrap());
+        let mut back = Outbound::new(Sealer::new(&[2; 32]).unwrap(), DEFAULT_REPLAY_LIMIT);
+        let delay = ACK_DELAY.as_micros() as u64;
+        let (mut data_bytes, mut acks) = (0, 0);
+        // When the first unacknowledged record arrived (µs on the fake clock).
+        let mut since: Option<u64> = None;
+        let data = vec![7u8; size];
+        for i in 0..records as u64 {
+            let now = i * gap_us;
+            // The delay timer fires before this record arrives.
+            if since.is_some_and(|at| at + delay <= now) {
+                back.seal_ack(inb.take_ack()).unwrap();
+                acks += 1;
+                since = None;
+            }
+            let record = out.seal(RecordKind::Data, &data).unwrap();
+            data_bytes += record.len();
+            let mut wire = BytesMut::from(&record[..]);
+            let Some(Opened::Data(_)) = inb.open(&mut wire).unwrap() else { panic!("a data record") };
+            since.get_or_insert(now);
+            if inb.ack_due() {
+                let n = inb.take_ack();
+                back.seal_ack(n).unwrap();
+                out.acknowledge(n).unwrap();
+                acks += 1;
+                since = None;
+            }
+            // The sender's replay buffer lets go as acknowledgements come (instantly here).
+            if since.is_none() {
+                out.acknowledge(inb.received()).unwrap();
+            }
+            back.acknowledge(back.replay().next()).unwrap();
+        }
+        if inb.has_unacknowledged() {
+            acks += 1;
+        }
+        (data_bytes, acks, acks * ACK_WIRE_LEN)
+    }
+
+    #[test]
+    fn acknowledgements_on_receipt_cover_bursts_of_small_records() {
+        // 100-byte records read one at a time used to cost one 27-byte ack each (22.7 %).
+        // Acknowledged on receipt with the delay, a record every millisecond (a game, a
+        // chatty protocol) costs one ack per 20 of them.
+        let (data, acks, ack_bytes) = timed_ack_cost(1000, 100, 1000);
+        let overhead = ack_bytes as f64 / data as f64;
+        eprintln!(
+            "100-byte records, one per ms: {acks} acks for 1000 records, {:.2} % of the data bytes",
+            overhead * 100.0
+        );
+        assert!(acks <= 1000 / 20 + 1, "{acks}");
+        assert!(overhead < 0.02, "{overhead}");
+        // Faster still: the record-count threshold takes over.
+        let (data, acks, ack_bytes) = timed_ack_cost(1024, 100, 100);
+        eprintln!("100-byte records, one per 0.1 ms: {acks} acks, {:.2} %", ack_bytes as f64 / data as f64 * 100.0);
+        assert!(acks <= 1024 / ACK_EVERY_RECORDS as usize + 1, "{acks}");
+        // One record every 100 ms (typing): nothing to coalesce, one ack each, as before.
+        let (data, acks, ack_bytes) = timed_ack_cost(100, 100, 100_000);
+        eprintln!("100-byte records, one per 100 ms: {acks} acks, {:.1} %", ack_bytes as f64 / data as f64 * 100.0);
+        assert_eq!(acks, 100);
+        // Bulk: full records back to back, one ack per record (the byte threshold).
+        let (data, acks, ack_bytes) = timed_ack_cost(4096, MAX_RECORD_DATA, 10);
+        eprintln!("bulk: {acks} acks, {:.4} %", ack_bytes as f64 / data as f64 * 100.0);
+        assert!((ack_bytes as f64 / data as f64) < 0.001);
+    }
+
+    #[test]
+    fn a_keepalive_is_an_acknowledgement_that_says_paused() {
+        let mut out = host_out(3);
+        let mut wire = BytesMut::new();
+        let mut back = Outbound::new(Sealer::new(&[4; 32]).unwrap(), DEFAULT_REPLAY_LIMIT);
+        wire.extend_from_slice(&back.seal_keepalive(2).unwrap());
+        wire.extend_from_slice(&back.seal_ack(3).unwrap());
+        let mut inb = Inbound::new(Opener::new(&[4; 32]).unwrap());
+        assert_eq!(inb.open(&mut wire).unwrap(), Some(Opened::Paused(2)));
+        assert!(!inb.has_unacknowledged(), "a keep-alive is not data to acknowledge");
+        assert_eq!(inb.open(&mut wire).unwrap(), Some(Opened::Ack(3)));
+        assert!(out.acknowledge(2).unwrap(), "progress");
+        assert!(!out.acknowledge(2).unwrap(), "the same count again is no progress");
+        assert_eq!(back.replay().len(), 2, "a keep-alive is kept for a replay like any record");
+        assert!(back.seal_keepalive(crate::e2e::record::ACK_PAUSED).is_err());
+        // A plain session refuses both.
+        let mut plain = Opener::new(&[4; 32]).unwrap();
+        let mut wire = BytesMut::from(&back.replay_from(0).unwrap()[0][..]);
+        assert!(plain.open(&mut wire).is_err());
+    }
+
+    #[test]
+    fn a_fin_is_acknowledged_at_once() {
+        let mut sealer = Sealer::new(&[6; 32]).unwrap();
+        let mut wire = BytesMut::new();
+        sealer.seal(RecordKind::Data, b"last", &mut wire).unwrap();
+        sealer.seal(RecordKind::Fin, b"", &mut wire).unwrap();
+        let mut inb = Inbound::new(Opener::new(&[6; 32]).unwrap());
+        inb.open(&mut wire).unwrap();
+        assert!(!inb.ack_due(), "one small record waits for the delay");
+        assert!(inb.has_unacknowledged());
+        inb.open(&mut wire).unwrap();
+        assert!(inb.ack_due(), "the Fin does not wait");
+        assert_eq!(inb.take_ack(), 2);
+        assert!(!inb.ack_due());
+    }
+
     #[test]
     fn an_idle_buffer_lets_go_of_its_slots() {
         let mut out = Outbound::new(Sealer::new(&[1; 32]).unwrap(), DEFAULT_REPLAY_LIMIT);
@@ -891,7 +1036,9 @@ mod tests {
                 match record {
                     Opened::Data(data) => self.delivered.extend_from_slice(&data),
                     Opened::Fin => {}
-                    Opened::Ack(n) => self.out.acknowledge(n).unwrap(),
+                    Opened::Ack(n) | Opened::Paused(n) => {
+                        self.out.acknowledge(n).unwrap();
+                    }
                 }
             }
             self.inb.ack_due().then(|| self.ack())
