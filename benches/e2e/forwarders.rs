@@ -31,6 +31,9 @@ pub enum Kind {
     Direct,
     /// ferry over QUIC: real `ferry-relay` process, in-process host and client.
     FerryQuic,
+    /// ferry over QUIC with resumable sessions (acknowledgements and replay buffers), as
+    /// `ferry connect` opens them by default.
+    FerryQuicResumable,
     /// ferry over TCP+TLS (slot for the TCP transport).
     FerryTcp,
     /// ferry with the client on TCP+TLS and the host on QUIC (a viewer whose network
@@ -49,9 +52,10 @@ pub enum Kind {
 
 impl Kind {
     /// Every row, in table order.
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Direct,
         Kind::FerryQuic,
+        Kind::FerryQuicResumable,
         Kind::FerryTcp,
         Kind::FerryMixed,
         Kind::FerryMixedReverse,
@@ -65,6 +69,7 @@ impl Kind {
         match self {
             Kind::Direct => "direct",
             Kind::FerryQuic => "ferry-quic",
+            Kind::FerryQuicResumable => "ferry-quic-resumable",
             Kind::FerryTcp => "ferry-tcp",
             Kind::FerryMixed => "ferry-mixed",
             Kind::FerryMixedReverse => "ferry-mixed-reverse",
@@ -79,6 +84,7 @@ impl Kind {
         match self {
             Kind::Direct => "direct (no relay)",
             Kind::FerryQuic => "ferry over QUIC",
+            Kind::FerryQuicResumable => "ferry over QUIC, resumable",
             Kind::FerryTcp => "ferry over TCP+TLS",
             Kind::FerryMixed => "ferry, client TCP, host QUIC",
             Kind::FerryMixedReverse => "ferry, client QUIC, host TCP",
@@ -109,6 +115,8 @@ pub struct FerrySide {
     client: Arc<Client>,
     pub ticket: Ticket,
     pub transport: Transport,
+    /// Whether the client asks for resumable sessions.
+    pub resumable: bool,
     connect: JoinHandle<()>,
 }
 
@@ -131,10 +139,11 @@ pub async fn start(kind: Kind, service: SocketAddr) -> Result<Running> {
         Kind::Direct => {
             Ok(Running { entry: service, relay: None, helpers: Vec::new(), ferry: None, fd_per_session: 2, _dir: None })
         }
-        Kind::FerryQuic => start_ferry(service, Transport::Quic, Transport::Quic).await,
-        Kind::FerryTcp => start_ferry(service, Transport::Tcp, Transport::Tcp).await,
-        Kind::FerryMixed => start_ferry(service, Transport::Tcp, Transport::Quic).await,
-        Kind::FerryMixedReverse => start_ferry(service, Transport::Quic, Transport::Tcp).await,
+        Kind::FerryQuic => start_ferry(service, Transport::Quic, Transport::Quic, false).await,
+        Kind::FerryQuicResumable => start_ferry(service, Transport::Quic, Transport::Quic, true).await,
+        Kind::FerryTcp => start_ferry(service, Transport::Tcp, Transport::Tcp, false).await,
+        Kind::FerryMixed => start_ferry(service, Transport::Tcp, Transport::Quic, false).await,
+        Kind::FerryMixedReverse => start_ferry(service, Transport::Quic, Transport::Tcp, false).await,
         Kind::FerryDirect => start_ferry_direct(service).await,
         Kind::Socat => start_socat(service).await,
         Kind::RatholeNoise => start_rathole(service).await,
@@ -143,8 +152,13 @@ pub async fn start(kind: Kind, service: SocketAddr) -> Result<Running> {
 
 /// A `ferry-relay` process (QUIC and TCP on one port), an in-process host on
 /// `host_transport` and client on `client_transport`, and a local listener like
-/// `ferry connect`.
-async fn start_ferry(service: SocketAddr, client_transport: Transport, host_transport: Transport) -> Result<Running> {
+/// `ferry connect`; `resumable`: the client asks for resumable sessions.
+async fn start_ferry(
+    service: SocketAddr,
+    client_transport: Transport,
+    host_transport: Transport,
+    resumable: bool,
+) -> Result<Running> {
     let bin = ferry_relay_binary()?;
     let RelayProcess { proc: relay, relays, dir, .. } = RelayProcess::start(&bin, RelayLog::File).await?;
 
@@ -156,7 +170,7 @@ async fn start_ferry(service: SocketAddr, client_transport: Transport, host_tran
     let host = Host::spawn(config);
     wait_registered(&host, 1).await?;
     let ticket = Ticket::new(identity.key.public(), identity.secret.clone(), relays);
-    let (entry, ferry) = ferry_side(host, ticket, client_transport).await?;
+    let (entry, ferry) = ferry_side(host, ticket, client_transport, resumable).await?;
     Ok(Running {
         entry,
         relay: Some(relay),
@@ -171,8 +185,13 @@ async fn start_ferry(service: SocketAddr, client_transport: Transport, host_tran
 
 /// A warmed-up client for `ticket` behind a local listener like `ferry connect`, beside
 /// `host`: the entry point and the in-process parts.
-async fn ferry_side(host: Host, ticket: Ticket, transport: Transport) -> Result<(SocketAddr, FerrySide)> {
-    let client = Arc::new(new_client(&ticket, transport)?);
+async fn ferry_side(
+    host: Host,
+    ticket: Ticket,
+    transport: Transport,
+    resumable: bool,
+) -> Result<(SocketAddr, FerrySide)> {
+    let client = Arc::new(new_client(&ticket, transport, resumable)?);
     client.warm_up().await?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let entry = listener.local_addr()?;
@@ -180,7 +199,7 @@ async fn ferry_side(host: Host, ticket: Ticket, transport: Transport) -> Result<
         let client = client.clone();
         async move { drop(client.serve(listener, tokio_util::sync::CancellationToken::new()).await) }
     });
-    Ok((entry, FerrySide { host, client, ticket, transport, connect }))
+    Ok((entry, FerrySide { host, client, ticket, transport, resumable, connect }))
 }
 
 /// An in-process host with a direct port on loopback and no relay, and a client whose
@@ -194,13 +213,15 @@ async fn start_ferry_direct(service: SocketAddr) -> Result<Running> {
     let direct = host.direct_addr().context("the host's direct port")?;
     let mut ticket = Ticket::new(identity.key.public(), identity.secret.clone(), Vec::new());
     ticket.direct = vec![direct.to_string()];
-    let (entry, ferry) = ferry_side(host, ticket, Transport::Quic).await?;
+    let (entry, ferry) = ferry_side(host, ticket, Transport::Quic, false).await?;
     Ok(Running { entry, relay: None, helpers: Vec::new(), ferry: Some(ferry), fd_per_session: 0, _dir: None })
 }
 
 /// A client for `ticket` with a fresh key.
-pub fn new_client(ticket: &Ticket, transport: Transport) -> Result<Client> {
-    Ok(Client::new(ticket.clone(), StaticKey::generate()?, HopOptions::client()).with_transport(transport))
+pub fn new_client(ticket: &Ticket, transport: Transport, resumable: bool) -> Result<Client> {
+    Ok(Client::new(ticket.clone(), StaticKey::generate()?, HopOptions::client())
+        .with_transport(transport)
+        .resumable(resumable))
 }
 
 async fn start_socat(service: SocketAddr) -> Result<Running> {

@@ -220,7 +220,7 @@ pub async fn open_idle(run: &Running, idle: &mut IdleSessions, total: usize) -> 
     const PER_CLIENT: usize = 1_000;
     while idle.len() < total {
         if idle.pipes.len() >= idle.clients.len() * PER_CLIENT {
-            let client = Arc::new(new_client(&ferry.ticket, ferry.transport)?);
+            let client = Arc::new(new_client(&ferry.ticket, ferry.transport, ferry.resumable)?);
             client.warm_up().await?;
             idle.clients.push(client);
         }
