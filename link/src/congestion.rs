@@ -109,8 +109,8 @@ impl Controller for FlooredBbr {
         let window = self.inner.window();
         match self.min_rtt {
             Some(rtt) if !rtt.is_zero() && rtt < RTT_FLOOR => {
-                let scale = RTT_FLOOR.as_nanos() / rtt.as_nanos();
-                u64::try_from(u128::from(window).saturating_mul(scale)).unwrap_or(u64::MAX)
+                let scaled = u128::from(window).saturating_mul(RTT_FLOOR.as_nanos()) / rtt.as_nanos();
+                u64::try_from(scaled).unwrap_or(u64::MAX)
             }
             _ => window,
         }
@@ -162,6 +162,8 @@ mod tests {
         bbr.min_rtt = Some(Duration::from_micros(50));
         assert_eq!(bbr.window(), inner * 20, "50 µs: as if the RTT were 1 ms");
         assert_eq!(bbr.metrics().congestion_window, inner * 20);
+        bbr.min_rtt = Some(Duration::from_micros(800));
+        assert_eq!(bbr.window(), inner * 5 / 4, "800 µs: scaled by 1.25, not rounded down to 1");
         bbr.min_rtt = Some(Duration::from_millis(20));
         assert_eq!(bbr.window(), inner, "a real path above the floor is left alone");
         bbr.min_rtt = Some(Duration::ZERO);
