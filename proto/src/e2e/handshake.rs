@@ -657,19 +657,30 @@ mod tests {
         assert!(old.is_handshake_finished());
     }
 
+    /// A host answering `hello` with plain Noise and the message 2 `payload` it is given, as
+    /// hosts of older layouts do: the answer, the hello's payload, and the host's state.
+    fn old_host_answer(
+        host: &StaticKey,
+        secret: &TicketSecret,
+        hello: &[u8],
+        payload: &[u8],
+    ) -> (Vec<u8>, Vec<u8>, HandshakeState) {
+        let mut old = builder(&prologue(&host.public()), secret, host).unwrap().build_responder().unwrap();
+        let mut scratch = [0u8; MAX_HANDSHAKE_LEN];
+        let n = old.read_message(hello, &mut scratch).unwrap();
+        let mut answer = vec![0u8; MAX_HANDSHAKE_LEN];
+        let len = old.write_message(payload, &mut answer).unwrap();
+        answer.truncate(len);
+        (answer, scratch[..n].to_vec(), old)
+    }
+
     #[test]
     fn an_old_host_s_empty_answer_is_an_acceptance() {
         let host = StaticKey::generate().unwrap();
         let client = StaticKey::generate().unwrap();
         let secret = TicketSecret([4; 32]);
         let (ch, hello) = ClientHandshake::start(&host.public(), &secret, &client, Some("web")).unwrap();
-        let prologue = prologue(&host.public());
-        let mut old = builder(&prologue, &secret, &host).unwrap().build_responder().unwrap();
-        let mut scratch = [0u8; MAX_HANDSHAKE_LEN];
-        old.read_message(&hello, &mut scratch).unwrap();
-        let mut answer = vec![0u8; MAX_HANDSHAKE_LEN];
-        let n = old.write_message(&[], &mut answer).unwrap();
-        answer.truncate(n);
+        let (answer, _, _) = old_host_answer(&host, &secret, &hello, &[]);
         ch.finish(&answer).unwrap();
     }
 
@@ -853,14 +864,8 @@ mod tests {
         let (ch, hello) =
             ClientHandshake::start_offering(&host.public(), &secret, &client, Some("web"), Offer::current(true))
                 .unwrap();
-        let prologue = prologue(&host.public());
-        let mut old = builder(&prologue, &secret, &host).unwrap().build_responder().unwrap();
-        let mut scratch = [0u8; MAX_HANDSHAKE_LEN];
-        let n = old.read_message(&hello, &mut scratch).unwrap();
-        assert_eq!(read_service(&scratch[..n]).unwrap().as_deref(), Some("web"), "the old layout still reads");
-        let mut answer = vec![0u8; MAX_HANDSHAKE_LEN];
-        let n = old.write_message(&[ANSWER_ACCEPTED, 0], &mut answer).unwrap();
-        answer.truncate(n);
+        let (answer, payload, mut old) = old_host_answer(&host, &secret, &hello, &[ANSWER_ACCEPTED, 0]);
+        assert_eq!(read_service(&payload).unwrap().as_deref(), Some("web"), "the old layout still reads");
         let (i2r, r2i) = old.dangerously_get_raw_split();
         let mut c = ch.finish_session(&answer).unwrap();
         assert!(!c.hybrid && c.resume.is_none() && c.psk.is_none());
@@ -877,12 +882,7 @@ mod tests {
         let secret = TicketSecret([4; 32]);
         let (ch, hello) =
             ClientHandshake::start_offering(&host.public(), &secret, &client, None, Offer::current(false)).unwrap();
-        let mut old = builder(&prologue(&host.public()), &secret, &host).unwrap().build_responder().unwrap();
-        let mut scratch = [0u8; MAX_HANDSHAKE_LEN];
-        old.read_message(&hello, &mut scratch).unwrap();
-        let mut answer = vec![0u8; MAX_HANDSHAKE_LEN];
-        let n = old.write_message(&[ANSWER_ACCEPTED, FLAG_HYBRID], &mut answer).unwrap();
-        answer.truncate(n);
+        let (answer, _, _) = old_host_answer(&host, &secret, &hello, &[ANSWER_ACCEPTED, FLAG_HYBRID]);
         assert!(matches!(ch.finish_session(&answer), Err(Error::HostRejected)));
     }
 
