@@ -149,3 +149,35 @@ async fn a_dead_relay_first_in_the_ticket_costs_only_its_head_start() -> Result<
     stack.shutdown().await;
     Ok(())
 }
+
+/// The TLS connection a TCP client opens to prove the relay reachable is kept for its first
+/// session, and one is dialled ahead while sessions open back to back; but the relay cuts
+/// any connection that sends nothing for its handshake timeout. Sessions opened after the
+/// client sat idle past that timeout must go through, and the relay must never have to cut
+/// a connection dialled ahead (the client closes each one first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_client_idle_past_the_relays_handshake_timeout_still_opens_sessions() -> Result<()> {
+    let relay_timeout = Duration::from_secs(1);
+    let echo = common::echo_stack_with(|c| c.handshake_timeout = relay_timeout).await?;
+    let relay = &echo.stack.relay;
+    let count = |sample: &str| common::metric(&relay.metrics_text(), sample).unwrap_or(0.0);
+    let client = Client::new(echo.stack.ticket.clone(), StaticKey::generate()?, HopOptions::client())
+        .with_transport(Transport::Tcp);
+    client.warm_up().await?;
+    let payload = common::pattern(5, 64 * 1024);
+    for round in 0..2 {
+        // Not a synchronisation: the scenario is a client that opens nothing for this long.
+        tokio::time::sleep(relay_timeout + Duration::from_millis(500)).await;
+        for _ in 0..8 {
+            let back = common::echo_session(&client, &payload).await?;
+            anyhow::ensure!(back == payload, "the echo differs (round {round})");
+        }
+    }
+    let cut = count("ferry_relay_refused_total{reason=\"handshake_timeout\"}");
+    anyhow::ensure!(cut == 0.0, "the relay cut {cut} idle connections the client had dialled ahead");
+    // Dialling ahead never multiplies connections: at most one TLS handshake per session,
+    // plus the warm-up's, a spare left over from each burst, and the host's.
+    let handshakes = count("ferry_relay_handshake_duration_seconds_count");
+    anyhow::ensure!(handshakes <= 16.0 + 1.0 + 2.0 + 1.0, "{handshakes} TLS handshakes for 16 sessions");
+    Ok(())
+}
