@@ -253,13 +253,13 @@ async fn write_all_vectored<W: tokio::io::AsyncWrite + Unpin>(w: &mut W, chunks:
             next += 1;
             continue;
         }
-        let slices: Vec<std::io::IoSlice<'_>> = chunks[next..]
-            .iter()
-            .filter(|c| !c.is_empty())
-            .take(MAX_SLICES)
-            .map(|c| std::io::IoSlice::new(c))
-            .collect();
-        let mut written = w.write_vectored(&slices).await?;
+        let mut slices = [std::io::IoSlice::new(&[]); MAX_SLICES];
+        let mut filled = 0;
+        for (slot, chunk) in slices.iter_mut().zip(chunks[next..].iter().filter(|c| !c.is_empty())) {
+            *slot = std::io::IoSlice::new(chunk);
+            filled += 1;
+        }
+        let mut written = w.write_vectored(&slices[..filled]).await?;
         if written == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
@@ -326,9 +326,6 @@ pub fn connection_error(e: quinn::ConnectionError) -> LinkError {
 mod tests {
     use super::*;
 
-    /// Every pump direction and session future carries a `Result<_, LinkError>`: the large
-    /// causes (quinn and rustls errors) are boxed so that keeping them costs nothing on
-    /// the success path (24 bytes, what the flattened `String` took).
     /// Takes at most `limit` bytes per call, across slices, and counts the calls.
     struct Stingy {
         got: Vec<u8>,
@@ -379,6 +376,9 @@ mod tests {
         assert!(w.calls <= expected.len().div_ceil(5_000) + 4, "{} calls", w.calls);
     }
 
+    /// Every pump direction and session future carries a `Result<_, LinkError>`: the large
+    /// causes (quinn and rustls errors) are boxed so that keeping them costs nothing on
+    /// the success path (24 bytes, what the flattened `String` took).
     #[test]
     fn a_link_error_stays_small() {
         assert!(std::mem::size_of::<LinkError>() <= 24, "{}", std::mem::size_of::<LinkError>());
