@@ -10,6 +10,7 @@
 //! sends nothing for its handshake timeout (1 s at the least), so an older one is closed by
 //! this side first — quietly, before the relay would count it as a timeout — and a session
 //! that finds none dials its own. A client opening a session now and then never holds one.
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
