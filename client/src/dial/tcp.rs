@@ -4,8 +4,9 @@
 //!
 //! A new TLS connection costs two round trips and a handshake before a session can start
 //! on it, so the dialer keeps one *spare*: the connection that proved the relay reachable,
-//! and, while sessions open in quick succession (a player fetching each segment on a new
-//! connection), one dialled in the background as soon as a session takes the last. A spare
+//! and, while streams open in quick succession (a player fetching each segment on a new
+//! connection; a TCP host dialling back for each of them), one dialled in the background as
+//! soon as a stream takes the last. A spare
 //! is used only while it is young ([`SPARE_MAX_AGE`]): the relay cuts a connection that
 //! sends nothing for its handshake timeout (1 s at the least), so an older one is closed by
 //! this side first — quietly, before the relay would count it as a timeout — and a session
