@@ -6,11 +6,11 @@
 //! on it, so the dialer keeps one *spare*: the connection that proved the relay reachable,
 //! and, while streams open in quick succession (a player fetching each segment on a new
 //! connection; a TCP host dialling back for each of them), one dialled in the background as
-//! soon as a stream takes the last. A spare
-//! is used only while it is young ([`SPARE_MAX_AGE`]): the relay cuts a connection that
-//! sends nothing for its handshake timeout (1 s at the least), so an older one is closed by
-//! this side first — quietly, before the relay would count it as a timeout — and a session
-//! that finds none dials its own. A client opening a session now and then never holds one.
+//! soon as a stream takes the last. A spare is used only while it is young
+//! ([`SPARE_MAX_AGE`]): the relay cuts a connection that sends nothing for its handshake
+//! timeout (1 s at the least), so an older one is closed by this side first — quietly,
+//! before the relay would count it as a timeout — and a stream that finds none dials its
+//! own. A client opening a session now and then never holds one.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
