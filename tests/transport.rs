@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, ensure};
 use common::{ferry, local_port, wait_for_line};
 use ferry::local::{LocalStack, echo_service, pattern_digest, send_and_digest};
 use ferry_client::{Client, HopOptions, Transport};
@@ -170,15 +170,15 @@ async fn a_tcp_client_idle_past_the_relays_handshake_timeout_still_opens_session
         tokio::time::sleep(relay_timeout + Duration::from_millis(500)).await;
         for _ in 0..8 {
             let back = common::echo_session(&client, &payload).await?;
-            anyhow::ensure!(back == payload, "the echo differs (round {round})");
+            ensure!(back == payload, "the echo differs (round {round})");
         }
     }
     let cut = count("ferry_relay_refused_total{reason=\"handshake_timeout\"}");
-    anyhow::ensure!(cut == 0.0, "the relay cut {cut} idle connections the client had dialled ahead");
+    ensure!(cut == 0.0, "the relay cut {cut} idle connections the client had dialled ahead");
     // Dialling ahead never multiplies connections: at most one TLS handshake per session,
     // plus the warm-up's, a spare left over from each burst, and the host's.
     let handshakes = count("ferry_relay_handshake_duration_seconds_count");
-    anyhow::ensure!(
+    ensure!(
         (16.0..=16.0 + 1.0 + 2.0 + 1.0).contains(&handshakes),
         "{handshakes} TLS handshakes for 16 sessions, each on a connection of its own"
     );
