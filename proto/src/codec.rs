@@ -3,6 +3,8 @@
 //! Decoders never index a slice directly: each read goes through [`Reader`], which
 //! returns [`Error::Malformed`] instead of panicking when the input is short.
 
+use std::net::{IpAddr, SocketAddr};
+
 use crate::Error;
 
 /// Reads big-endian integers and fixed-size fields from a byte slice.
@@ -61,6 +63,16 @@ impl<'a> Reader<'a> {
         self.take(usize::from(n), what)
     }
 
+    /// Takes an address written by [`put_socket_addr`].
+    pub fn socket_addr(&mut self) -> Result<SocketAddr, Error> {
+        let ip = match self.u8("address family")? {
+            4 => IpAddr::from(self.array::<4>("IPv4 address")?),
+            6 => IpAddr::from(self.array::<16>("IPv6 address")?),
+            _ => return Err(Error::Malformed("address family")),
+        };
+        Ok(SocketAddr::new(ip, self.u16("port")?))
+    }
+
     /// Whether every byte was consumed.
     pub fn is_empty(&self) -> bool {
         self.rest.is_empty()
@@ -70,6 +82,22 @@ impl<'a> Reader<'a> {
     pub fn finish(self, what: &'static str) -> Result<(), Error> {
         if self.rest.is_empty() { Ok(()) } else { Err(Error::Malformed(what)) }
     }
+}
+
+/// Appends an address as `4 | 4 octets | port` or `6 | 16 octets | port` (port big-endian):
+/// the relay's `Observed` answer and the hole-punching candidates both carry it.
+pub fn put_socket_addr(out: &mut Vec<u8>, addr: &SocketAddr) {
+    match addr.ip() {
+        IpAddr::V4(ip) => {
+            out.push(4);
+            out.extend_from_slice(&ip.octets());
+        }
+        IpAddr::V6(ip) => {
+            out.push(6);
+            out.extend_from_slice(&ip.octets());
+        }
+    }
+    out.extend_from_slice(&addr.port().to_be_bytes());
 }
 
 /// Appends `bytes` with a u8 length prefix. The caller guarantees `bytes.len() <= 255`.

@@ -10,11 +10,11 @@
 //! inside a frame are an error, so every message has exactly one encoding.
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use bytes::{Buf, BytesMut};
 
-use crate::codec::{Reader, put_long_field, put_short_field};
+use crate::codec::{Reader, put_long_field, put_short_field, put_socket_addr};
 use crate::{Error, HostId, PublicKey};
 
 /// Largest control message (type byte + body), in bytes.
@@ -395,36 +395,12 @@ impl Message {
             }
             FORWARD => Self::Forward { host_id: PublicKey(r.array("host id")?), proof: r.array("forward proof")? },
             OBSERVE => Self::Observe,
-            OBSERVED => Self::Observed { addr: read_socket_addr(&mut r)? },
+            OBSERVED => Self::Observed { addr: r.socket_addr()? },
             other => return Err(Error::UnknownMessage(other)),
         };
         r.finish("trailing bytes in message")?;
         Ok(message)
     }
-}
-
-/// An address as `4 | 4 octets | port` or `6 | 16 octets | port` (port big-endian).
-fn put_socket_addr(out: &mut Vec<u8>, addr: &SocketAddr) {
-    match addr.ip() {
-        IpAddr::V4(ip) => {
-            out.push(4);
-            out.extend_from_slice(&ip.octets());
-        }
-        IpAddr::V6(ip) => {
-            out.push(6);
-            out.extend_from_slice(&ip.octets());
-        }
-    }
-    out.extend_from_slice(&addr.port().to_be_bytes());
-}
-
-fn read_socket_addr(r: &mut Reader<'_>) -> Result<SocketAddr, Error> {
-    let ip = match r.u8("address family")? {
-        4 => IpAddr::from(r.array::<4>("IPv4 address")?),
-        6 => IpAddr::from(r.array::<16>("IPv6 address")?),
-        _ => return Err(Error::Malformed("address family")),
-    };
-    Ok(SocketAddr::new(ip, r.u16("port")?))
 }
 
 fn checked_len(bytes: &[u8]) -> Result<&[u8], Error> {
@@ -437,6 +413,8 @@ fn checked_len(bytes: &[u8]) -> Result<&[u8], Error> {
 
 #[cfg(test)]
 mod tests {
+    use std::net::IpAddr;
+
     use super::*;
     use proptest::prelude::*;
 

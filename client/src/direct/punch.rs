@@ -19,9 +19,10 @@
 //! host -> client   candidates, Fin      (then the host's datagrams, the client's dials)
 //! ```
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
+use ferry_proto::codec::{Reader, put_socket_addr};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{Error, Session};
@@ -38,48 +39,27 @@ const PUNCH_INTERVAL: Duration = Duration::from_millis(100);
 /// Longest wait for the other side's candidates.
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Encodes `addrs` (the first [`MAX_CANDIDATES`]).
+/// Encodes `addrs` (the first [`MAX_CANDIDATES`]), each as the relay's `Observed` answer
+/// carries an address.
 pub fn encode_candidates(addrs: &[SocketAddr]) -> Vec<u8> {
     let addrs = &addrs[..addrs.len().min(MAX_CANDIDATES)];
     let mut out = vec![addrs.len() as u8];
     for addr in addrs {
-        match addr.ip() {
-            IpAddr::V4(ip) => {
-                out.push(4);
-                out.extend_from_slice(&ip.octets());
-            }
-            IpAddr::V6(ip) => {
-                out.push(6);
-                out.extend_from_slice(&ip.octets());
-            }
-        }
-        out.extend_from_slice(&addr.port().to_be_bytes());
+        put_socket_addr(&mut out, addr);
     }
     out
 }
 
 /// Decodes [`encode_candidates`] output; `None` if it is malformed.
 pub fn decode_candidates(bytes: &[u8]) -> Option<Vec<SocketAddr>> {
-    let (&count, mut rest) = bytes.split_first()?;
+    let mut r = Reader::new(bytes);
+    let count = r.u8("candidate count").ok()?;
     if usize::from(count) > MAX_CANDIDATES {
         return None;
     }
-    let mut take = |n: usize| {
-        let (head, tail) = rest.split_at_checked(n)?;
-        rest = tail;
-        Some(head)
-    };
-    let mut addrs = Vec::with_capacity(usize::from(count));
-    for _ in 0..count {
-        let ip = match take(1)?[0] {
-            4 => IpAddr::from(<[u8; 4]>::try_from(take(4)?).ok()?),
-            6 => IpAddr::from(<[u8; 16]>::try_from(take(16)?).ok()?),
-            _ => return None,
-        };
-        let port = u16::from_be_bytes(take(2)?.try_into().ok()?);
-        addrs.push(SocketAddr::new(ip, port));
-    }
-    rest.is_empty().then_some(addrs)
+    let addrs = (0..count).map(|_| r.socket_addr()).collect::<Result<Vec<_>, _>>().ok()?;
+    r.finish("trailing bytes after the candidates").ok()?;
+    Some(addrs)
 }
 
 /// This machine's own addresses with `port`, plus `observed` (what relays saw), without
