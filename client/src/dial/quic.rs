@@ -1,6 +1,7 @@
-//! The QUIC way to open a hop: one connection to the relay, authenticated by pin or
-//! public roots, carrying every session as its own stream.
+//! The QUIC way to open a hop: one connection to the relay (or to a host's direct port),
+//! carrying every session as its own stream.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use ferry_link::LinkError;
@@ -16,19 +17,30 @@ pub async fn connect(relay: &RelayAddr, options: &HopOptions) -> Result<quinn::C
     let target = ferry_link::resolve(&relay.addr).await.map_err(unreachable)?;
     let (tls, rejection) =
         client_tls_explained(relay.trust).map_err(|e| unreachable(LinkError::TlsConfig(Box::new(e))))?;
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
-        .map_err(|e| unreachable(LinkError::QuicCipherSuite(e)))?;
-    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-    config.transport_config(Arc::new(options.transport().build().map_err(unreachable)?));
+    let server_name = ferry_link::resolve::server_name(&relay.addr);
+    dial(target, server_name, tls, options).await.map_err(|e| match e {
+        // A refused certificate reads as a TLS failure; the verifier left the reason.
+        LinkError::Handshake(_) => rejection.error(relay).unwrap_or_else(|| unreachable(e)),
+        e => unreachable(e),
+    })
+}
 
-    let endpoint = options.endpoint_for(target).map_err(unreachable)?;
-    let connecting = endpoint
-        .connect_with(config, target, ferry_link::resolve::server_name(&relay.addr))
-        .map_err(|e| unreachable(LinkError::Connect(Box::new(e))))?;
+/// Dials `target` from the hop's endpoint with `tls`, under the hop's transport settings
+/// and connect timeout. A failed TLS handshake is [`LinkError::Handshake`].
+pub(crate) async fn dial(
+    target: SocketAddr,
+    server_name: &str,
+    tls: rustls::ClientConfig,
+    options: &HopOptions,
+) -> Result<quinn::Connection, LinkError> {
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(LinkError::QuicCipherSuite)?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(Arc::new(options.transport().build()?));
+    let endpoint = options.endpoint_for(target)?;
+    let connecting = endpoint.connect_with(config, target, server_name).map_err(|e| LinkError::Connect(Box::new(e)))?;
     match tokio::time::timeout(options.connect_timeout, connecting).await {
         Ok(Ok(conn)) => Ok(conn),
-        // A refused certificate reads as a TLS failure; the verifier left the reason.
-        Ok(Err(e)) => Err(rejection.error(relay).unwrap_or_else(|| unreachable(LinkError::Handshake(Box::new(e))))),
-        Err(_) => Err(unreachable(LinkError::QuicTimeout)),
+        Ok(Err(e)) => Err(LinkError::Handshake(Box::new(e))),
+        Err(_) => Err(LinkError::QuicTimeout),
     }
 }

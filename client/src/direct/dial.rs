@@ -2,8 +2,6 @@
 //! the client's shared endpoint, so a punched mapping is the one used) or TLS over TCP,
 //! raced like a relay's transports.
 
-use std::sync::Arc;
-
 use ferry_link::LinkError;
 
 use crate::Error;
@@ -26,17 +24,5 @@ pub(crate) async fn quic(addr: &str, options: &HopOptions) -> Result<quinn::Conn
     let unreachable = |source: LinkError| Error::HostUnreachable { addr: addr.to_owned(), source };
     let target = ferry_link::resolve(addr).await.map_err(unreachable)?;
     let tls = direct_tls().map_err(|e| unreachable(LinkError::TlsConfig(Box::new(e))))?;
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
-        .map_err(|e| unreachable(LinkError::QuicCipherSuite(e)))?;
-    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-    config.transport_config(Arc::new(options.transport().build().map_err(unreachable)?));
-    let endpoint = options.endpoint_for(target).map_err(unreachable)?;
-    let connecting = endpoint
-        .connect_with(config, target, "ferry-direct")
-        .map_err(|e| unreachable(LinkError::Connect(Box::new(e))))?;
-    match tokio::time::timeout(options.connect_timeout, connecting).await {
-        Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(e)) => Err(unreachable(LinkError::Handshake(Box::new(e)))),
-        Err(_) => Err(unreachable(LinkError::QuicTimeout)),
-    }
+    crate::dial::quic::dial(target, "ferry-direct", tls, options).await.map_err(unreachable)
 }
