@@ -382,9 +382,6 @@ mod tests {
         assert!(w.calls <= expected.len().div_ceil(5_000) + 4, "{} calls", w.calls);
     }
 
-    /// Every pump direction and session future carries a `Result<_, LinkError>`: the large
-    /// causes (quinn and rustls errors) are boxed so that keeping them costs nothing on
-    /// the success path (24 bytes, what the flattened `String` took).
     /// A pump direction holds its write future in its task for the session's whole life, so
     /// its size is paid by every idle session, twice at the relay: the batch of slices for a
     /// vectored write (512 bytes) must live inside one poll, not across the await (600 bytes
@@ -397,6 +394,9 @@ mod tests {
         assert!(std::mem::size_of_val(&write) <= 128, "{} bytes", std::mem::size_of_val(&write));
     }
 
+    /// Every pump direction and session future carries a `Result<_, LinkError>`: the large
+    /// causes (quinn and rustls errors) are boxed so that keeping them costs nothing on
+    /// the success path (24 bytes, what the flattened `String` took).
     #[test]
     fn a_link_error_stays_small() {
         assert!(std::mem::size_of::<LinkError>() <= 24, "{}", std::mem::size_of::<LinkError>());
